@@ -1,0 +1,23 @@
+"""The cache: ``CacheManager`` (Redis with a memory fallback) and ``@cached``."""
+
+from telemetry_infra.cache.codec import SIGNING_KEY_ENV
+from telemetry_infra.cache.decorators import cached, get_default_cache_manager, set_default_cache_manager
+from telemetry_infra.cache.errors import (
+    CacheClosedError,
+    CacheDecodeError,
+    CacheError,
+    CacheSerializationError,
+)
+from telemetry_infra.cache.manager import CacheManager
+
+__all__ = [
+    "SIGNING_KEY_ENV",
+    "CacheClosedError",
+    "CacheDecodeError",
+    "CacheError",
+    "CacheManager",
+    "CacheSerializationError",
+    "cached",
+    "get_default_cache_manager",
+    "set_default_cache_manager",
+]

@@ -1,0 +1,90 @@
+"""In-process LRU store with per-entry TTL (cachetools ``TLRUCache``)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from cachetools import TLRUCache
+
+from telemetry_infra.cache.keys import glob_to_regex
+
+__all__ = ["MemoryBackend"]
+
+
+def _expires_at(_key: str, entry: tuple[bytes, float], now: float) -> float:
+    return now + entry[1]
+
+
+class _CountingLRU(TLRUCache):
+    """Counts entries pushed out for room (LRU evictions); expiry is not eviction."""
+
+    evictions = 0
+
+    def popitem(self):  # type: ignore[no-untyped-def]
+        item = super().popitem()
+        self.evictions += 1
+        return item
+
+
+class MemoryBackend:
+    """``maxsize`` entries, least recently used evicted first; no entry outlives ``max_ttl``."""
+
+    name = "memory"
+
+    def __init__(self, maxsize: int = 1000, max_ttl: float = 300.0) -> None:
+        if maxsize <= 0:
+            raise ValueError(f"memory_cache_size must be positive, got {maxsize!r}")
+        if max_ttl <= 0:
+            raise ValueError(f"memory_cache_ttl must be positive, got {max_ttl!r}")
+        self.maxsize = maxsize
+        self.max_ttl = float(max_ttl)
+        self._entries = _CountingLRU(maxsize, _expires_at, timer=time.monotonic)
+
+    @property
+    def evictions(self) -> int:
+        return self._entries.evictions
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _entry(self, payload: bytes, ttl: float | None) -> tuple[bytes, float]:
+        max_ttl = self.max_ttl
+        return payload, max_ttl if ttl is None or ttl > max_ttl else ttl
+
+    async def get(self, key: str) -> bytes | None:
+        entry = self._entries.get(key)
+        return None if entry is None else entry[0]
+
+    async def mget(self, keys: Sequence[str]) -> list[bytes | None]:
+        get = self._entries.get
+        return [None if (entry := get(key)) is None else entry[0] for key in keys]
+
+    async def set(self, key: str, payload: bytes, ttl: float | None) -> None:
+        self._entries[key] = self._entry(payload, ttl)
+
+    async def mset(self, items: Sequence[tuple[str, bytes]], ttl: float | None) -> None:
+        entries = self._entries
+        for key, payload in items:
+            entries[key] = self._entry(payload, ttl)
+
+    async def delete(self, key: str) -> bool:
+        return self._entries.pop(key, None) is not None
+
+    async def delete_many(self, keys: Sequence[str]) -> int:
+        pop = self._entries.pop
+        return sum(pop(key, None) is not None for key in keys)
+
+    async def exists(self, key: str) -> bool:
+        return key in self._entries
+
+    async def clear(self, pattern: str) -> int:
+        matches = glob_to_regex(pattern).fullmatch
+        doomed = [key for key in list(self._entries.keys()) if matches(key)]
+        return await self.delete_many(doomed)
+
+    async def ping(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        self._entries.clear()

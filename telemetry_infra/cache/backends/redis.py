@@ -1,0 +1,129 @@
+"""Redis store on ``redis.asyncio`` with a ``BlockingConnectionPool``.
+
+Batch writes go through one Lua script call (``SET ... PX`` per key, executed
+server-side), so ``mset`` with a TTL is one command and one reply instead of a
+pipeline of N commands and N replies. On Redis Cluster a script, like ``MGET``,
+may only touch keys of one hash slot, so batches must be split per slot there;
+``clear`` is a per-node ``SCAN`` loop and runs on each primary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+__all__ = ["RedisBackend", "create_client"]
+
+_MSET_WITH_TTL = """
+local ms = ARGV[1]
+for i = 1, #KEYS do
+  if ms == '0' then
+    redis.call('SET', KEYS[i], ARGV[i + 1])
+  else
+    redis.call('SET', KEYS[i], ARGV[i + 1], 'PX', ms)
+  end
+end
+return #KEYS
+"""
+
+
+def create_client(
+    url: str,
+    *,
+    max_connections: int,
+    socket_timeout: float,
+    socket_connect_timeout: float,
+    health_check_interval: float,
+) -> aioredis.Redis:
+    """A client whose calls fail fast: short timeouts, no retries, bounded pool.
+
+    Bursts beyond ``max_connections`` wait for a free connection (at most
+    ``socket_timeout``) instead of failing. Retries are off: the circuit breaker
+    decides what to do about a failure, and a retry would only double the wait.
+    """
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url,
+        max_connections=max_connections,
+        timeout=socket_timeout,
+        socket_timeout=socket_timeout,
+        socket_connect_timeout=socket_connect_timeout,
+        health_check_interval=health_check_interval,
+        retry=Retry(NoBackoff(), 0),
+    )
+    return aioredis.Redis.from_pool(pool)
+
+
+class RedisBackend:
+    """Payloads stored as plain Redis strings under their full keys."""
+
+    name = "redis"
+
+    def __init__(self, client: aioredis.Redis, *, scan_count: int = 1000) -> None:
+        self.client = client
+        self._execute = client.execute_command
+        self._scan_count = scan_count
+        self._mset_script = client.register_script(_MSET_WITH_TTL)
+
+    async def get(self, key: str) -> bytes | None:
+        return await self._execute("GET", key)
+
+    async def mget(self, keys: Sequence[str]) -> list[bytes | None]:
+        return await self._execute("MGET", *keys)
+
+    async def set(self, key: str, payload: bytes, ttl: float | None) -> None:
+        if ttl is None:
+            await self._execute("SET", key, payload)
+        else:
+            await self._execute("SET", key, payload, "PX", _milliseconds(ttl))
+
+    async def mset(self, items: Sequence[tuple[str, bytes]], ttl: float | None) -> None:
+        keys = [key for key, _ in items]
+        args: list[Any] = [0 if ttl is None else _milliseconds(ttl)]
+        args.extend(payload for _, payload in items)
+        await self._mset_script(keys=keys, args=args)
+
+    async def delete(self, key: str) -> bool:
+        return bool(await self._execute("UNLINK", key))
+
+    async def delete_many(self, keys: Sequence[str]) -> int:
+        removed = 0
+        for start in range(0, len(keys), self._scan_count):
+            removed += await self._execute("UNLINK", *keys[start : start + self._scan_count])
+        return removed
+
+    async def exists(self, key: str) -> bool:
+        return bool(await self._execute("EXISTS", key))
+
+    async def clear(self, pattern: str) -> int:
+        """``SCAN MATCH`` + ``UNLINK``; each round trip unlinks one page and fetches the next."""
+        cursor, keys = await self.client.scan(0, match=pattern, count=self._scan_count)
+        removed = 0
+        while keys or cursor:
+            pipe = self.client.pipeline(transaction=False)
+            if keys:
+                pipe.unlink(*keys)
+            if cursor:
+                pipe.scan(cursor, match=pattern, count=self._scan_count)
+            replies = await pipe.execute()
+            if keys:
+                removed += replies[0]
+            cursor, keys = replies[-1] if cursor else (0, [])
+        return removed
+
+    async def ping(self) -> None:
+        await self._execute("PING")
+
+    async def reconnect(self) -> None:
+        """Drop idle connections: after an outage they are dead and would each fail once."""
+        await self.client.connection_pool.disconnect(inuse_connections=False)
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+def _milliseconds(ttl: float) -> int:
+    return max(1, round(ttl * 1000))

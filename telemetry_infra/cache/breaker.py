@@ -1,0 +1,100 @@
+"""Circuit breaker: stop calling an unreachable Redis, probe it, resume when it answers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+__all__ = ["CircuitBreaker"]
+
+logger = logging.getLogger("telemetry_infra.cache")
+
+StateListener = Callable[[bool, "BaseException | None"], None]
+
+
+class CircuitBreaker:
+    """Opens after ``failure_threshold`` consecutive failures (or at once via ``trip``).
+
+    Callers reset ``failures`` to 0 after a success (a plain attribute: the hot path
+    pays for no call). While open, ``is_open`` is True and callers skip the network. A background
+    task calls ``probe`` every ``probe_interval`` seconds; when it returns True the
+    breaker closes. Listeners hear ``(is_open, cause)`` on every transition.
+    """
+
+    def __init__(
+        self,
+        probe: Callable[[], Awaitable[bool]],
+        *,
+        failure_threshold: int = 3,
+        probe_interval: float = 1.0,
+    ) -> None:
+        if failure_threshold < 1:
+            raise ValueError(f"failure_threshold must be >= 1, got {failure_threshold!r}")
+        if probe_interval <= 0:
+            raise ValueError(f"probe_interval must be positive, got {probe_interval!r}")
+        self.is_open = False
+        self.failures = 0
+        self.times_opened = 0
+        self.failure_threshold = failure_threshold
+        self.probe_interval = probe_interval
+        self._probe = probe
+        self._prober: asyncio.Task[None] | None = None
+        self._listeners: list[StateListener] = []
+
+    def add_listener(self, listener: StateListener) -> None:
+        self._listeners.append(listener)
+
+    def record_failure(self, cause: BaseException) -> None:
+        self.failures += 1
+        if self.failures >= self.failure_threshold:
+            self.trip(cause)
+
+    def trip(self, cause: BaseException | None) -> None:
+        """Open now (no-op when already open) and start probing in the background."""
+        if self.is_open:
+            return
+        self.is_open = True
+        self.times_opened += 1
+        logger.warning(
+            "Redis unreachable (%s); serving from memory and probing every %.3gs",
+            _describe(cause),
+            self.probe_interval,
+        )
+        self._notify(cause)
+        self._prober = asyncio.get_running_loop().create_task(self._probe_until_closed())
+
+    def _close(self) -> None:
+        self.is_open = False
+        self.failures = 0
+        logger.warning("Redis reachable again; cache back on Redis")
+        self._notify(None)
+
+    def _notify(self, cause: BaseException | None) -> None:
+        for listener in self._listeners:
+            listener(self.is_open, cause)
+
+    async def _probe_until_closed(self) -> None:
+        while self.is_open:
+            await asyncio.sleep(self.probe_interval)
+            if await self._probe():
+                self._close()
+
+    async def stop(self) -> None:
+        """Cancel the background probe (used on close)."""
+        prober, self._prober = self._prober, None
+        if prober is None or prober.done():
+            return
+        prober.cancel()
+        try:
+            await prober
+        except asyncio.CancelledError:
+            pass
+        except RuntimeError:  # the task belongs to a loop that has already closed
+            pass
+
+
+def _describe(cause: BaseException | None) -> str:
+    if cause is None:
+        return "no answer"
+    return f"{type(cause).__name__}: {cause}" if str(cause) else type(cause).__name__

@@ -1,0 +1,367 @@
+"""``CacheManager``: the facade users call.
+
+It validates arguments, builds keys (``keys.Namespace``), encodes values (``codec``),
+keeps statistics and applies the error policy; storage, fallback and recovery are
+the backends' business (``failover.FailoverBackend`` over Redis and memory).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping
+from datetime import timedelta
+from typing import Any
+
+from telemetry_infra.cache.backends import Backend
+from telemetry_infra.cache.backends.memory import MemoryBackend
+from telemetry_infra.cache.backends.redis import RedisBackend, create_client
+from telemetry_infra.cache.codec import Codec
+from telemetry_infra.cache.errors import BACKEND_ERRORS, OUTAGE_ERRORS, CacheClosedError, CacheDecodeError
+from telemetry_infra.cache.failover import FailoverBackend
+from telemetry_infra.cache.journal import OutageJournal
+from telemetry_infra.cache.keys import Namespace, key_list
+from telemetry_infra.cache.stats import CacheStats
+
+__all__ = ["TTL", "CacheManager"]
+
+logger = logging.getLogger("telemetry_infra.cache")
+
+TTL = float | int | timedelta | None
+Pairs = Mapping[str, Any] | Iterable[tuple[str, Any]] | AsyncIterable[tuple[str, Any]]
+DataLoader = Callable[[], Pairs | Awaitable[Pairs]]
+
+
+def _seconds(ttl: float | int | timedelta, name: str) -> float:
+    if isinstance(ttl, timedelta):
+        seconds = ttl.total_seconds()
+    elif isinstance(ttl, (int, float)) and not isinstance(ttl, bool):
+        seconds = float(ttl)
+    else:
+        raise TypeError(f"{name} must be seconds (int/float) or a timedelta, got {type(ttl).__qualname__}")
+    if not seconds > 0:
+        raise ValueError(f"{name} must be positive, got {ttl!r}")
+    return seconds
+
+
+class _Closed:
+    """Stands in for the backend after ``close()``: every operation raises."""
+
+    name = "closed"
+
+    def __getattr__(self, operation: str) -> Callable[..., Any]:
+        async def closed(*_args: Any) -> Any:
+            raise CacheClosedError(f"CacheManager is closed; cannot {operation}")
+
+        return closed
+
+
+class CacheManager:
+    """Async Redis cache with an in-memory LRU fallback that survives outages.
+
+    With ``redis_url=None`` the memory backend is the cache. Otherwise Redis is
+    used and memory takes over while Redis is unreachable (see ``docs/cache.md``).
+    Keys are ``str`` and stored under ``"<namespace>:"``; values go through the
+    codec (``serialization="json"`` via orjson, or HMAC-signed ``"pickle"``).
+    """
+
+    def __init__(
+        self,
+        redis_url: str | None = None,
+        max_connections: int = 50,
+        memory_cache_size: int = 1000,
+        memory_cache_ttl: float = 300,
+        enable_compression: bool = True,
+        serialization: str = "json",
+        *,
+        name: str = "default",
+        namespace: str = "cache",
+        default_ttl: TTL = 3600,
+        compression_threshold: int = 1024,
+        compression_level: int = 6,
+        signing_key: str | bytes | None = None,
+        socket_timeout: float = 1.0,
+        socket_connect_timeout: float = 1.0,
+        health_check_interval: float = 30,
+        failure_threshold: int = 3,
+        probe_interval: float = 1.0,
+        journal_size: int = 10_000,
+    ) -> None:
+        if max_connections < 1:
+            raise ValueError(f"max_connections must be >= 1, got {max_connections!r}")
+        self.name = name
+        self.redis_url = redis_url
+        self.max_connections = max_connections
+        self.socket_timeout = _seconds(socket_timeout, "socket_timeout")
+        self._namespace = Namespace(namespace)
+        self._codec = Codec(
+            serialization,
+            enable_compression=enable_compression,
+            compression_threshold=compression_threshold,
+            compression_level=compression_level,
+            signing_key=signing_key,
+        )
+        self._default_ttl = None if default_ttl is None else _seconds(default_ttl, "default_ttl")
+        self._stats = CacheStats()
+        self._reported: set[str] = set()
+        self._memory = MemoryBackend(memory_cache_size, memory_cache_ttl)
+        self._failover: FailoverBackend | None = None
+        self._backend: Backend = self._memory
+        if redis_url is not None:
+            client = create_client(
+                redis_url,
+                max_connections=max_connections,
+                socket_timeout=self.socket_timeout,
+                socket_connect_timeout=_seconds(socket_connect_timeout, "socket_connect_timeout"),
+                health_check_interval=health_check_interval,
+            )
+            self._failover = FailoverBackend(
+                RedisBackend(client),
+                self._memory,
+                OutageJournal(self._namespace.everything, journal_size),
+                failure_threshold=failure_threshold,
+                probe_interval=probe_interval,
+                probe_timeout=self.socket_timeout,
+            )
+            self._backend = self._failover
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    async def initialize(self) -> None:
+        """Check Redis once; when it does not answer, start on memory and keep probing."""
+        if self._failover is not None:
+            await self._failover.connect(self.socket_timeout)
+
+    async def close(self) -> None:
+        """Release connections and the probe task; later calls raise ``CacheClosedError``."""
+        backend, self._backend = self._backend, _Closed()
+        if not isinstance(backend, _Closed):
+            await backend.close()
+
+    async def __aenter__(self) -> CacheManager:
+        await self.initialize()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- operations -----------------------------------------------------------------
+
+    async def get(self, key: str, default: Any = None) -> Any:
+        """The cached value, or ``default`` when absent (a cached ``None`` is returned as ``None``)."""
+        stored = self._namespace.key(key)
+        try:
+            payload = await self._backend.get(stored)
+        except BACKEND_ERRORS as exc:
+            self._backend_failed("get", exc)
+            payload = None
+        if payload is not None:
+            try:
+                value = self._codec.decode(payload)
+            except CacheDecodeError as exc:
+                self._undecodable(key, exc)
+            else:
+                self._stats.hits += 1
+                return value
+        self._stats.misses += 1
+        return default
+
+    async def set(self, key: str, value: Any, ttl: TTL = None) -> bool:
+        """Store ``value`` for ``ttl`` seconds (``None``: the manager's ``default_ttl``).
+
+        Returns False only when the store refused the write (counted as an error).
+        """
+        stored = self._namespace.key(key)
+        seconds = self._ttl(ttl)
+        payload = self._codec.encode(key, value)
+        try:
+            await self._backend.set(stored, payload, seconds)
+        except BACKEND_ERRORS as exc:
+            self._backend_failed("set", exc)
+            return False
+        self._stats.sets += 1
+        return True
+
+    async def delete(self, key: str) -> bool:
+        """Remove ``key``; True when it existed."""
+        stored = self._namespace.key(key)
+        try:
+            removed = await self._backend.delete(stored)
+        except BACKEND_ERRORS as exc:
+            self._backend_failed("delete", exc)
+            return False
+        self._stats.deletes += 1
+        return removed
+
+    async def exists(self, key: str) -> bool:
+        """True when ``key`` holds a value (``None`` included)."""
+        stored = self._namespace.key(key)
+        try:
+            return await self._backend.exists(stored)
+        except BACKEND_ERRORS as exc:
+            self._backend_failed("exists", exc)
+            return False
+
+    async def clear(self, pattern: str | None = None) -> int:
+        """Remove keys matching the glob ``pattern`` inside the namespace (all of it if None).
+
+        Uses ``SCAN`` + ``UNLINK``, never ``KEYS``/``FLUSHDB``. Returns how many were removed.
+        """
+        try:
+            return await self._backend.clear(self._namespace.pattern(pattern))
+        except BACKEND_ERRORS as exc:
+            self._backend_failed("clear", exc)
+            return 0
+
+    async def mget(self, keys: Iterable[str]) -> dict[str, Any]:
+        """Values of the ``keys`` found, in one ``MGET``; keys not cached are absent."""
+        user_keys = key_list(keys)
+        stored = self._namespace.keys(user_keys)
+        if not stored:
+            return {}
+        try:
+            payloads = await self._backend.mget(stored)
+        except BACKEND_ERRORS as exc:
+            self._backend_failed("mget", exc)
+            payloads = [None] * len(stored)
+        found: dict[str, Any] = {}
+        decode = self._codec.decode
+        for key, payload in zip(user_keys, payloads, strict=True):
+            if payload is None:
+                continue
+            try:
+                found[key] = decode(payload)
+            except CacheDecodeError as exc:
+                self._undecodable(key, exc)
+        self._stats.hits += len(found)
+        self._stats.misses += len(user_keys) - len(found)
+        return found
+
+    async def mset(self, mapping: Mapping[str, Any], ttl: TTL = None) -> bool:
+        """Store every item with one round trip (TTL included); nothing is written if any
+        value cannot be encoded. Returns False only when the store refused the write."""
+        seconds = self._ttl(ttl)
+        key_of = self._namespace.key
+        encode = self._codec.encode
+        items = [(key_of(key), encode(key, value)) for key, value in mapping.items()]
+        if not items:
+            return True
+        try:
+            await self._backend.mset(items, seconds)
+        except BACKEND_ERRORS as exc:
+            self._backend_failed("mset", exc)
+            return False
+        self._stats.sets += len(items)
+        return True
+
+    async def warm_cache(self, data_loader: DataLoader, ttl: TTL = None, *, chunk_size: int = 500) -> int:
+        """Load ``data_loader()`` (sync or async; a mapping or (key, value) pairs, sync or
+        async iterable) into the cache in ``mset`` chunks. Returns how many were written."""
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size!r}")
+        self._ttl(ttl)  # fail before loading anything
+        loaded = data_loader()
+        if inspect.isawaitable(loaded):
+            loaded = await loaded
+        pairs = loaded.items() if isinstance(loaded, Mapping) else loaded
+        written = 0
+        chunk: dict[str, Any] = {}
+        async for key, value in _aiter_pairs(pairs):
+            chunk[key] = value
+            if len(chunk) >= chunk_size:
+                written += await self._write_chunk(chunk, ttl)
+                chunk = {}
+        return written + await self._write_chunk(chunk, ttl)
+
+    async def _write_chunk(self, chunk: dict[str, Any], ttl: TTL) -> int:
+        return len(chunk) if chunk and await self.mset(chunk, ttl) else 0
+
+    # -- observability --------------------------------------------------------------
+
+    @property
+    def backend_name(self) -> str:
+        """Which store serves operations right now: ``redis`` or ``memory``."""
+        return self._backend.name
+
+    @property
+    def fallback_active(self) -> bool:
+        return self._failover is not None and self._failover.breaker.is_open
+
+    def get_stats(self) -> dict[str, Any]:
+        """Counters since creation: ``hits misses hit_rate sets deletes errors evictions
+        fallback_active backend memory_items`` (plus ``fallbacks`` and ``journal_overflowed``)."""
+        stats = self._stats
+        failover = self._failover
+        return {
+            "hits": stats.hits,
+            "misses": stats.misses,
+            "hit_rate": stats.hit_rate,
+            "sets": stats.sets,
+            "deletes": stats.deletes,
+            "errors": stats.errors,
+            "evictions": self._memory.evictions,
+            "fallback_active": self.fallback_active,
+            "backend": self.backend_name,
+            "memory_items": len(self._memory),
+            "fallbacks": failover.breaker.times_opened if failover else 0,
+            "journal_overflowed": failover.journal.overflowed if failover else 0,
+        }
+
+    async def health_check(self) -> dict[str, Any]:
+        """PING Redis (really, with latency) and report ``status`` healthy/degraded/unhealthy."""
+        redis = {"connected": False, "latency_ms": None, "error": None}
+        if isinstance(self._backend, _Closed):
+            status, redis["error"] = "unhealthy", "cache manager is closed"
+        elif self._failover is None:
+            status, redis["error"] = "healthy", "not configured (memory only)"
+        else:
+            started = time.perf_counter()
+            try:
+                await asyncio.wait_for(self._failover.ping(), self.socket_timeout)
+            except (*OUTAGE_ERRORS, *BACKEND_ERRORS) as exc:
+                redis["error"] = f"{type(exc).__name__}: {exc}".rstrip(": ")
+            else:
+                redis["connected"] = True
+                redis["latency_ms"] = round((time.perf_counter() - started) * 1000, 3)
+            status = "healthy" if redis["connected"] and not self.fallback_active else "degraded"
+        return {
+            "status": status,
+            "backend": self.backend_name,
+            "redis": redis,
+            "memory": {
+                "items": len(self._memory),
+                "max_items": self._memory.maxsize,
+                "ttl_seconds": self._memory.max_ttl,
+            },
+            "stats": self.get_stats(),
+        }
+
+    # -- policies -------------------------------------------------------------------
+
+    def _ttl(self, ttl: TTL) -> float | None:
+        return self._default_ttl if ttl is None else _seconds(ttl, "ttl")
+
+    def _backend_failed(self, operation: str, exc: BaseException) -> None:
+        self._stats.errors += 1
+        self._report(f"{operation}:{type(exc).__name__}", "cache %s failed: %r", operation, exc)
+
+    def _undecodable(self, key: str, exc: CacheDecodeError) -> None:
+        self._stats.errors += 1
+        self._report("decode", "cache entry %r cannot be read, treated as a miss: %s", key, exc)
+
+    def _report(self, kind: str, message: str, *args: Any) -> None:
+        """Log a kind of failure once at WARNING, then at DEBUG (a flood stays a counter)."""
+        level = logging.DEBUG if kind in self._reported else logging.WARNING
+        self._reported.add(kind)
+        logger.log(level, message, *args)
+
+
+async def _aiter_pairs(pairs: Any) -> AsyncIterable[tuple[str, Any]]:
+    if isinstance(pairs, AsyncIterable):
+        async for pair in pairs:
+            yield pair
+        return
+    for pair in pairs:
+        yield pair

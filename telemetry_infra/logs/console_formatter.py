@@ -1,0 +1,61 @@
+"""The development line: ``time | LEVEL | logger | file:line [request] | message``."""
+
+from __future__ import annotations
+
+import logging
+
+from telemetry_infra.logs.records import as_text, extra_items, message_of, one_line
+from telemetry_infra.logs.redaction import get_redactor
+from telemetry_infra.logs.timestamps import UtcSecondFormatter
+
+__all__ = ["ConsoleFormatter"]
+
+_RESET = "\033[0m"
+_LEVEL_COLOURS = {
+    "DEBUG": "\033[36m",  # cyan
+    "INFO": "\033[32m",  # green
+    "WARNING": "\033[33m",  # yellow
+    "ERROR": "\033[31m",  # red
+    "CRITICAL": "\033[1;31m",  # bold red
+}
+
+
+class ConsoleFormatter(logging.Formatter):
+    """Readable text for development consoles and text log files.
+
+    ``2026-01-15 23:00:00 | INFO     | api.client           | client.py:123  [abc-123] | message``
+    followed by ``| key=value`` for the caller's ``extra`` fields (secrets redacted) and
+    the traceback, if any, on the following lines. Times are UTC, like the JSON output.
+    """
+
+    def __init__(self, colours: bool = False) -> None:
+        super().__init__()
+        self._colours = colours
+        self._clock = UtcSecondFormatter("%Y-%m-%d %H:%M:%S")
+
+    def format(self, record: logging.LogRecord) -> str:
+        second, _ = self._clock.second(record.created)
+        level = f"{record.levelname:<8}"
+        if self._colours:
+            level = f"{_LEVEL_COLOURS.get(record.levelname, '')}{level}{_RESET}"
+        location = f"{record.filename}:{record.lineno}"
+        request_id = record.__dict__.get("request_id") or "-"
+        line = (
+            f"{second} | {level} | {record.name:<20} | {location:<23} [{request_id}] | "
+            f"{one_line(message_of(record))}{self._extras(record)}"
+        )
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            line = f"{line}\n{record.exc_text}"
+        if record.stack_info:
+            line = f"{line}\n{self.formatStack(record.stack_info)}"
+        return line
+
+    @staticmethod
+    def _extras(record: logging.LogRecord) -> str:
+        redactor = get_redactor()
+        pairs = [
+            f"{key}={one_line(as_text(redactor.value(key, value)))}" for key, value in extra_items(record)
+        ]
+        return one_line(" | " + " ".join(pairs)) if pairs else ""

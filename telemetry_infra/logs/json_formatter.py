@@ -1,0 +1,101 @@
+"""Production JSON lines on python-json-logger (its orjson formatter when orjson is installed)."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from typing import Any
+
+from telemetry_infra.logs.records import (
+    CORRELATION_FIELDS,
+    as_text,
+    extra_items,
+    message_of,
+    one_line,
+    prefixed,
+)
+from telemetry_infra.logs.redaction import get_redactor
+from telemetry_infra.logs.timestamps import UtcSecondFormatter
+
+if importlib.util.find_spec("orjson") is not None:
+    from pythonjsonlogger.orjson import OrjsonFormatter as _JsonBase
+else:  # pragma: no cover - orjson is a dependency, but stay usable without it
+    from pythonjsonlogger.json import JsonFormatter as _JsonBase
+
+__all__ = ["OUTPUT_FIELDS", "JsonFormatter"]
+
+OUTPUT_FIELDS = frozenset(
+    {
+        "timestamp",
+        "level",
+        "logger_name",
+        "module",
+        "function_name",
+        "line_number",
+        "message",
+        "exc_info",
+        "stack_info",
+        *CORRELATION_FIELDS,
+    }
+)
+"""Names this formatter writes itself; an ``extra`` key among them gets a prefix."""
+
+
+class JsonFormatter(_JsonBase):
+    """One JSON object per line, with the fields and order of DESIGN "Log records".
+
+    ``timestamp level logger_name module function_name line_number message``, then
+    ``request_id user_id trace_id span_id trace_flags`` when present, then the
+    caller's ``extra`` fields (secrets redacted), then ``exc_info`` / ``stack_info``.
+    Values JSON cannot encode are written as strings; the line never breaks.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._clock = UtcSecondFormatter("%Y-%m-%dT%H:%M:%S")
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = record.__dict__
+        data: dict[str, Any] = {
+            "timestamp": self._clock.iso(record.created),
+            "level": record.levelname,
+            "logger_name": record.name,
+            "module": record.module,
+            "function_name": record.funcName,
+            "line_number": record.lineno,
+            "message": message_of(record),
+        }
+        for key in CORRELATION_FIELDS:
+            value = fields.get(key)
+            if value is not None:
+                data[key] = value
+        redactor = get_redactor()
+        for key, value in extra_items(record):
+            data[prefixed(key) if key in OUTPUT_FIELDS else key] = redactor.value(key, value)
+        if record.exc_info:
+            if not record.exc_text:
+                record.exc_text = self.formatException(record.exc_info)
+            data["exc_info"] = record.exc_text
+        elif record.exc_text:
+            data["exc_info"] = record.exc_text
+        if record.stack_info:
+            data["stack_info"] = self.formatStack(record.stack_info)
+        return self._one_line(data)
+
+    def _one_line(self, data: dict[str, Any]) -> str:
+        try:
+            line = self.jsonify_log_record(data)
+        except (TypeError, ValueError, OverflowError, RecursionError):
+            line = self.jsonify_log_record(self._encodable(data))
+        return line if line.isascii() else one_line(line)
+
+    def _encodable(self, data: dict[str, Any]) -> dict[str, Any]:
+        """``data`` with each value the encoder rejects (huge ints, cycles, ...) as a string."""
+        encodable = {}
+        for key, value in data.items():
+            try:
+                self.jsonify_log_record({key: value})
+            except (TypeError, ValueError, OverflowError, RecursionError):
+                value = as_text(value)
+            encodable[str(key)] = value
+        return encodable

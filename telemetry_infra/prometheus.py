@@ -1,0 +1,296 @@
+"""Prometheus exposition of the OTel metrics, exemplars included.
+
+The stock ``PrometheusMetricReader`` drops exemplars. :class:`PrometheusBridge` is a
+``MetricReader`` that hands every collection to prometheus-client as metric families
+whose histogram buckets carry the trace id of a sampled measurement, so a scrape in
+OpenMetrics format (``Accept: application/openmetrics-text``) links latency to traces.
+Names follow the OTel -> Prometheus rules: ``cache.operation.duration`` with unit
+``s`` becomes ``cache_operation_duration_seconds``, counters end in ``_total``.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from opentelemetry.exporter.prometheus._mapping import map_unit, sanitize_attribute, sanitize_full_name
+from opentelemetry.sdk.metrics import (
+    Counter,
+    Histogram,
+    ObservableCounter,
+    ObservableGauge,
+    ObservableUpDownCounter,
+    UpDownCounter,
+)
+from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
+    Gauge,
+    HistogramDataPoint,
+    MetricReader,
+    MetricsData,
+    Sum,
+)
+from opentelemetry.sdk.metrics.export import Histogram as HistogramData
+from opentelemetry.sdk.resources import Resource
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
+from prometheus_client.exposition import generate_latest
+from prometheus_client.openmetrics.exposition import generate_latest as generate_latest_openmetrics
+from prometheus_client.samples import Exemplar
+
+__all__ = ["PrometheusBridge", "metrics_asgi_app", "serve_metrics"]
+
+_CUMULATIVE = {
+    kind: AggregationTemporality.CUMULATIVE
+    for kind in (
+        Counter,
+        UpDownCounter,
+        Histogram,
+        ObservableCounter,
+        ObservableUpDownCounter,
+        ObservableGauge,
+    )
+}
+_SCOPE_LABEL = "otel_scope_name"
+
+
+@dataclass
+class _Family:
+    """One Prometheus family gathered across scopes: its rows share one label set."""
+
+    kind: str  # "counter" | "gauge" | "histogram"
+    description: str
+    unit: str
+    rows: list[tuple[dict[str, str], Any]] = field(default_factory=list)
+
+    def build(self, name: str) -> Metric:
+        keys = sorted({key for labels, _ in self.rows for key in labels})
+        family = self._empty(name, keys)
+        for labels, value in self.rows:
+            values = [labels.get(key, "") for key in keys]
+            if self.kind == "histogram":
+                family.add_metric(values, buckets=value[0], sum_value=value[1])
+            else:
+                family.add_metric(values, value)
+        return family
+
+    def _empty(self, name: str, keys: list[str]) -> Metric:
+        if self.kind == "counter":
+            return CounterMetricFamily(name, self.description, labels=keys, unit=self.unit)
+        if self.kind == "gauge":
+            return GaugeMetricFamily(name, self.description, labels=keys, unit=self.unit)
+        return HistogramMetricFamily(name, self.description, labels=keys, unit=self.unit)
+
+
+def _label_value(value: Any) -> str:
+    return value if isinstance(value, str) else str(value)
+
+
+def _exemplar_for(exemplar: Any) -> Exemplar | None:
+    if not exemplar.trace_id:
+        return None
+    labels = {"trace_id": f"{exemplar.trace_id:032x}", "span_id": f"{exemplar.span_id:016x}"}
+    return Exemplar(labels, exemplar.value, exemplar.time_unix_nano / 1e9)
+
+
+def _buckets(
+    point: HistogramDataPoint, exemplars: dict[int, Exemplar]
+) -> list[tuple[str, float, Exemplar | None]]:
+    """Cumulative buckets, each with the newest exemplar that fell into it.
+
+    ``exemplars`` (bucket index -> exemplar) is this series' memory: the SDK hands an
+    exemplar to one collection only, while a bucket should show it until a newer one.
+    """
+    for exemplar in sorted(point.exemplars or (), key=lambda e: e.time_unix_nano):
+        converted = _exemplar_for(exemplar)
+        if converted is not None:
+            exemplars[bisect.bisect_left(point.explicit_bounds, exemplar.value)] = converted
+    bounds = [*map(float, point.explicit_bounds), float("inf")]
+    buckets: list[tuple[str, float, Exemplar | None]] = []
+    running = 0
+    for index, (bound, count) in enumerate(zip(bounds, point.bucket_counts, strict=True)):
+        running += count
+        label = "+Inf" if bound == float("inf") else repr(bound)
+        buckets.append((label, running, exemplars.get(index)))
+    return buckets
+
+
+def _strip_missing_exemplars(buckets: list[tuple[str, float, Exemplar | None]]) -> list[tuple[Any, ...]]:
+    return [bucket if bucket[2] is not None else bucket[:2] for bucket in buckets]
+
+
+def _kind(data: Any) -> str | None:
+    if isinstance(data, Sum):
+        return "counter" if data.is_monotonic else "gauge"
+    if isinstance(data, Gauge):
+        return "gauge"
+    if isinstance(data, HistogramData):
+        return "histogram"
+    return None
+
+
+def _family_name(metric_name: str, unit: str, kind: str) -> str:
+    name = sanitize_full_name(metric_name)
+    if kind == "counter" and name.endswith("_total"):
+        name = name[: -len("_total")]
+    if unit and name.endswith("_" + unit):
+        name = name[: -len(unit) - 1]  # prometheus-client appends the unit itself
+    return name
+
+
+#: (family name, sorted labels) -> bucket index -> the newest exemplar seen there
+ExemplarMemory = dict[tuple[str, tuple[tuple[str, str], ...]], dict[int, Exemplar]]
+
+
+def translate(data: MetricsData, families: dict[str, _Family], exemplars: ExemplarMemory) -> Resource | None:
+    """Fold one collection into ``families`` (by Prometheus name); return its resource."""
+    resource = None
+    for resource_metrics in data.resource_metrics:
+        resource = resource_metrics.resource
+        for scope_metrics in resource_metrics.scope_metrics:
+            scope = {_SCOPE_LABEL: scope_metrics.scope.name}
+            for metric in scope_metrics.metrics:
+                _add_metric(metric, scope, families, exemplars)
+    return resource
+
+
+def _add_metric(
+    metric: Any, scope: dict[str, str], families: dict[str, _Family], exemplars: ExemplarMemory
+) -> None:
+    kind = _kind(metric.data)
+    if kind is None:
+        return
+    unit = map_unit(metric.unit or "")
+    name = _family_name(metric.name, unit, kind)
+    family = families.setdefault(name, _Family(kind, metric.description or "", unit))
+    for point in metric.data.data_points:
+        labels = {sanitize_attribute(k): _label_value(v) for k, v in point.attributes.items()}
+        labels.update(scope)
+        if kind == "histogram":
+            memory = exemplars.setdefault((name, tuple(sorted(labels.items()))), {})
+            family.rows.append((labels, (_strip_missing_exemplars(_buckets(point, memory)), point.sum)))
+        else:
+            family.rows.append((labels, point.value))
+
+
+def _target_info(resource: Resource) -> Metric:
+    labels = {sanitize_attribute(k): _label_value(v) for k, v in resource.attributes.items()}
+    info = InfoMetricFamily("target", "Target metadata", labels=list(labels))
+    info.add_metric(list(labels), labels)
+    return info
+
+
+class PrometheusBridge(MetricReader):
+    """A pull ``MetricReader`` that serves its collections to prometheus-client.
+
+    ``registry`` holds only this bridge, so several ``configure()`` calls in one
+    process never register a metric twice.
+    """
+
+    def __init__(self, resource: Resource | None = None) -> None:
+        super().__init__(preferred_temporality=_CUMULATIVE)
+        self._resource = resource
+        self._lock = threading.Lock()
+        self._received: MetricsData | None = None
+        self._exemplars: ExemplarMemory = {}
+        self.registry = CollectorRegistry(auto_describe=False)
+        self._collector = _RegistryCollector(self)
+        self.registry.register(self._collector)
+
+    def _receive_metrics(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **_: Any) -> None:
+        self._received = metrics_data
+
+    def shutdown(self, timeout_millis: float = 30_000, **_: Any) -> None:
+        with contextlib.suppress(KeyError):  # already shut down
+            self.registry.unregister(self._collector)
+
+    def collect_families(self, timeout_millis: float = 10_000) -> list[Metric]:
+        """Run one OTel collection and return it as Prometheus metric families."""
+        with self._lock:
+            super().collect(timeout_millis=timeout_millis)
+            data, self._received = self._received, None
+        families: dict[str, _Family] = {}
+        resource = translate(data, families, self._exemplars) if data is not None else None
+        resource = resource or self._resource
+        built = [family.build(name) for name, family in families.items()]
+        return [_target_info(resource), *built] if resource is not None else built
+
+    def text(self, openmetrics: bool = False) -> str:
+        """The current exposition: Prometheus text, or OpenMetrics (with exemplars)."""
+        encode: Callable[[CollectorRegistry], bytes]
+        encode = generate_latest_openmetrics if openmetrics else generate_latest
+        return encode(self.registry).decode("utf-8")
+
+
+class _RegistryCollector:
+    """prometheus-client's side: each scrape runs one OTel collection."""
+
+    def __init__(self, bridge: PrometheusBridge) -> None:
+        self._bridge = bridge
+
+    def describe(self) -> list[Metric]:
+        return []  # nothing to collect at register time
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self._bridge.collect_families())
+
+
+def serve_metrics(bridge: PrometheusBridge, port: int, host: str = "127.0.0.1") -> Callable[[], None]:
+    """Serve ``/metrics`` on ``host:port`` in a daemon thread; return a function that stops it.
+
+    The format follows the scraper's ``Accept`` header (OpenMetrics when asked).
+    """
+    from prometheus_client import start_http_server
+
+    server, thread = start_http_server(port, addr=host, registry=bridge.registry)
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+    return stop
+
+
+def metrics_asgi_app(bridge: PrometheusBridge | None = None) -> Callable[..., Any]:
+    """An ASGI app answering with the exposition, to mount at ``/metrics``.
+
+    Without ``bridge`` it serves whatever the current ``configure()`` set up, so it can
+    be mounted before ``configure()`` runs.
+    """
+    from prometheus_client.exposition import choose_encoder
+
+    async def app(scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
+        if scope["type"] != "http":
+            return
+        current = bridge or _current_bridge()
+        headers = dict(scope.get("headers") or ())
+        encode, content_type = choose_encoder(headers.get(b"accept", b"").decode("latin-1"))
+        body = encode(current.registry) if current is not None else b""
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", content_type.encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    return app
+
+
+def _current_bridge() -> PrometheusBridge | None:
+    from telemetry_infra.setup import get_telemetry
+
+    telemetry = get_telemetry()
+    return telemetry.prometheus_bridge if telemetry is not None else None

@@ -1,0 +1,571 @@
+"""Helpers for testing code that uses telemetry_infra (and telemetry_infra itself).
+
+* :class:`RedisServer` starts a private ``redis-server`` on a free loopback port,
+  and can kill, restart and pause it to stage outages.
+* :class:`OTLPReceiver` is an in-process OTLP endpoint (gRPC and HTTP/protobuf)
+  that decodes what arrives into plain Python values.
+
+Both are context managers::
+
+    with RedisServer() as redis, OTLPReceiver() as otlp:
+        ti.configure(service_name="t", otlp_endpoint=otlp.grpc_endpoint)
+        ...
+        spans = otlp.wait_for_spans(lambda s: s.name == "cache.get")
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, TypeVar
+
+__all__ = [
+    "OTLPReceiver",
+    "ReceivedLogRecord",
+    "ReceivedMetricPoint",
+    "ReceivedSpan",
+    "RedisServer",
+    "RedisServerNotFound",
+    "free_port",
+]
+
+INSTALL_HINT = (
+    "redis-server was not found on PATH. Install it, e.g. "
+    "`apt-get install -y redis-server` (Debian/Ubuntu) or `brew install redis` (macOS), "
+    "or set REDIS_SERVER_BIN to its path."
+)
+
+
+class RedisServerNotFound(RuntimeError):
+    """No ``redis-server`` executable could be found."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """Return a TCP port that is free on ``host`` right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_for_port(host: str, port: int, timeout_s: float, up: bool) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=0.2):
+                reachable = True
+        except OSError:
+            reachable = False
+        if reachable is up:
+            return True
+        time.sleep(0.02)
+    return False
+
+
+class RedisServer:
+    """A private ``redis-server`` process on a loopback port, started and owned by us.
+
+    It keeps nothing on disk (``--save "" --appendonly no``). ``kill()`` and
+    ``start()`` stage an outage on the same port; ``pause(seconds)`` makes it
+    unreachable while it keeps its data (``CLIENT PAUSE``).
+    """
+
+    def __init__(self, port: int | None = None, host: str = "127.0.0.1", executable: str | None = None):
+        import os
+
+        self.host = host
+        self.port = port or free_port(host)
+        found = executable or os.environ.get("REDIS_SERVER_BIN") or shutil.which("redis-server")
+        if not found:
+            raise RedisServerNotFound(INSTALL_HINT)
+        self.executable = found
+        self._dir = tempfile.mkdtemp(prefix="ti-redis-")
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://{self.host}:{self.port}/0"
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def start(self, timeout_s: float = 10.0) -> RedisServer:
+        if self.running:
+            return self
+        args = [
+            self.executable,
+            "--port", str(self.port),
+            "--bind", self.host,
+            "--save", "",
+            "--appendonly", "no",
+            "--dir", self._dir,
+            "--daemonize", "no",
+            "--protected-mode", "no",
+            "--loglevel", "warning",
+            "--enable-debug-command", "local",
+        ]  # fmt: skip
+        self._process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        if not _wait_for_port(self.host, self.port, timeout_s, up=True):
+            err = self._process.stderr.read().decode(errors="replace") if self._process.poll() else ""
+            self.kill()
+            raise RuntimeError(f"redis-server did not start on {self.host}:{self.port}: {err}")
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL the server (an abrupt outage); the port closes at once."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        process.kill()
+        process.wait(timeout=10)
+        if process.stderr:
+            process.stderr.close()
+        _wait_for_port(self.host, self.port, 5.0, up=False)
+
+    def restart(self) -> RedisServer:
+        self.kill()
+        return self.start()
+
+    def client(self, **kwargs: Any) -> Any:
+        """A synchronous ``redis.Redis`` client to this server (for assertions)."""
+        import redis
+
+        return redis.Redis(host=self.host, port=self.port, **kwargs)
+
+    def pause(self, seconds: float) -> None:
+        """Make every client wait ``seconds`` (``CLIENT PAUSE ... ALL``); data is kept."""
+        with self.client(socket_timeout=2) as client:
+            client.execute_command("CLIENT", "PAUSE", int(seconds * 1000), "ALL")
+
+    def unpause(self) -> None:
+        with self.client(socket_timeout=2) as client:
+            client.execute_command("CLIENT", "UNPAUSE")
+
+    def close(self) -> None:
+        self.kill()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# --------------------------------------------------------------------------- OTLP
+
+
+@dataclass(frozen=True)
+class ReceivedSpan:
+    name: str
+    trace_id: str
+    span_id: str
+    parent_span_id: str
+    kind: str
+    attributes: dict[str, Any]
+    resource: dict[str, Any]
+    scope: str
+    status_code: str
+    status_message: str
+    events: list[tuple[str, dict[str, Any]]]
+    transport: str
+
+
+@dataclass(frozen=True)
+class ReceivedMetricPoint:
+    name: str
+    kind: str  # "sum" | "gauge" | "histogram"
+    unit: str
+    attributes: dict[str, Any]
+    resource: dict[str, Any]
+    scope: str
+    value: float | None = None
+    is_monotonic: bool = False
+    count: int = 0
+    sum: float = 0.0
+    bucket_counts: list[int] = field(default_factory=list)
+    explicit_bounds: list[float] = field(default_factory=list)
+    exemplars: list[dict[str, Any]] = field(default_factory=list)
+    transport: str = ""
+
+
+@dataclass(frozen=True)
+class ReceivedLogRecord:
+    body: Any
+    severity_text: str
+    severity_number: int
+    trace_id: str
+    span_id: str
+    attributes: dict[str, Any]
+    resource: dict[str, Any]
+    scope: str
+    transport: str
+
+
+def _any_value(value: Any) -> Any:
+    kind = value.WhichOneof("value")
+    if kind is None:
+        return None
+    if kind == "array_value":
+        return [_any_value(v) for v in value.array_value.values]
+    if kind == "kvlist_value":
+        return _attributes(value.kvlist_value.values)
+    return getattr(value, kind)
+
+
+def _attributes(key_values: Any) -> dict[str, Any]:
+    return {kv.key: _any_value(kv.value) for kv in key_values}
+
+
+def _hex(raw: bytes) -> str:
+    return raw.hex() if raw else ""
+
+
+_SPAN_KINDS = {0: "UNSPECIFIED", 1: "INTERNAL", 2: "SERVER", 3: "CLIENT", 4: "PRODUCER", 5: "CONSUMER"}
+_STATUS_CODES = {0: "UNSET", 1: "OK", 2: "ERROR"}
+
+
+def _decode_spans(request: Any, transport: str) -> list[ReceivedSpan]:
+    spans = []
+    for resource_spans in request.resource_spans:
+        resource = _attributes(resource_spans.resource.attributes)
+        for scope_spans in resource_spans.scope_spans:
+            for span in scope_spans.spans:
+                spans.append(
+                    ReceivedSpan(
+                        name=span.name,
+                        trace_id=_hex(span.trace_id),
+                        span_id=_hex(span.span_id),
+                        parent_span_id=_hex(span.parent_span_id),
+                        kind=_SPAN_KINDS.get(span.kind, str(span.kind)),
+                        attributes=_attributes(span.attributes),
+                        resource=resource,
+                        scope=scope_spans.scope.name,
+                        status_code=_STATUS_CODES.get(span.status.code, str(span.status.code)),
+                        status_message=span.status.message,
+                        events=[(event.name, _attributes(event.attributes)) for event in span.events],
+                        transport=transport,
+                    )
+                )
+    return spans
+
+
+def _exemplars(point: Any) -> list[dict[str, Any]]:
+    return [
+        {
+            "trace_id": _hex(exemplar.trace_id),
+            "span_id": _hex(exemplar.span_id),
+            "value": exemplar.as_double if exemplar.HasField("as_double") else exemplar.as_int,
+        }
+        for exemplar in point.exemplars
+    ]
+
+
+def _number(point: Any) -> float:
+    return point.as_double if point.HasField("as_double") else float(point.as_int)
+
+
+def _decode_metric(
+    metric: Any, resource: dict[str, Any], scope: str, transport: str
+) -> list[ReceivedMetricPoint]:
+    kind = metric.WhichOneof("data")
+    common = {
+        "name": metric.name,
+        "unit": metric.unit,
+        "resource": resource,
+        "scope": scope,
+        "transport": transport,
+    }
+    if kind in ("sum", "gauge"):
+        data = getattr(metric, kind)
+        monotonic = kind == "sum" and data.is_monotonic
+        return [
+            ReceivedMetricPoint(
+                kind=kind,
+                attributes=_attributes(point.attributes),
+                value=_number(point),
+                is_monotonic=monotonic,
+                exemplars=_exemplars(point),
+                **common,
+            )
+            for point in data.data_points
+        ]
+    if kind == "histogram":
+        return [
+            ReceivedMetricPoint(
+                kind=kind,
+                attributes=_attributes(point.attributes),
+                count=point.count,
+                sum=point.sum,
+                bucket_counts=list(point.bucket_counts),
+                explicit_bounds=list(point.explicit_bounds),
+                exemplars=_exemplars(point),
+                **common,
+            )
+            for point in metric.histogram.data_points
+        ]
+    return []
+
+
+def _decode_metrics(request: Any, transport: str) -> list[ReceivedMetricPoint]:
+    points = []
+    for resource_metrics in request.resource_metrics:
+        resource = _attributes(resource_metrics.resource.attributes)
+        for scope_metrics in resource_metrics.scope_metrics:
+            for metric in scope_metrics.metrics:
+                points.extend(_decode_metric(metric, resource, scope_metrics.scope.name, transport))
+    return points
+
+
+def _decode_logs(request: Any, transport: str) -> list[ReceivedLogRecord]:
+    records = []
+    for resource_logs in request.resource_logs:
+        resource = _attributes(resource_logs.resource.attributes)
+        for scope_logs in resource_logs.scope_logs:
+            for record in scope_logs.log_records:
+                records.append(
+                    ReceivedLogRecord(
+                        body=_any_value(record.body),
+                        severity_text=record.severity_text,
+                        severity_number=record.severity_number,
+                        trace_id=_hex(record.trace_id),
+                        span_id=_hex(record.span_id),
+                        attributes=_attributes(record.attributes),
+                        resource=resource,
+                        scope=scope_logs.scope.name,
+                        transport=transport,
+                    )
+                )
+    return records
+
+
+T = TypeVar("T")
+
+
+class OTLPReceiver:
+    """An in-process OTLP endpoint: gRPC and HTTP/protobuf, traces, metrics and logs.
+
+    Point an exporter at :attr:`grpc_endpoint` or :attr:`http_endpoint`; read what
+    arrived with :meth:`spans`, :meth:`metric_points`, :meth:`logs`, or wait for it
+    with the ``wait_for_*`` methods. Set :attr:`unavailable` to answer every export
+    with gRPC ``UNAVAILABLE`` / HTTP 503 (a collector in trouble).
+    """
+
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.host = host
+        self.unavailable = False
+        self._lock = threading.Condition()
+        self._spans: list[ReceivedSpan] = []
+        self._points: list[ReceivedMetricPoint] = []
+        self._logs: list[ReceivedLogRecord] = []
+        self.requests = 0
+        self._grpc_server: Any = None
+        self._http_server: ThreadingHTTPServer | None = None
+        self.grpc_port = 0
+        self.http_port = 0
+
+    @property
+    def grpc_endpoint(self) -> str:
+        return f"http://{self.host}:{self.grpc_port}"
+
+    @property
+    def http_endpoint(self) -> str:
+        return f"http://{self.host}:{self.http_port}"
+
+    def endpoint(self, protocol: str) -> str:
+        """The endpoint for an OTLP protocol name: ``grpc`` or ``http/protobuf``."""
+        return self.grpc_endpoint if protocol == "grpc" else self.http_endpoint
+
+    # -- storing -------------------------------------------------------------
+
+    def _store(self, kind: str, request: Any, transport: str) -> None:
+        decoded: list[Any]
+        if kind == "traces":
+            decoded, target = _decode_spans(request, transport), self._spans
+        elif kind == "metrics":
+            decoded, target = _decode_metrics(request, transport), self._points
+        else:
+            decoded, target = _decode_logs(request, transport), self._logs
+        with self._lock:
+            self.requests += 1
+            target.extend(decoded)
+            self._lock.notify_all()
+
+    def spans(self) -> list[ReceivedSpan]:
+        with self._lock:
+            return list(self._spans)
+
+    def metric_points(self) -> list[ReceivedMetricPoint]:
+        with self._lock:
+            return list(self._points)
+
+    def logs(self) -> list[ReceivedLogRecord]:
+        with self._lock:
+            return list(self._logs)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._spans.clear()
+            self._points.clear()
+            self._logs.clear()
+            self.requests = 0
+
+    def _wait(
+        self,
+        source: Callable[[], list[T]],
+        predicate: Callable[[T], bool] | None,
+        count: int,
+        timeout: float,
+        what: str,
+    ) -> list[T]:
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while True:
+                found = [item for item in source() if predicate is None or predicate(item)]
+                remaining = deadline - time.monotonic()
+                if len(found) >= count or remaining <= 0:
+                    break
+                self._lock.wait(min(remaining, 0.05))
+        if len(found) < count:
+            raise AssertionError(f"expected {count} matching {what} within {timeout}s, got {len(found)}")
+        return found
+
+    def wait_for_spans(
+        self, predicate: Callable[[ReceivedSpan], bool] | None = None, count: int = 1, timeout: float = 10.0
+    ) -> list[ReceivedSpan]:
+        """Wait until at least ``count`` spans match; return every match."""
+        return self._wait(lambda: self._spans, predicate, count, timeout, "spans")
+
+    def wait_for_metric_points(
+        self,
+        predicate: Callable[[ReceivedMetricPoint], bool] | None = None,
+        count: int = 1,
+        timeout: float = 10.0,
+    ) -> list[ReceivedMetricPoint]:
+        return self._wait(lambda: self._points, predicate, count, timeout, "metric points")
+
+    def wait_for_logs(
+        self,
+        predicate: Callable[[ReceivedLogRecord], bool] | None = None,
+        count: int = 1,
+        timeout: float = 10.0,
+    ) -> list[ReceivedLogRecord]:
+        return self._wait(lambda: self._logs, predicate, count, timeout, "log records")
+
+    # -- serving -------------------------------------------------------------
+
+    def start(self) -> OTLPReceiver:
+        self._start_grpc()
+        self._start_http()
+        return self
+
+    def _start_grpc(self) -> None:
+        from concurrent import futures
+
+        import grpc
+        from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
+        from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
+        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+        receiver = self
+
+        def handler(kind: str, response: Any) -> Callable[[Any, Any], Any]:
+            def export(_servicer: Any, request: Any, context: Any) -> Any:
+                if receiver.unavailable:
+                    context.abort(grpc.StatusCode.UNAVAILABLE, "receiver set unavailable")
+                receiver._store(kind, request, "grpc")
+                return response()
+
+            return export
+
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        servicers = (
+            (trace_service_pb2_grpc, "TraceService", "traces", trace_service_pb2.ExportTraceServiceResponse),
+            (metrics_service_pb2_grpc, "MetricsService", "metrics",
+             metrics_service_pb2.ExportMetricsServiceResponse),
+            (logs_service_pb2_grpc, "LogsService", "logs", logs_service_pb2.ExportLogsServiceResponse),
+        )  # fmt: skip
+        for module, service, kind, response in servicers:
+            base = getattr(module, f"{service}Servicer")
+            servicer = type(f"_{service}", (base,), {"Export": handler(kind, response)})()
+            getattr(module, f"add_{service}Servicer_to_server")(servicer, server)
+        self.grpc_port = server.add_insecure_port(f"{self.host}:0")
+        server.start()
+        self._grpc_server = server
+
+    def _start_http(self) -> None:
+        import gzip
+
+        from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+            ExportLogsServiceRequest,
+            ExportLogsServiceResponse,
+        )
+        from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+            ExportMetricsServiceRequest,
+            ExportMetricsServiceResponse,
+        )
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+            ExportTraceServiceRequest,
+            ExportTraceServiceResponse,
+        )
+
+        routes = {
+            "/v1/traces": ("traces", ExportTraceServiceRequest, ExportTraceServiceResponse),
+            "/v1/metrics": ("metrics", ExportMetricsServiceRequest, ExportMetricsServiceResponse),
+            "/v1/logs": ("logs", ExportLogsServiceRequest, ExportLogsServiceResponse),
+        }
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                route = routes.get(self.path)
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if route is None:
+                    self._answer(404, b"")
+                    return
+                if receiver.unavailable:
+                    self._answer(503, b"")
+                    return
+                if self.headers.get("Content-Encoding") == "gzip":
+                    body = gzip.decompress(body)
+                kind, request_type, response_type = route
+                receiver._store(kind, request_type.FromString(body), "http")
+                self._answer(200, response_type().SerializeToString())
+
+            def _answer(self, status: int, payload: bytes) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        server = ThreadingHTTPServer((self.host, 0), Handler)
+        server.daemon_threads = True
+        self.http_port = server.server_address[1]
+        threading.Thread(target=server.serve_forever, name="otlp-http-receiver", daemon=True).start()
+        self._http_server = server
+
+    def stop(self) -> None:
+        if self._grpc_server is not None:
+            self._grpc_server.stop(grace=None)
+            self._grpc_server = None
+        if self._http_server is not None:
+            self._http_server.shutdown()
+            self._http_server.server_close()
+            self._http_server = None
+
+    def __enter__(self) -> OTLPReceiver:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

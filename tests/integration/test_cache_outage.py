@@ -1,0 +1,179 @@
+"""Redis outages: fallback to memory, breaker, recovery, journal replay.
+
+Every test owns its redis-server (``redis_restartable``) and kills or pauses it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+import telemetry_infra as ti
+from telemetry_infra.testing import free_port
+
+SOCKET_TIMEOUT = 0.5
+PROBE_INTERVAL = 0.2
+MISSING = object()
+
+
+def manager(url: str, **options) -> ti.CacheManager:
+    options.setdefault("socket_timeout", SOCKET_TIMEOUT)
+    options.setdefault("socket_connect_timeout", SOCKET_TIMEOUT)
+    options.setdefault("probe_interval", PROBE_INTERVAL)
+    return ti.CacheManager(redis_url=url, namespace="outage", **options)
+
+
+async def wait_until(condition, timeout: float) -> float:
+    """Seconds it took for ``condition()`` to hold; fails after ``timeout``."""
+    started = time.monotonic()
+    while not condition():
+        assert time.monotonic() - started < timeout, "condition not met in time"
+        await asyncio.sleep(0.02)
+    return time.monotonic() - started
+
+
+async def test_unreachable_at_initialize_serves_memory_then_recovers(redis_restartable):
+    redis_restartable.kill()
+    async with manager(redis_restartable.url) as cache:
+        assert cache.fallback_active and cache.backend_name == "memory"
+        assert await cache.set("k", "during outage") is True
+        assert await cache.get("k") == "during outage"
+        health = await cache.health_check()
+        assert health["status"] == "degraded" and health["redis"]["connected"] is False
+        assert health["redis"]["error"]
+
+        redis_restartable.start()
+        await wait_until(lambda: not cache.fallback_active, PROBE_INTERVAL + 1.0)
+        await cache.set("after", "in redis")
+        assert redis_restartable.client().get("outage:after") is not None
+        assert (await cache.health_check())["status"] == "healthy"
+
+
+async def test_never_reachable_redis_costs_no_network_wait():
+    async with manager(f"redis://127.0.0.1:{free_port()}/0") as cache:
+        started = time.monotonic()
+        for i in range(1000):
+            await cache.set(f"k{i % 10}", i)
+            await cache.get(f"k{i % 10}")
+        assert time.monotonic() - started < SOCKET_TIMEOUT
+        assert cache.get_stats()["errors"] == 0
+
+
+async def test_kill_in_the_middle_of_20_workers(redis_restartable):
+    raw = redis_restartable.client()
+    async with manager(redis_restartable.url) as cache:
+        written: dict[str, set[int]] = {}
+        failures: list[BaseException] = []
+        wrong: list[tuple[str, object]] = []
+        slowest = 0.0
+        stop = asyncio.Event()
+
+        async def timed(call):
+            nonlocal slowest
+            started = time.monotonic()
+            try:
+                return await call
+            except BaseException as exc:  # the point of the test: nothing may escape
+                failures.append(exc)
+                return MISSING
+            finally:
+                slowest = max(slowest, time.monotonic() - started)
+
+        async def worker(w: int) -> None:
+            n = 0
+            while not stop.is_set():
+                key = f"w{w}:{n % 5}"
+                written.setdefault(key, set()).add(n)
+                await timed(cache.set(key, {"key": key, "n": n}))
+                result = await timed(cache.get(key, MISSING))
+                if result is not MISSING and (result["key"] != key or result["n"] not in written[key]):
+                    wrong.append((key, result))
+                n += 1
+                await asyncio.sleep(0)
+
+        workers = [asyncio.create_task(worker(w)) for w in range(20)]
+        await asyncio.sleep(0.3)
+        redis_restartable.kill()
+        await asyncio.sleep(0.7)
+        assert cache.fallback_active
+        redis_restartable.start()
+        recovered_in = await wait_until(lambda: not cache.fallback_active, PROBE_INTERVAL + 1.0)
+        await asyncio.sleep(0.2)
+        stop.set()
+        await asyncio.gather(*workers)
+
+        assert failures == [] and wrong == []
+        assert slowest < SOCKET_TIMEOUT + 0.25, f"a call took {slowest:.3f}s"
+        assert recovered_in <= PROBE_INTERVAL + 1.0
+        assert raw.dbsize() > 0  # writes reach the restarted Redis again
+        assert cache.get_stats()["fallbacks"] == 1
+
+
+async def test_removals_during_outage_are_replayed_on_recovery(redis_restartable):
+    raw = redis_restartable.client()
+    async with manager(redis_restartable.url, failure_threshold=1) as cache:
+        await cache.mset({"deleted": "old", "replaced": "old", "user:1": "old", "kept": "old"})
+        redis_restartable.pause(1.5)  # Redis keeps its data but answers nobody
+        assert await cache.get("kept", MISSING) is MISSING  # times out once, then memory serves
+        assert cache.fallback_active
+        assert await cache.delete("deleted") is False
+        await cache.set("replaced", "new")
+        assert await cache.clear("user:*") == 0
+        assert await cache.get("replaced") == "new"
+
+        await wait_until(lambda: not cache.fallback_active, 1.5 + PROBE_INTERVAL + SOCKET_TIMEOUT + 1.0)
+        assert await cache.get("deleted", MISSING) is MISSING
+        assert await cache.get("user:1", MISSING) is MISSING
+        assert await cache.get("replaced", MISSING) is MISSING  # the pre-outage value never returns
+        assert await cache.get("kept") == "old"
+        assert raw.exists("outage:deleted", "outage:user:1", "outage:replaced") == 0
+
+
+async def test_open_breaker_skips_the_network(redis_restartable):
+    async with manager(redis_restartable.url, failure_threshold=2) as cache:
+        await cache.set("k", 1)
+        redis_restartable.pause(2.0)
+        await cache.get("k")
+        await cache.get("k")
+        assert cache.fallback_active
+        started = time.monotonic()
+        for _ in range(200):
+            await cache.get("k")
+            await cache.set("k", 2)
+        assert time.monotonic() - started < SOCKET_TIMEOUT
+        assert await cache.get("k") == 2
+        redis_restartable.unpause()
+
+
+async def test_journal_overflow_falls_back_to_clearing_the_namespace(redis_restartable):
+    raw = redis_restartable.client()
+    async with manager(redis_restartable.url, failure_threshold=1, journal_size=3) as cache:
+        await cache.mset({f"k{i}": i for i in range(6)})
+        redis_restartable.kill()
+        await cache.get("k0")
+        redis_restartable.start()  # an empty Redis: seed it as if it had kept its data
+        raw.set("outage:survivor", b"x")
+        for i in range(5):
+            await cache.delete(f"k{i}")
+        assert cache.get_stats()["journal_overflowed"] == 2
+        await wait_until(lambda: not cache.fallback_active, PROBE_INTERVAL + 1.0)
+        assert raw.exists("outage:survivor") == 0  # the overflowed journal cleared the namespace
+
+
+@pytest.mark.parametrize("operation", ["mget", "exists", "clear", "delete", "mset"])
+async def test_every_operation_survives_a_dead_redis(redis_restartable, operation):
+    async with manager(redis_restartable.url) as cache:
+        await cache.set("k", "v")
+        redis_restartable.kill()
+        calls = {
+            "mget": lambda: cache.mget(["k", "j"]),
+            "exists": lambda: cache.exists("k"),
+            "clear": lambda: cache.clear(),
+            "delete": lambda: cache.delete("k"),
+            "mset": lambda: cache.mset({"a": 1}, ttl=5),
+        }
+        for _ in range(4):
+            await calls[operation]()
+        assert cache.fallback_active

@@ -1,0 +1,115 @@
+"""Records exported as OTLP logs, checked on the wire through the receiver."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import pytest
+from opentelemetry import trace
+
+import telemetry_infra as ti
+from telemetry_infra.logs import OTLPLogHandler, teardown_logging
+
+
+@pytest.fixture
+def exported(otlp_receiver, tmp_path):
+    ti.configure(service_name="logs-otlp", otlp_endpoint=otlp_receiver.grpc_endpoint, log_dir=tmp_path)
+    yield lambda message: otlp_receiver.wait_for_logs(lambda r: r.body == message, timeout=15)[0]
+    teardown_logging()
+
+
+def test_record_carries_native_ids_severity_body_and_extras(exported):
+    tracer = trace.get_tracer("tests.logs")
+    with tracer.start_as_current_span("request") as span:
+        ti.get_logger("api.client").warning(
+            "slow call %s", "GET", extra={"duration": 0.5, "tags": ["a", "b"], "meta": {"k": 1}}
+        )
+    record = exported("slow call GET")
+
+    context = span.get_span_context()
+    assert (record.trace_id, record.span_id) == (f"{context.trace_id:032x}", f"{context.span_id:016x}")
+    assert (record.severity_text, record.severity_number) == ("WARN", 13)
+    assert record.scope == "api.client"
+    assert record.resource["service.name"] == "logs-otlp"
+    assert record.attributes["duration"] == 0.5 and record.attributes["tags"] == ["a", "b"]
+    assert record.attributes["meta"] == "{'k': 1}"  # maps are not attribute values: text
+    assert record.attributes["code.function.name"] == "test_record_carries_native_ids_severity_body_and_extras"
+    assert not {"trace_id", "span_id", "trace_flags"} & set(record.attributes)
+
+
+def test_request_context_and_exception_become_attributes(exported):
+    with ti.request_context(request_id="req-42", user_id="u-1"):
+        try:
+            raise ConnectionError("refused")
+        except ConnectionError:
+            ti.get_logger("svc").exception("upstream down")
+    record = exported("upstream down")
+
+    assert (record.severity_text, record.severity_number) == ("ERROR", 17)
+    assert record.attributes["request_id"] == "req-42" and record.attributes["user_id"] == "u-1"
+    assert record.attributes["exception.type"] == "ConnectionError"
+    assert record.attributes["exception.message"] == "refused"
+    assert "raise ConnectionError" in record.attributes["exception.stacktrace"]
+
+
+def test_secrets_are_redacted_in_otlp(exported):
+    ti.get_logger("svc").info("auth", extra={"api_key": "k-secret", "body": {"password": "p-secret"}})
+    record = exported("auth")
+    assert record.attributes["api_key"] == "[REDACTED]"
+    assert "p-secret" not in record.attributes["body"] and "[REDACTED]" in record.attributes["body"]
+
+
+def test_exporter_loggers_are_not_exported(exported, otlp_receiver):
+    logging.getLogger("opentelemetry.exporter.otlp").warning("exporter noise")
+    logging.getLogger("grpc._channel").warning("grpc noise")
+    ti.get_logger("svc").info("marker")
+    exported("marker")
+    assert not [r for r in otlp_receiver.logs() if "noise" in str(r.body)]
+
+
+def test_reconfigure_keeps_exactly_one_otlp_handler(otlp_receiver, tmp_path):
+    for _ in range(2):
+        ti.configure(service_name="logs-otlp", otlp_endpoint=otlp_receiver.grpc_endpoint, log_dir=tmp_path)
+    try:
+        handlers = [h for h in logging.getLogger().handlers if isinstance(h, OTLPLogHandler)]
+        assert len(handlers) == 1
+        ti.get_logger("svc").info("exported once")
+        otlp_receiver.wait_for_logs(lambda r: r.body == "exported once")
+        ti.get_telemetry().force_flush(timeout_s=5)
+        assert len([r for r in otlp_receiver.logs() if r.body == "exported once"]) == 1
+    finally:
+        teardown_logging()
+
+
+def test_dead_collector_never_blocks_or_raises(tmp_path):
+    from telemetry_infra.testing import free_port
+
+    ti.configure(service_name="dead", otlp_endpoint=f"http://127.0.0.1:{free_port()}", log_dir=tmp_path)
+    try:
+        started = time.monotonic()
+        for n in range(200):
+            ti.get_logger("svc").error("collector is gone %d", n)
+        assert time.monotonic() - started < 5  # generous: the calling thread only enqueues
+    finally:
+        teardown_logging()
+
+
+def test_failing_export_that_logs_neither_loops_nor_raises():
+    logger = logging.getLogger("isolated.otlp")
+    calls = []
+
+    class FailingProvider:
+        def get_logger(self, name):
+            calls.append(name)
+            logger.error("export failed")  # would re-enter the handler without the guard
+            raise RuntimeError("provider exploded")
+
+    logger.propagate = False
+    handler = OTLPLogHandler(FailingProvider())
+    logger.addHandler(handler)
+    try:
+        logger.error("still fine")  # must not raise
+    finally:
+        logger.removeHandler(handler)
+    assert calls == ["isolated.otlp"]

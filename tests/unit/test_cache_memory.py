@@ -1,0 +1,85 @@
+"""Memory-only mode (``redis_url=None``): LRU, TTLs, patterns, stats."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+import telemetry_infra as ti
+
+MISSING = object()
+
+
+async def test_memory_only_mode_serves_every_operation():
+    async with ti.CacheManager(redis_url=None) as cache:
+        assert await cache.set("a", {"v": 1}) is True
+        assert await cache.get("a") == {"v": 1}
+        assert await cache.mset({"b": 2, "c": None}) is True
+        assert await cache.mget(["a", "b", "c", "d"]) == {"a": {"v": 1}, "b": 2, "c": None}
+        assert await cache.exists("c") is True
+        assert await cache.delete("b") is True and await cache.delete("b") is False
+        health = await cache.health_check()
+        assert health["status"] == "healthy" and health["backend"] == "memory"
+        assert health["redis"]["connected"] is False
+        assert cache.get_stats()["memory_items"] == 2
+
+
+async def test_values_are_copies_not_shared_objects():
+    async with ti.CacheManager() as cache:
+        original = {"list": [1]}
+        await cache.set("k", original)
+        original["list"].append(2)
+        fetched = await cache.get("k")
+        fetched["list"].append(3)
+        assert await cache.get("k") == {"list": [1]}
+
+
+async def test_lru_eviction_keeps_recently_used_and_counts():
+    async with ti.CacheManager(memory_cache_size=3) as cache:
+        await cache.mset({"a": 1, "b": 2, "c": 3})
+        await cache.get("a")  # a is now more recent than b
+        await cache.set("d", 4)
+        assert await cache.get("b", MISSING) is MISSING
+        assert await cache.mget(["a", "c", "d"]) == {"a": 1, "c": 3, "d": 4}
+        stats = cache.get_stats()
+        assert (stats["evictions"], stats["memory_items"]) == (1, 3)
+
+
+async def test_per_entry_ttl_and_memory_ttl_cap():
+    async with ti.CacheManager(memory_cache_ttl=0.3) as cache:
+        await cache.set("short", 1, ttl=0.1)
+        await cache.set("capped", 2, ttl=3600)
+        await asyncio.sleep(0.18)
+        assert await cache.get("short", MISSING) is MISSING
+        assert await cache.get("capped") == 2
+        await asyncio.sleep(0.2)
+        assert await cache.exists("capped") is False
+
+
+async def test_clear_patterns_follow_redis_glob_rules():
+    async with ti.CacheManager(namespace="n*s") as cache:
+        await cache.mset({"user:1": 1, "user:22": 2, "user:x": 3, "order:1": 4, "a?b": 5, "acb": 6})
+        assert await cache.clear("user:?") == 2
+        assert await cache.clear("a\\?b") == 1
+        assert await cache.clear("[ox]rder:*") == 1
+        assert set(await cache.mget(["user:22", "acb", "order:1"])) == {"user:22", "acb"}
+        assert await cache.clear() == 2
+
+
+async def test_stats_hit_rate_counts_lookups():
+    async with ti.CacheManager() as cache:
+        assert cache.get_stats()["hit_rate"] == 0.0
+        await cache.set("k", 1)
+        for key in ("k", "k", "k", "nope"):
+            await cache.get(key)
+        assert cache.get_stats()["hit_rate"] == pytest.approx(0.75)
+
+
+def test_invalid_sizes_are_rejected():
+    with pytest.raises(ValueError):
+        ti.CacheManager(memory_cache_size=0)
+    with pytest.raises(ValueError):
+        ti.CacheManager(memory_cache_ttl=0)
+    with pytest.raises(ValueError):
+        ti.CacheManager(max_connections=0)
