@@ -1,4 +1,4 @@
-"""The ``telemetry-infra`` command: ``--version`` and ``check``."""
+"""The ``telemetry-infra`` command: ``demo``, ``check`` and ``--version``."""
 
 from __future__ import annotations
 
@@ -46,21 +46,16 @@ def check_redis(url: str | None, timeout_s: float = 1.0) -> CheckResult:
         return CheckResult("redis", True, "REDIS_URL not set: the cache would run in memory", False)
     import redis
 
+    from telemetry_infra.settings import url_without_password
+
     client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
     try:
         client.ping()
-        return CheckResult("redis", True, f"{_without_password(url)} answers PING")
+        return CheckResult("redis", True, f"{url_without_password(url)} answers PING")
     except redis.RedisError as exc:
-        return CheckResult("redis", False, f"{_without_password(url)} does not answer PING: {exc}")
+        return CheckResult("redis", False, f"{url_without_password(url)} does not answer PING: {exc}")
     finally:
         client.close()
-
-
-def _without_password(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")).geturl()
 
 
 def check_log_dir(log_dir: str) -> CheckResult:
@@ -99,7 +94,31 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--redis-url", help="default: REDIS_URL")
     check.add_argument("--log-dir", help="default: LOG_DIR or ./logs")
     check.set_defaults(run=run_check)
+
+    demo = commands.add_parser(
+        "demo", help="run a small simulated service that emits logs, traces and metrics"
+    )
+    demo.add_argument("--requests", type=_positive_int, default=50, help="how many requests (default: 50)")
+    demo.add_argument("--redis-url", help="default: REDIS_URL; without it the cache runs in memory")
+    demo.add_argument("--forever", action="store_true", help="keep serving until interrupted (for compose)")
+    demo.add_argument("--interval", type=float, default=None, help="seconds between requests")
+    demo.add_argument("--log-dir", help="default: LOG_DIR or ./logs")
+    demo.add_argument("--verbose", action="store_true", help="also print every log record to the console")
+    demo.set_defaults(run=run_demo)
     return parser
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from telemetry_infra.demo import main as demo_main
+
+    return demo_main(args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -48,7 +48,7 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_latest_openmetrics
 from prometheus_client.samples import Exemplar
 
-__all__ = ["PrometheusBridge", "metrics_asgi_app", "serve_metrics"]
+__all__ = ["MetricsApp", "PrometheusBridge", "metrics_asgi_app", "serve_metrics"]
 
 _CUMULATIVE = {
     kind: AggregationTemporality.CUMULATIVE
@@ -262,31 +262,39 @@ def serve_metrics(bridge: PrometheusBridge, port: int, host: str = "127.0.0.1") 
     return stop
 
 
-def metrics_asgi_app(bridge: PrometheusBridge | None = None) -> Callable[..., Any]:
+class MetricsApp:
     """An ASGI app answering with the exposition, to mount at ``/metrics``.
 
     Without ``bridge`` it serves whatever the current ``configure()`` set up, so it can
-    be mounted before ``configure()`` runs.
+    be created before ``configure()`` runs. The format follows the ``Accept`` header.
     """
-    from prometheus_client.exposition import choose_encoder
 
-    async def app(scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
+    def __init__(self, bridge: PrometheusBridge | None = None) -> None:
+        self.bridge = bridge
+
+    async def __call__(
+        self, scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]
+    ) -> None:
+        from prometheus_client.exposition import choose_encoder
+
         if scope["type"] != "http":
             return
-        current = bridge or _current_bridge()
+        current = self.bridge or _current_bridge()
         headers = dict(scope.get("headers") or ())
         encode, content_type = choose_encoder(headers.get(b"accept", b"").decode("latin-1"))
         body = encode(current.registry) if current is not None else b""
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [(b"content-type", content_type.encode())],
-            }
-        )
+        start = {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", content_type.encode())],
+        }
+        await send(start)
         await send({"type": "http.response.body", "body": body})
 
-    return app
+
+def metrics_asgi_app(bridge: PrometheusBridge | None = None) -> MetricsApp:
+    """The ``/metrics`` ASGI app (see :class:`MetricsApp`)."""
+    return MetricsApp(bridge)
 
 
 def _current_bridge() -> PrometheusBridge | None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-__all__ = ["LOG_LEVELS", "OTLP_PROTOCOLS", "Settings"]
+__all__ = ["LOG_LEVELS", "OTLP_PROTOCOLS", "Settings", "url_without_password"]
 
 OTLP_PROTOCOLS = ("grpc", "http/protobuf")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -97,6 +97,14 @@ def _parse_endpoint(value: Any, where: str) -> str:
             f"e.g. http://localhost:4317, got {text!r}"
         )
     return text.rstrip("/")
+
+
+def url_without_password(url: str) -> str:
+    """``url`` with any password replaced by ``***``, for messages and summaries."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")).geturl()
 
 
 def _parse_port(value: Any, where: str) -> int:

@@ -61,7 +61,7 @@ class Telemetry:
     prometheus_bridge: PrometheusBridge | None = None
     metrics_url: str | None = None
     _stop_server: Callable[[], None] | None = field(default=None, repr=False)
-    _log_handler: logging.Handler | None = field(default=None, repr=False)
+    _log_handler: Any = field(default=None, repr=False)  # logs.OTLPLogHandler
     _exporters: tuple[Any, ...] = field(default=(), repr=False)
     _closed: bool = field(default=False, repr=False)
 
@@ -91,7 +91,14 @@ class Telemetry:
             return True
         millis = int(timeout_s * 1000)
         flushes = (self.tracer_provider, self.meter_provider, self.logger_provider)
-        return _bounded(lambda: all(p.force_flush(millis) is not False for p in flushes), timeout_s)
+        handler = self._log_handler
+
+        def flush() -> bool:
+            if handler is not None:
+                handler.flush(timeout_s)  # records it queued reach the logger provider first
+            return all(p.force_flush(millis) is not False for p in flushes)
+
+        return _bounded(flush, timeout_s)
 
     def shutdown(self, timeout_s: float = 5.0) -> bool:
         """Flush and release exporters, readers and the metrics server, within ``timeout_s``."""
@@ -262,12 +269,15 @@ def _install_globals() -> None:
         )
 
 
-def _attach_logging(telemetry: Telemetry) -> None:
+def _attach_logging(telemetry: Telemetry, console: bool) -> None:
     from telemetry_infra import logs
 
     settings = telemetry.settings
     logs.setup_logging(
-        log_level=settings.log_level, log_dir=settings.log_dir, environment=settings.environment
+        log_level=settings.log_level,
+        log_dir=settings.log_dir,
+        environment=settings.environment,
+        console=console,
     )
     if settings.capture_uncaught_exceptions:
         logs.install_exception_hooks()
@@ -308,6 +318,7 @@ def configure(
     instrument_redis: bool = True,
     capture_uncaught_exceptions: bool = True,
     setup_logs: bool = True,
+    console_logs: bool = True,
 ) -> Telemetry:
     """Set up traces, metrics and logs for this process; replace any earlier setup.
 
@@ -316,6 +327,10 @@ def configure(
     ``LOG_LEVEL``, ``LOG_DIR``, ...), then to a default. With no OTLP endpoint
     nothing is sent over the network and everything else works. Raises
     ``ValueError`` naming the argument or variable when a value is malformed.
+
+    ``setup_logs=False`` leaves the logging configuration alone (no console or file
+    handlers, no OTLP log export); ``console_logs=False`` keeps the files and OTLP
+    export but prints nothing to the console.
     """
     settings = Settings.resolve(
         service_name,
@@ -350,7 +365,7 @@ def configure(
         if settings.prometheus_port is not None and not settings.sdk_disabled:
             _serve(telemetry)
         if setup_logs:
-            _attach_logging(telemetry)
+            _attach_logging(telemetry, console_logs)
         _current = telemetry
         if not _atexit_registered:
             atexit.register(shutdown)

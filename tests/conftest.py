@@ -22,6 +22,14 @@ def _start_redis() -> RedisServer:
         pytest.fail(str(exc), pytrace=False)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _log_dir_outside_the_checkout(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """configure()/setup_logging() without log_dir write to LOG_DIR: keep that out of the repo."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("LOG_DIR", str(tmp_path_factory.mktemp("logs")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
     """A private redis-server shared by the session; tests must not stop it.

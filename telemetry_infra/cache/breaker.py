@@ -16,6 +16,12 @@ StateListener = Callable[[bool, "BaseException | None"], None]
 class CircuitBreaker:
     """Opens after ``failure_threshold`` consecutive failures (or at once via ``trip``).
 
+    Three states. *Closed*: everything goes to Redis. *Open*: nothing does
+    (``is_open`` and ``blocks_writes``). *Half-open*, entered when ``probe()``
+    succeeds: writes go to Redis again while ``recover()`` runs (so the work it has
+    to do stops growing), reads still avoid Redis; the breaker closes when
+    ``recover()`` returns True and re-opens otherwise.
+
     Callers reset ``failures`` to 0 after a success (a plain attribute: the hot path
     pays for no call). While open, ``is_open`` is True and callers skip the network. A background
     task calls ``probe`` every ``probe_interval`` seconds; when it returns True the
@@ -25,6 +31,7 @@ class CircuitBreaker:
     def __init__(
         self,
         probe: Callable[[], Awaitable[bool]],
+        recover: Callable[[], Awaitable[bool]],
         *,
         failure_threshold: int = 3,
         probe_interval: float = 1.0,
@@ -34,11 +41,13 @@ class CircuitBreaker:
         if probe_interval <= 0:
             raise ValueError(f"probe_interval must be positive, got {probe_interval!r}")
         self.is_open = False
+        self.blocks_writes = False
         self.failures = 0
         self.times_opened = 0
         self.failure_threshold = failure_threshold
         self.probe_interval = probe_interval
         self._probe = probe
+        self._recover = recover
         self._prober: asyncio.Task[None] | None = None
         self._listeners: list[StateListener] = []
 
@@ -51,7 +60,8 @@ class CircuitBreaker:
             self.trip(cause)
 
     def trip(self, cause: BaseException | None) -> None:
-        """Open now (no-op when already open) and start probing in the background."""
+        """Open now and start probing in the background (half-open goes back to open)."""
+        self.blocks_writes = True
         if self.is_open:
             return
         self.is_open = True
@@ -65,7 +75,8 @@ class CircuitBreaker:
         self._prober = asyncio.get_running_loop().create_task(self._probe_until_closed())
 
     def _close(self) -> None:
-        self.is_open = False
+        self.is_open = self.blocks_writes = False
+        self.blocks_writes = False
         self.failures = 0
         logger.warning("Redis reachable again; cache back on Redis")
         self._notify(None)
@@ -77,8 +88,13 @@ class CircuitBreaker:
     async def _probe_until_closed(self) -> None:
         while self.is_open:
             await asyncio.sleep(self.probe_interval)
-            if await self._probe():
+            if not await self._probe():
+                continue
+            self.blocks_writes = False
+            if await self._recover():
                 self._close()
+            else:
+                self.blocks_writes = True
 
     async def stop(self) -> None:
         """Cancel the background probe (used on close)."""

@@ -118,21 +118,25 @@ class Codec:
 
     def decode(self, payload: bytes) -> Any:
         """The value in ``payload``; ``CacheDecodeError`` for anything we did not write."""
+        if payload[:_HEADER_SIZE] == _JSON_HEADER:  # the hot path: plain JSON
+            try:
+                return orjson.loads(payload[_HEADER_SIZE:])
+            except orjson.JSONDecodeError as exc:
+                raise CacheDecodeError(f"corrupted JSON payload: {exc}") from exc
         if len(payload) < _HEADER_SIZE or payload[0] != _MARK:
             raise CacheDecodeError("not a telemetry_infra cache payload (unknown header)")
         flags = payload[1]
+        serializer = flags & _SERIALIZER_BITS
+        if serializer not in (_JSON, _PICKLE) or flags & ~(_SERIALIZER_BITS | _COMPRESSED):
+            raise CacheDecodeError(f"unknown header flags 0x{flags:02x}")
         try:
-            if flags == _JSON:
-                return orjson.loads(memoryview(payload)[_HEADER_SIZE:])
-            if flags & _SERIALIZER_BITS == _PICKLE:
+            if serializer == _PICKLE:
                 return pickle.loads(self._body(self._verified(payload), flags))
-            if flags & _SERIALIZER_BITS == _JSON:
-                return orjson.loads(self._body(memoryview(payload)[_HEADER_SIZE:], flags))
+            return orjson.loads(self._body(memoryview(payload)[_HEADER_SIZE:], flags))
         except CacheDecodeError:
             raise
         except Exception as exc:
             raise CacheDecodeError(f"corrupted payload: {type(exc).__name__}: {exc}") from exc
-        raise CacheDecodeError(f"unknown serializer in header flags 0x{flags:02x}")
 
     def _verified(self, payload: bytes) -> memoryview:
         view = memoryview(payload)

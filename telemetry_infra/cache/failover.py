@@ -4,6 +4,8 @@
   never see it. Failed reads count toward the breaker's threshold; a failed write
   or removal opens it at once (Redis may hold a value we could not replace).
 * While the breaker is open nothing touches the network: memory serves everything.
+  Once Redis answers a probe, writes go to Redis again while the journal is
+  replayed; reads return to Redis when the replay is done.
 * Removals and writes made meanwhile are journaled as removals for Redis and
   replayed before the breaker closes, so a value deleted (or replaced) during the
   outage never comes back from Redis afterwards.
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from telemetry_infra.cache.backends.memory import MemoryBackend
 from telemetry_infra.cache.backends.redis import RedisBackend
@@ -29,7 +31,10 @@ logger = logging.getLogger("telemetry_infra.cache")
 
 
 class FailoverBackend:
-    """A ``Backend`` over a primary (Redis) and a memory fallback."""
+    """A ``Backend`` over a primary (Redis) and a memory fallback.
+
+    ``on_outage(exc)`` hears every failure that was absorbed by the fallback.
+    """
 
     def __init__(
         self,
@@ -40,13 +45,15 @@ class FailoverBackend:
         failure_threshold: int = 3,
         probe_interval: float = 1.0,
         probe_timeout: float = 1.0,
+        on_outage: Callable[[BaseException], None] = lambda exc: None,
     ) -> None:
         self.primary = primary
+        self._on_outage = on_outage
         self.memory = memory
         self.journal = journal
         self.probe_timeout = probe_timeout
         self.breaker = CircuitBreaker(
-            self._recovered, failure_threshold=failure_threshold, probe_interval=probe_interval
+            self._answers, self._replay, failure_threshold=failure_threshold, probe_interval=probe_interval
         )
 
     @property
@@ -54,11 +61,13 @@ class FailoverBackend:
         return self.memory.name if self.breaker.is_open else self.primary.name
 
     def _read_failed(self, exc: BaseException) -> None:
+        self._on_outage(exc)
         self.breaker.record_failure(exc)
 
     def _write_failed(self, exc: BaseException) -> None:
         # Redis may now hold a value we could not replace or remove: go to memory
         # at once so the journal is replayed before Redis is read again.
+        self._on_outage(exc)
         self.breaker.trip(exc)
 
     async def get(self, key: str) -> bytes | None:
@@ -95,7 +104,7 @@ class FailoverBackend:
         return found
 
     async def set(self, key: str, payload: bytes, ttl: float | None) -> None:
-        if not self.breaker.is_open:
+        if not self.breaker.blocks_writes:
             try:
                 await self.primary.set(key, payload, ttl)
             except OUTAGE_ERRORS as exc:
@@ -109,7 +118,7 @@ class FailoverBackend:
         await self.memory.set(key, payload, ttl)
 
     async def mset(self, items: Sequence[tuple[str, bytes]], ttl: float | None) -> None:
-        if not self.breaker.is_open:
+        if not self.breaker.blocks_writes:
             try:
                 await self.primary.mset(items, ttl)
             except OUTAGE_ERRORS as exc:
@@ -124,7 +133,7 @@ class FailoverBackend:
 
     async def delete(self, key: str) -> bool:
         in_memory = await self.memory.delete(key)
-        if not self.breaker.is_open:
+        if not self.breaker.blocks_writes:
             try:
                 removed = await self.primary.delete(key)
             except OUTAGE_ERRORS as exc:
@@ -137,7 +146,7 @@ class FailoverBackend:
 
     async def delete_many(self, keys: Sequence[str]) -> int:
         in_memory = await self.memory.delete_many(keys)
-        if not self.breaker.is_open:
+        if not self.breaker.blocks_writes:
             try:
                 removed = await self.primary.delete_many(keys)
             except OUTAGE_ERRORS as exc:
@@ -150,7 +159,7 @@ class FailoverBackend:
 
     async def clear(self, pattern: str) -> int:
         in_memory = await self.memory.clear(pattern)
-        if not self.breaker.is_open:
+        if not self.breaker.blocks_writes:
             try:
                 removed = await self.primary.clear(pattern)
             except OUTAGE_ERRORS as exc:
@@ -169,18 +178,27 @@ class FailoverBackend:
         try:
             await asyncio.wait_for(self.primary.ping(), timeout)
         except (*OUTAGE_ERRORS, *BACKEND_ERRORS) as exc:
+            self._on_outage(exc)
             self.breaker.trip(exc)
             return exc
         return None
 
-    async def _recovered(self) -> bool:
-        """Probe: PING, then replay the journal; True once Redis is consistent again."""
+    async def _answers(self) -> bool:
+        """Breaker probe: a PING on a fresh connection."""
         try:
             await self.primary.reconnect()
             await asyncio.wait_for(self.primary.ping(), self.probe_timeout)
-            await self.journal.replay(self.primary.delete_many, self.primary.clear)
         except (*OUTAGE_ERRORS, *BACKEND_ERRORS) as exc:
             logger.debug("Redis probe failed: %r", exc)
+            return False
+        return True
+
+    async def _replay(self) -> bool:
+        """Breaker recovery: apply the journal; True once Redis holds nothing stale."""
+        try:
+            await self.journal.replay(self.primary.delete_many, self.primary.clear)
+        except (*OUTAGE_ERRORS, *BACKEND_ERRORS) as exc:
+            logger.debug("journal replay failed: %r", exc)
             return False
         return True
 

@@ -13,14 +13,21 @@ import logging
 import time
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from telemetry_infra.cache.backends import Backend
 from telemetry_infra.cache.backends.memory import MemoryBackend
 from telemetry_infra.cache.backends.redis import RedisBackend, create_client
 from telemetry_infra.cache.codec import Codec
-from telemetry_infra.cache.errors import BACKEND_ERRORS, OUTAGE_ERRORS, CacheClosedError, CacheDecodeError
+from telemetry_infra.cache.errors import (
+    BACKEND_ERRORS,
+    OUTAGE_ERRORS,
+    CacheClosedError,
+    CacheDecodeError,
+    CacheSerializationError,
+)
 from telemetry_infra.cache.failover import FailoverBackend
+from telemetry_infra.cache.instruments import NO_TELEMETRY, CacheTelemetry, Operation
 from telemetry_infra.cache.journal import OutageJournal
 from telemetry_infra.cache.keys import Namespace, key_list
 from telemetry_infra.cache.stats import CacheStats
@@ -28,6 +35,7 @@ from telemetry_infra.cache.stats import CacheStats
 __all__ = ["TTL", "CacheManager"]
 
 logger = logging.getLogger("telemetry_infra.cache")
+T = TypeVar("T")
 
 TTL = float | int | timedelta | None
 Pairs = Mapping[str, Any] | Iterable[tuple[str, Any]] | AsyncIterable[tuple[str, Any]]
@@ -88,6 +96,8 @@ class CacheManager:
         failure_threshold: int = 3,
         probe_interval: float = 1.0,
         journal_size: int = 10_000,
+        telemetry: bool = True,
+        hash_keys_in_spans: bool = False,
     ) -> None:
         if max_connections < 1:
             raise ValueError(f"max_connections must be >= 1, got {max_connections!r}")
@@ -106,7 +116,7 @@ class CacheManager:
         self._default_ttl = None if default_ttl is None else _seconds(default_ttl, "default_ttl")
         self._stats = CacheStats()
         self._reported: set[str] = set()
-        self._memory = MemoryBackend(memory_cache_size, memory_cache_ttl)
+        self._memory = MemoryBackend(memory_cache_size, memory_cache_ttl, on_evict=self._stats.count_eviction)
         self._failover: FailoverBackend | None = None
         self._backend: Backend = self._memory
         if redis_url is not None:
@@ -124,8 +134,16 @@ class CacheManager:
                 failure_threshold=failure_threshold,
                 probe_interval=probe_interval,
                 probe_timeout=self.socket_timeout,
+                on_outage=self._outage,
             )
             self._backend = self._failover
+        self._telemetry = NO_TELEMETRY
+        if telemetry:
+            self._telemetry = CacheTelemetry(
+                name, self._stats, lambda: self._backend.name, self, hash_keys=hash_keys_in_spans
+            )
+            if self._failover is not None:
+                self._failover.breaker.add_listener(self._telemetry.breaker_changed)
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -152,21 +170,25 @@ class CacheManager:
     async def get(self, key: str, default: Any = None) -> Any:
         """The cached value, or ``default`` when absent (a cached ``None`` is returned as ``None``)."""
         stored = self._namespace.key(key)
-        try:
-            payload = await self._backend.get(stored)
-        except BACKEND_ERRORS as exc:
-            self._backend_failed("get", exc)
-            payload = None
-        if payload is not None:
+        with self._telemetry.operation("get", key) as op:
             try:
-                value = self._codec.decode(payload)
-            except CacheDecodeError as exc:
-                self._undecodable(key, exc)
-            else:
-                self._stats.hits += 1
-                return value
-        self._stats.misses += 1
-        return default
+                payload = await self._backend.get(stored)
+            except BACKEND_ERRORS as exc:
+                self._failed(op, exc)
+                payload = None
+            if payload is not None:
+                try:
+                    value = self._codec.decode(payload)
+                except CacheDecodeError as exc:
+                    self._undecodable(op, key, exc)
+                else:
+                    self._stats.hits += 1
+                    op.set("cache.hit", True)
+                    op.set("cache.item_size", len(payload))
+                    return value
+            self._stats.misses += 1
+            op.set("cache.hit", False)
+            return default
 
     async def set(self, key: str, value: Any, ttl: TTL = None) -> bool:
         """Store ``value`` for ``ttl`` seconds (``None``: the manager's ``default_ttl``).
@@ -175,45 +197,53 @@ class CacheManager:
         """
         stored = self._namespace.key(key)
         seconds = self._ttl(ttl)
-        payload = self._codec.encode(key, value)
-        try:
-            await self._backend.set(stored, payload, seconds)
-        except BACKEND_ERRORS as exc:
-            self._backend_failed("set", exc)
-            return False
-        self._stats.sets += 1
-        return True
+        with self._telemetry.operation("set", key) as op:
+            payload = self._encode(key, value)
+            op.set("cache.item_size", len(payload))
+            if seconds is not None:
+                op.set("cache.ttl", seconds)
+            try:
+                await self._backend.set(stored, payload, seconds)
+            except BACKEND_ERRORS as exc:
+                self._failed(op, exc)
+                return False
+            self._stats.sets += 1
+            return True
 
     async def delete(self, key: str) -> bool:
         """Remove ``key``; True when it existed."""
         stored = self._namespace.key(key)
-        try:
-            removed = await self._backend.delete(stored)
-        except BACKEND_ERRORS as exc:
-            self._backend_failed("delete", exc)
-            return False
-        self._stats.deletes += 1
-        return removed
+        with self._telemetry.operation("delete", key) as op:
+            removed = await self._guarded(op, self._backend.delete(stored), False)
+            self._stats.deletes += 1
+            return removed
 
     async def exists(self, key: str) -> bool:
         """True when ``key`` holds a value (``None`` included)."""
         stored = self._namespace.key(key)
-        try:
-            return await self._backend.exists(stored)
-        except BACKEND_ERRORS as exc:
-            self._backend_failed("exists", exc)
-            return False
+        with self._telemetry.operation("exists", key) as op:
+            found = await self._guarded(op, self._backend.exists(stored), False)
+            op.set("cache.hit", found)
+            return found
 
     async def clear(self, pattern: str | None = None) -> int:
         """Remove keys matching the glob ``pattern`` inside the namespace (all of it if None).
 
         Uses ``SCAN`` + ``UNLINK``, never ``KEYS``/``FLUSHDB``. Returns how many were removed.
         """
+        stored_pattern = self._namespace.pattern(pattern)
+        with self._telemetry.operation("clear", "*" if pattern is None else pattern) as op:
+            removed = await self._guarded(op, self._backend.clear(stored_pattern), 0)
+            op.set("cache.keys.count", removed)
+            return removed
+
+    async def _guarded(self, op: Operation, call: Awaitable[T], failed: T) -> T:
+        """``await call``, or ``failed`` when the backend raises (counted, logged, on the span)."""
         try:
-            return await self._backend.clear(self._namespace.pattern(pattern))
+            return await call
         except BACKEND_ERRORS as exc:
-            self._backend_failed("clear", exc)
-            return 0
+            self._failed(op, exc)
+            return failed
 
     async def mget(self, keys: Iterable[str]) -> dict[str, Any]:
         """Values of the ``keys`` found, in one ``MGET``; keys not cached are absent."""
@@ -221,40 +251,47 @@ class CacheManager:
         stored = self._namespace.keys(user_keys)
         if not stored:
             return {}
-        try:
-            payloads = await self._backend.mget(stored)
-        except BACKEND_ERRORS as exc:
-            self._backend_failed("mget", exc)
-            payloads = [None] * len(stored)
-        found: dict[str, Any] = {}
-        decode = self._codec.decode
-        for key, payload in zip(user_keys, payloads, strict=True):
-            if payload is None:
-                continue
+        with self._telemetry.operation("mget") as op:
+            op.set("cache.keys.count", len(stored))
             try:
-                found[key] = decode(payload)
-            except CacheDecodeError as exc:
-                self._undecodable(key, exc)
-        self._stats.hits += len(found)
-        self._stats.misses += len(user_keys) - len(found)
-        return found
+                payloads = await self._backend.mget(stored)
+            except BACKEND_ERRORS as exc:
+                self._failed(op, exc)
+                payloads = [None] * len(stored)
+            found: dict[str, Any] = {}
+            decode = self._codec.decode
+            for key, payload in zip(user_keys, payloads, strict=True):
+                if payload is None:
+                    continue
+                try:
+                    found[key] = decode(payload)
+                except CacheDecodeError as exc:
+                    self._undecodable(op, key, exc)
+            self._stats.hits += len(found)
+            self._stats.misses += len(user_keys) - len(found)
+            op.set("cache.hit", len(found) == len(user_keys))
+            return found
 
     async def mset(self, mapping: Mapping[str, Any], ttl: TTL = None) -> bool:
         """Store every item with one round trip (TTL included); nothing is written if any
         value cannot be encoded. Returns False only when the store refused the write."""
         seconds = self._ttl(ttl)
         key_of = self._namespace.key
-        encode = self._codec.encode
-        items = [(key_of(key), encode(key, value)) for key, value in mapping.items()]
-        if not items:
+        if not mapping:
             return True
-        try:
-            await self._backend.mset(items, seconds)
-        except BACKEND_ERRORS as exc:
-            self._backend_failed("mset", exc)
-            return False
-        self._stats.sets += len(items)
-        return True
+        with self._telemetry.operation("mset") as op:
+            items = [(key_of(key), self._encode(key, value)) for key, value in mapping.items()]
+            op.set("cache.keys.count", len(items))
+            op.set("cache.item_size", sum(len(payload) for _, payload in items))
+            if seconds is not None:
+                op.set("cache.ttl", seconds)
+            try:
+                await self._backend.mset(items, seconds)
+            except BACKEND_ERRORS as exc:
+                self._failed(op, exc)
+                return False
+            self._stats.sets += len(items)
+            return True
 
     async def warm_cache(self, data_loader: DataLoader, ttl: TTL = None, *, chunk_size: int = 500) -> int:
         """Load ``data_loader()`` (sync or async; a mapping or (key, value) pairs, sync or
@@ -287,7 +324,12 @@ class CacheManager:
 
     @property
     def fallback_active(self) -> bool:
+        """True while memory serves because Redis is unreachable."""
         return self._failover is not None and self._failover.breaker.is_open
+
+    def connection_usage(self) -> tuple[int, int, int] | None:
+        """``(used, idle, max)`` Redis pool connections; None in memory-only mode."""
+        return None if self._failover is None else self._failover.primary.connections()
 
     def get_stats(self) -> dict[str, Any]:
         """Counters since creation: ``hits misses hit_rate sets deletes errors evictions
@@ -301,7 +343,7 @@ class CacheManager:
             "sets": stats.sets,
             "deletes": stats.deletes,
             "errors": stats.errors,
-            "evictions": self._memory.evictions,
+            "evictions": stats.evictions,
             "fallback_active": self.fallback_active,
             "backend": self.backend_name,
             "memory_items": len(self._memory),
@@ -343,13 +385,28 @@ class CacheManager:
     def _ttl(self, ttl: TTL) -> float | None:
         return self._default_ttl if ttl is None else _seconds(ttl, "ttl")
 
-    def _backend_failed(self, operation: str, exc: BaseException) -> None:
-        self._stats.errors += 1
-        self._report(f"{operation}:{type(exc).__name__}", "cache %s failed: %r", operation, exc)
+    def _encode(self, key: str, value: Any) -> bytes:
+        try:
+            return self._codec.encode(key, value)
+        except CacheSerializationError as exc:
+            self._stats.count_error(exc)
+            raise
 
-    def _undecodable(self, key: str, exc: CacheDecodeError) -> None:
-        self._stats.errors += 1
+    def _failed(self, op: Operation, exc: BaseException) -> None:
+        """A backend error the caller does not see: counted, logged, on the span."""
+        self._stats.count_error(exc)
+        op.fail(exc)
+        self._report(f"{type(exc).__name__}", "cache operation failed: %r", exc)
+
+    def _undecodable(self, op: Operation, key: str, exc: CacheDecodeError) -> None:
+        self._stats.count_error(exc)
+        op.fail(exc)
         self._report("decode", "cache entry %r cannot be read, treated as a miss: %s", key, exc)
+
+    def _outage(self, exc: BaseException) -> None:
+        """Redis failed and memory served (see ``failover``): counted, on the span."""
+        self._stats.count_error(exc)
+        self._telemetry.outage(exc)
 
     def _report(self, kind: str, message: str, *args: Any) -> None:
         """Log a kind of failure once at WARNING, then at DEBUG (a flood stays a counter)."""

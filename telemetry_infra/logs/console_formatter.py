@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from telemetry_infra.logs.records import as_text, extra_items, message_of, one_line
-from telemetry_infra.logs.redaction import get_redactor
+from telemetry_infra.logs.records import ExtraFields, as_text, message_of, one_line
 from telemetry_infra.logs.timestamps import UtcSecondFormatter
 
 __all__ = ["ConsoleFormatter"]
@@ -32,6 +31,7 @@ class ConsoleFormatter(logging.Formatter):
         super().__init__()
         self._colours = colours
         self._clock = UtcSecondFormatter("%Y-%m-%d %H:%M:%S")
+        self._extra_fields = ExtraFields()
 
     def format(self, record: logging.LogRecord) -> str:
         second, _ = self._clock.second(record.created)
@@ -52,10 +52,6 @@ class ConsoleFormatter(logging.Formatter):
             line = f"{line}\n{self.formatStack(record.stack_info)}"
         return line
 
-    @staticmethod
-    def _extras(record: logging.LogRecord) -> str:
-        redactor = get_redactor()
-        pairs = [
-            f"{key}={one_line(as_text(redactor.value(key, value)))}" for key, value in extra_items(record)
-        ]
+    def _extras(self, record: logging.LogRecord) -> str:
+        pairs = [f"{key}={as_text(value)}" for key, value in self._extra_fields.items(record)]
         return one_line(" | " + " ".join(pairs)) if pairs else ""

@@ -15,16 +15,16 @@ from telemetry_infra.logs.records import CORRELATION_MARKER
 
 __all__ = ["TraceCorrelationFilter"]
 
-_NOTHING_ADDED: tuple[str, ...] = ()
+_SPAN_FIELDS = ("trace_id", "span_id", "trace_flags")
 
 
 class TraceCorrelationFilter(logging.Filter):
     """Adds ``trace_id``, ``span_id``, ``trace_flags``, ``request_id``, ``user_id``.
 
     Span fields appear only inside a valid span; ``trace_flags`` is the W3C sampled
-    flag (``"01"`` or ``"00"``, other bits such as "random trace id" left out). ``request_id`` is the one set with
-    :func:`set_request_context`, else the trace id. Fields the caller passed in
-    ``extra`` win. The filter never rejects a record and never raises.
+    flag, ``"01"`` or ``"00"`` (other bits, such as "random trace id", left out).
+    ``request_id`` is the one set with :func:`set_request_context`, else the trace
+    id. Fields the caller passed in ``extra`` win. The filter never rejects a record.
     """
 
     def __init__(self, name: str = "") -> None:
@@ -49,19 +49,23 @@ class TraceCorrelationFilter(logging.Filter):
         fields = record.__dict__
         if CORRELATION_MARKER in fields:  # already done by another handler's filter
             return True
-        added: list[str] = []
+        added = []
         request = get_request_context()
+        request_id = request.request_id
         span_context = get_current_span().get_span_context()
-        trace_id = None
         if span_context.is_valid:
             _, trace_id, span_id, trace_flags = self._hex_ids(span_context)
-            for key, value in (("trace_id", trace_id), ("span_id", span_id), ("trace_flags", trace_flags)):
-                if key not in fields:
-                    fields[key] = value
-                    added.append(key)
-        for key, value in (("request_id", request.request_id or trace_id), ("user_id", request.user_id)):
-            if value is not None and key not in fields:
-                fields[key] = value
-                added.append(key)
-        fields[CORRELATION_MARKER] = tuple(added) if added else _NOTHING_ADDED
+            if "trace_id" not in fields:
+                fields["trace_id"] = trace_id
+                fields["span_id"] = span_id
+                fields["trace_flags"] = trace_flags
+                added += _SPAN_FIELDS
+            request_id = request_id or trace_id
+        if request_id is not None and "request_id" not in fields:
+            fields["request_id"] = request_id
+            added.append("request_id")
+        if request.user_id is not None and "user_id" not in fields:
+            fields["user_id"] = request.user_id
+            added.append("user_id")
+        fields[CORRELATION_MARKER] = added
         return True

@@ -6,15 +6,7 @@ import importlib.util
 import logging
 from typing import Any
 
-from telemetry_infra.logs.records import (
-    CORRELATION_FIELDS,
-    as_text,
-    extra_items,
-    message_of,
-    one_line,
-    prefixed,
-)
-from telemetry_infra.logs.redaction import get_redactor
+from telemetry_infra.logs.records import CORRELATION_FIELDS, ExtraFields, as_text, message_of, one_line
 from telemetry_infra.logs.timestamps import UtcSecondFormatter
 
 if importlib.util.find_spec("orjson") is not None:
@@ -53,6 +45,7 @@ class JsonFormatter(_JsonBase):
     def __init__(self) -> None:
         super().__init__()
         self._clock = UtcSecondFormatter("%Y-%m-%dT%H:%M:%S")
+        self._extras = ExtraFields(reserved=OUTPUT_FIELDS)
 
     def format(self, record: logging.LogRecord) -> str:
         fields = record.__dict__
@@ -69,9 +62,7 @@ class JsonFormatter(_JsonBase):
             value = fields.get(key)
             if value is not None:
                 data[key] = value
-        redactor = get_redactor()
-        for key, value in extra_items(record):
-            data[prefixed(key) if key in OUTPUT_FIELDS else key] = redactor.value(key, value)
+        data.update(self._extras.items(record))
         if record.exc_info:
             if not record.exc_text:
                 record.exc_text = self.formatException(record.exc_info)

@@ -1,9 +1,12 @@
 """OTLPLogHandler: stdlib records into OpenTelemetry log records.
 
-Trace and span ids travel in the OTLP record's own fields (taken from the active
-context), so they are not repeated as attributes. The handler must never feed
-itself: records of the exporter's own loggers are dropped, and a thread already
-inside ``emit`` (an export failure that logs) drops what it logs meanwhile.
+The calling thread only captures what cannot wait (the message, the active
+OpenTelemetry context, the request context) and queues the record; a worker thread
+translates it and hands it to the LoggerProvider, whose batch processor exports it.
+Trace and span ids travel in the OTLP record's own fields, so they are not repeated
+as attributes. The handler never feeds itself: records of the exporter's own
+loggers are dropped, and so is anything logged from the worker thread or from a
+thread already inside this handler.
 """
 
 from __future__ import annotations
@@ -11,17 +14,17 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 import traceback
+from collections import deque
 from collections.abc import Sequence
-from time import time_ns
-from typing import Any
+from typing import Any, NamedTuple
 
 from opentelemetry._logs import LoggerProvider, SeverityNumber
-from opentelemetry.context import get_current
+from opentelemetry.context import Context, get_current
 
-from telemetry_infra.logs.context import get_request_context
-from telemetry_infra.logs.records import CORRELATION_MARKER, as_text, extra_items, message_of
-from telemetry_infra.logs.redaction import get_redactor
+from telemetry_infra.logs.context import RequestContext, get_request_context
+from telemetry_infra.logs.records import CORRELATION_MARKER, ExtraFields, as_text, message_of
 
 __all__ = ["EXPORTER_LOGGERS", "OTLPLogHandler"]
 
@@ -31,6 +34,14 @@ EXPORTER_LOGGERS = ("opentelemetry", "grpc", "urllib3", "requests", "httpx", "ht
 _SEVERITY_TEXT = {"WARNING": "WARN", "CRITICAL": "FATAL"}
 _SEVERITY_BASE = {10: 5, 20: 9, 30: 13, 40: 17, 50: 21}  # DEBUG INFO WARN ERROR FATAL
 _PRIMITIVES = (str, bool, int, float)
+# The worker picks records up every _POLL_S, or sooner once _WAKE_AT are waiting:
+# waking it for every record would cost the logging thread a lock and a switch.
+_POLL_S = 0.1
+_WAKE_AT = 512
+_OWN_ATTRIBUTES = frozenset(
+    {"request_id", "user_id", "code.file.path", "code.function.name", "code.line.number"}
+    | {"exception.type", "exception.message", "exception.stacktrace"}
+)
 
 
 def severity_number(levelno: int) -> SeverityNumber:
@@ -67,71 +78,131 @@ def _exception_attributes(exc_info: Any) -> dict[str, str]:
     }
 
 
+class _Pending(NamedTuple):
+    record: logging.LogRecord
+    body: str
+    context: Context
+    request: RequestContext
+
+
 class OTLPLogHandler(logging.Handler):
     """Emits each record through ``logger_provider.get_logger(record.name)``.
 
     Body is the formatted message, ``extra`` fields become attributes (secrets
     redacted, other values coerced to attribute types), exceptions become
-    ``exception.type``/``exception.message``/``exception.stacktrace`` and
-    ``code.*`` attributes say where the record was made. Never raises.
+    ``exception.type``/``exception.message``/``exception.stacktrace``, ``code.*``
+    attributes say where the record was made, and ``request_id``/``user_id`` come
+    from the request context. At most ``max_queue`` records wait for the worker;
+    beyond that new ones are dropped (and counted in ``dropped``). Never raises.
     """
 
-    def __init__(self, logger_provider: LoggerProvider, level: int = logging.NOTSET) -> None:
+    def __init__(
+        self, logger_provider: LoggerProvider, level: int = logging.NOTSET, max_queue: int = 10_000
+    ) -> None:
         super().__init__(level)
         self._provider = logger_provider
-        self._emitting = threading.local()
+        self._max_queue = max_queue
+        self._pending: deque[_Pending] = deque()
+        self._wakeup = threading.Event()
+        self._busy = False
+        self._closed = False
+        self._worker: threading.Thread | None = None
+        self._inside = threading.local()
+        self._extras = ExtraFields(reserved=_OWN_ATTRIBUTES)
+        self.dropped = 0
 
     def handle(self, record: logging.LogRecord) -> bool:
-        # The OTel pipeline is thread-safe; skipping the handler lock keeps
-        # logging threads from queueing behind each other.
-        if record.name.startswith(EXPORTER_LOGGERS) or getattr(self._emitting, "active", False):
+        # No handler lock: the queue is thread-safe, and logging threads must not
+        # wait for each other here.
+        if record.name.startswith(EXPORTER_LOGGERS) or getattr(self._inside, "active", False):
             return False
         if not self.filter(record):
             return False
-        self._emitting.active = True
+        self._inside.active = True
         try:
             self.emit(record)
         finally:
-            self._emitting.active = False
+            self._inside.active = False
         return True
 
     def emit(self, record: logging.LogRecord) -> None:
-        # Exporting is best effort: failures never reach the caller and are not logged.
-        with contextlib.suppress(Exception):
-            self._provider.get_logger(record.name).emit(
-                timestamp=int(record.created * 1e9),
-                observed_timestamp=time_ns(),
-                context=get_current(),
-                severity_number=severity_number(record.levelno),
-                severity_text=_SEVERITY_TEXT.get(record.levelname, record.levelname),
-                body=message_of(record),
-                attributes=self._attributes(record),
-            )
+        if self._closed or len(self._pending) >= self._max_queue:
+            self.dropped += 1
+            return
+        with contextlib.suppress(Exception):  # best effort: never into the caller
+            self._pending.append(_Pending(record, message_of(record), get_current(), get_request_context()))
+            if self._worker is None:
+                self._start_worker()
+            elif len(self._pending) >= _WAKE_AT and not self._wakeup.is_set():
+                self._start_worker()  # also restarts it in a forked child
+                self._wakeup.set()
 
-    @staticmethod
-    def _attributes(record: logging.LogRecord) -> dict[str, Any]:
-        redactor = get_redactor()
-        added_by_filter = record.__dict__.get(CORRELATION_MARKER, ())
+    def _start_worker(self) -> None:
+        worker = self._worker
+        if worker is not None and worker.is_alive():  # also False in a forked child
+            return
+        self._worker = threading.Thread(target=self._run, name="telemetry-otlp-logs", daemon=True)
+        self._worker.start()
+
+    def _run(self) -> None:
+        self._inside.active = True  # whatever exporting logs from this thread is dropped
+        while not self._closed or self._pending:
+            self._wakeup.wait(_POLL_S)
+            self._wakeup.clear()
+            self._drain()
+
+    def _drain(self) -> None:
+        self._busy = True
+        try:
+            while self._pending:
+                with contextlib.suppress(Exception):  # a bad record must not stop the others
+                    self._export(self._pending.popleft())
+        finally:
+            self._busy = False
+
+    def _export(self, pending: _Pending) -> None:
+        record = pending.record
+        self._provider.get_logger(record.name).emit(
+            timestamp=int(record.created * 1e9),
+            observed_timestamp=time.time_ns(),
+            context=pending.context,
+            severity_number=severity_number(record.levelno),
+            severity_text=_SEVERITY_TEXT.get(record.levelname, record.levelname),
+            body=pending.body,
+            attributes=self._attributes(record, pending.request),
+        )
+
+    def _attributes(self, record: logging.LogRecord, request: RequestContext) -> dict[str, Any]:
         attributes: dict[str, Any] = {
             "code.file.path": record.pathname,
             "code.function.name": record.funcName,
             "code.line.number": record.lineno,
         }
-        request = get_request_context()
-        if request.request_id is not None:
-            attributes["request_id"] = request.request_id
-        if request.user_id is not None:
-            attributes["user_id"] = request.user_id
-        for key in ("request_id", "user_id"):  # the caller's own, passed in ``extra``
-            value = record.__dict__.get(key)
-            if value is not None and key not in added_by_filter:
+        added_by_filter = record.__dict__.get(CORRELATION_MARKER, ())
+        for key, from_context in (("request_id", request.request_id), ("user_id", request.user_id)):
+            value = record.__dict__.get(key) if key not in added_by_filter else None
+            value = from_context if value is None else value  # the caller's own extra wins
+            if value is not None:
                 attributes[key] = attribute_value(value)
-        for key, value in extra_items(record):
-            value = redactor.value(key, value)
+        for key, value in self._extras.items(record):
             attributes[key] = attribute_value(value)
         if record.exc_info:
             attributes.update(_exception_attributes(record.exc_info))
         return attributes
 
-    def flush(self) -> None:
-        """Nothing to flush here: the LoggerProvider's processor owns the buffer."""
+    def flush(self, timeout_s: float = 5.0) -> None:
+        """Wait (up to ``timeout_s``) until queued records are handed to the provider."""
+        deadline = time.monotonic() + timeout_s
+        while (self._pending or self._busy) and time.monotonic() < deadline:
+            if self._worker is None or not self._worker.is_alive():
+                self._drain()
+                return
+            self._wakeup.set()
+            time.sleep(0.005)
+
+    def close(self) -> None:
+        """Hand over what is queued, then stop the worker."""
+        self.flush()
+        self._closed = True
+        self._wakeup.set()
+        super().close()

@@ -7,17 +7,20 @@ Every output (JSON, console, OTLP) and :class:`StructuredLogger` use these sets,
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
+from itertools import islice
 from typing import Any
+
+from telemetry_infra.logs.redaction import REDACTED, Redactor, get_redactor
 
 __all__ = [
     "COLLISION_PREFIX",
     "CORRELATION_FIELDS",
     "CORRELATION_MARKER",
     "STANDARD_ATTRIBUTES",
+    "ExtraFields",
     "as_text",
     "collision_safe",
-    "extra_items",
     "message_of",
     "one_line",
     "prefixed",
@@ -53,12 +56,54 @@ def collision_safe(extra: Mapping[str, Any]) -> dict[str, Any]:
     return {prefixed(key) if key in STANDARD_ATTRIBUTES else key: value for key, value in extra.items()}
 
 
-def extra_items(record: logging.LogRecord) -> Iterator[tuple[str, Any]]:
-    """The caller's ``extra`` fields of ``record`` (correlation fields excluded)."""
-    for key, value in record.__dict__.items():
-        if key in STANDARD_ATTRIBUTES or key in CORRELATION_FIELDS or key[:1] == "_":
-            continue
-        yield key, value
+# LogRecord.__init__ sets the same attributes, in the same order, on every record;
+# makeRecord adds the caller's extra after them. Reading from here on skips the ~20
+# standard ones without looking at them: this runs for every record.
+_FIRST_EXTRA_POSITION = len(logging.LogRecord("", logging.INFO, "", 0, "", (), None).__dict__)
+_NOT_EXTRA = STANDARD_ATTRIBUTES | frozenset(CORRELATION_FIELDS)
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+_UNDECIDED: Any = object()
+_MAX_PLANS = 4096
+
+
+class ExtraFields:
+    """The caller's ``extra`` fields of a record, as one output writes them.
+
+    Skips the correlation fields, renames keys colliding with the output's own
+    ``reserved`` names (``extra_<key>``) and redacts secrets. What to do with a key
+    is decided once and remembered: field names repeat endlessly in logs.
+    """
+
+    def __init__(self, reserved: frozenset[str] = frozenset()) -> None:
+        self._reserved = reserved
+        self._plans: dict[str, tuple[str, bool] | None] = {}
+        self._redactor: Redactor | None = None
+
+    def _plan(self, key: str) -> tuple[str, bool] | None:
+        """``(output name, is secret)``, or ``None`` when ``key`` is not an extra field."""
+        if key in _NOT_EXTRA or key[:1] == "_":
+            return None
+        return (prefixed(key) if key in self._reserved else key), self._redactor.is_secret(key)  # type: ignore[union-attr]
+
+    def items(self, record: logging.LogRecord) -> list[tuple[str, Any]]:
+        redactor = get_redactor()
+        if redactor is not self._redactor:  # the secret list changed: decide again
+            self._redactor, self._plans = redactor, {}
+        plans = self._plans
+        items = []
+        for key, value in islice(record.__dict__.items(), _FIRST_EXTRA_POSITION, None):
+            plan = plans.get(key, _UNDECIDED)
+            if plan is _UNDECIDED:
+                plan = plans[key] = self._plan(key) if len(plans) < _MAX_PLANS else None
+            if plan is None:
+                continue
+            name, secret = plan
+            if secret:
+                value = REDACTED
+            elif type(value) not in _SCALARS:
+                value = redactor.value(key, value)
+            items.append((name, value))
+        return items
 
 
 # Everything str.splitlines() breaks on, escaped: a value can never start a line of its

@@ -43,11 +43,15 @@ class Redactor:
 
     def is_secret(self, key: Any) -> bool:
         """Whether values stored under ``key`` must be redacted."""
-        verdict = self._verdicts.get(key)
-        if verdict is None:
-            verdict = self._judge(key)
-            if len(self._verdicts) < _MAX_REMEMBERED_KEYS:
-                self._verdicts[key] = verdict
+        try:
+            return self._verdicts[key]
+        except KeyError:
+            pass
+        except TypeError:  # an unhashable key cannot name a secret field
+            return False
+        verdict = self._judge(key)
+        if len(self._verdicts) < _MAX_REMEMBERED_KEYS:
+            self._verdicts[key] = verdict
         return verdict
 
     def _judge(self, key: Any) -> bool:

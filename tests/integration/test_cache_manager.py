@@ -10,6 +10,8 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import telemetry_infra as ti
 from telemetry_infra.cache.codec import Codec
@@ -147,7 +149,9 @@ async def test_compression_shrinks_what_redis_stores(redis_server, raw, namespac
     value = {"rows": ["the same row of text"] * 500}
     async with (
         ti.CacheManager(redis_url=redis_server.url, namespace=namespace) as packed,
-        ti.CacheManager(redis_url=redis_server.url, namespace=namespace + "p", enable_compression=False) as plain,
+        ti.CacheManager(
+            redis_url=redis_server.url, namespace=namespace + "p", enable_compression=False
+        ) as plain,
     ):
         await packed.set("big", value)
         await plain.set("big", value)
@@ -299,3 +303,41 @@ async def test_health_check_pings_and_close_is_idempotent(cache):
     assert (await cache.health_check())["status"] == "unhealthy"
     with pytest.raises(ti.CacheClosedError):
         await cache.get("k")
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=6) | st.dictionaries(st.text(max_size=6), inner, max_size=6),
+    max_leaves=30,
+)
+
+
+@pytest.mark.parametrize("serialization", ["json", "pickle"])
+@pytest.mark.parametrize("threshold", [0, 1024])
+def test_values_round_trip_through_redis(redis_server, serialization, threshold):
+    """Hypothesis over JSON-able values, with (threshold 0) and without compression."""
+    loop = asyncio.new_event_loop()
+    cache = ti.CacheManager(
+        redis_url=redis_server.url,
+        namespace=f"rt-{uuid.uuid4().hex[:8]}",
+        serialization=serialization,
+        signing_key="k",
+        compression_threshold=threshold,
+    )
+
+    @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(value=json_values)
+    def round_trip(value):
+        loop.run_until_complete(cache.set("v", value))
+        assert loop.run_until_complete(cache.get("v", MISSING)) == value
+
+    try:
+        round_trip()
+    finally:
+        loop.run_until_complete(cache.clear())
+        loop.run_until_complete(cache.close())
+        loop.close()

@@ -25,7 +25,9 @@ def test_logging_example_runs_and_writes_json_logs(tmp_path):
 
     processing = [record for record in records if record["message"] == "Processing request"]
     assert {record["user_id"] for record in processing} == {"user123", "user456"}
-    assert all(len(record["trace_id"]) == 32 and record["request_id"] != record["trace_id"] for record in processing)
+    assert all(
+        len(record["trace_id"]) == 32 and record["request_id"] != record["trace_id"] for record in processing
+    )
     timings = [record for record in records if "duration" in record]
     assert {record["function"] for record in timings} == {"fetch_violations", "process_batch"}
     assert all(record.get("api_key", "[REDACTED]") == "[REDACTED]" for record in records)
@@ -34,4 +36,7 @@ def test_logging_example_runs_and_writes_json_logs(tmp_path):
     for name in ("app.log", "error.log", "api.log", "model.log"):
         assert (tmp_path / name).read_text().strip(), name
     errors = [json.loads(line)["message"] for line in (tmp_path / "error.log").read_text().splitlines()]
-    assert errors == [next(m for m in messages if m.startswith("Exception in parse_inspection")), "Request failed"]
+    assert errors == [
+        next(m for m in messages if m.startswith("Exception in parse_inspection")),
+        "Request failed",
+    ]

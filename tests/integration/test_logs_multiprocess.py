@@ -31,7 +31,9 @@ WRITER = textwrap.dedent(
 @pytest.mark.parametrize("rotate_every", [86_400, 0.05], ids=["daily", "rotating-every-50ms"])
 def test_every_record_is_written_exactly_once(tmp_path, rotate_every):
     writers = [
-        subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path), str(worker), str(rotate_every), str(RECORDS)])
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(tmp_path), str(worker), str(rotate_every), str(RECORDS)]
+        )
         for worker in range(WORKERS)
     ]
     assert [writer.wait(timeout=120) for writer in writers] == [0] * WORKERS

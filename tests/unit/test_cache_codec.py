@@ -25,10 +25,12 @@ json_values = st.recursive(
 )
 pickle_values = st.recursive(
     json_scalars | st.binary() | st.complex_numbers(allow_nan=False),
-    lambda inner: st.lists(inner, max_size=6)
-    | st.tuples(inner, inner)
-    | st.frozensets(st.integers() | st.text(max_size=4), max_size=6)
-    | st.dictionaries(st.integers() | st.text(max_size=4), inner, max_size=6),
+    lambda inner: (
+        st.lists(inner, max_size=6)
+        | st.tuples(inner, inner)
+        | st.frozensets(st.integers() | st.text(max_size=4), max_size=6)
+        | st.dictionaries(st.integers() | st.text(max_size=4), inner, max_size=6)
+    ),
     max_leaves=30,
 )
 
@@ -78,7 +80,7 @@ def test_unsigned_or_wrongly_signed_pickle_is_refused():
         bytes((0xC1, 0x01)) + pickle.dumps([1]),
         genuine[:-1] + bytes((genuine[-1] ^ 1,)),
     ):
-        with pytest.raises(CacheDecodeError, match="signature|corrupted"):
+        with pytest.raises(CacheDecodeError, match="signature"):
             Codec("pickle", signing_key="right").decode(payload)
 
 

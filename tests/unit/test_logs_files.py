@@ -41,7 +41,13 @@ def test_each_file_gets_its_records(tmp_path):
     def messages(name):
         return [line["message"] for line in _json_file(tmp_path / name)]
 
-    assert messages("app.log") == ["api call", "api root", "not an api logger", "model step", "service failed"]
+    assert messages("app.log") == [
+        "api call",
+        "api root",
+        "not an api logger",
+        "model step",
+        "service failed",
+    ]
     assert messages("error.log") == ["service failed"]
     assert messages("api.log") == ["api call", "api root"]
     assert messages("model.log") == ["model step"]
@@ -168,7 +174,9 @@ def test_daily_rotation_names_files_by_utc_date(tmp_path):
 
 
 def test_per_process_files_carry_the_pid(tmp_path):
-    ti.setup_logging("INFO", log_dir=tmp_path, environment="production", console=False, per_process_files=True)
+    ti.setup_logging(
+        "INFO", log_dir=tmp_path, environment="production", console=False, per_process_files=True
+    )
     ti.get_logger("t").info("mine")
     assert _json_file(tmp_path / f"app.{os.getpid()}.log")[0]["message"] == "mine"
     assert not (tmp_path / "app.log").exists()

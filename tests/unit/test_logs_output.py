@@ -35,7 +35,9 @@ def text_output():
 
 
 def test_json_record_has_the_design_fields_in_order(json_lines):
-    ti.get_logger("api.nyc_data_client").info("API request successful", extra={"duration": 0.456, "records": 10})
+    ti.get_logger("api.nyc_data_client").info(
+        "API request successful", extra={"duration": 0.456, "records": 10}
+    )
     (line,) = json_lines()
 
     assert list(line)[:7] == FIXED_FIELDS

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from cachetools import TLRUCache
 
@@ -16,14 +16,16 @@ def _expires_at(_key: str, entry: tuple[bytes, float], now: float) -> float:
     return now + entry[1]
 
 
-class _CountingLRU(TLRUCache):
-    """Counts entries pushed out for room (LRU evictions); expiry is not eviction."""
+class _ReportingLRU(TLRUCache):
+    """Reports entries pushed out for room (LRU evictions); expiry is not eviction."""
 
-    evictions = 0
+    def __init__(self, maxsize: int, on_evict: Callable[[], None]) -> None:
+        super().__init__(maxsize, _expires_at, timer=time.monotonic)
+        self._on_evict = on_evict
 
     def popitem(self):  # type: ignore[no-untyped-def]
         item = super().popitem()
-        self.evictions += 1
+        self._on_evict()
         return item
 
 
@@ -32,18 +34,16 @@ class MemoryBackend:
 
     name = "memory"
 
-    def __init__(self, maxsize: int = 1000, max_ttl: float = 300.0) -> None:
+    def __init__(
+        self, maxsize: int = 1000, max_ttl: float = 300.0, on_evict: Callable[[], None] = lambda: None
+    ) -> None:
         if maxsize <= 0:
             raise ValueError(f"memory_cache_size must be positive, got {maxsize!r}")
         if max_ttl <= 0:
             raise ValueError(f"memory_cache_ttl must be positive, got {max_ttl!r}")
         self.maxsize = maxsize
         self.max_ttl = float(max_ttl)
-        self._entries = _CountingLRU(maxsize, _expires_at, timer=time.monotonic)
-
-    @property
-    def evictions(self) -> int:
-        return self._entries.evictions
+        self._entries = _ReportingLRU(maxsize, on_evict)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -53,12 +53,14 @@ class MemoryBackend:
         return payload, max_ttl if ttl is None or ttl > max_ttl else ttl
 
     async def get(self, key: str) -> bytes | None:
-        entry = self._entries.get(key)
-        return None if entry is None else entry[0]
+        # not Cache.get(): it checks expiry twice (__contains__, then __getitem__)
+        try:
+            return self._entries[key][0]
+        except KeyError:
+            return None
 
     async def mget(self, keys: Sequence[str]) -> list[bytes | None]:
-        get = self._entries.get
-        return [None if (entry := get(key)) is None else entry[0] for key in keys]
+        return [await self.get(key) for key in keys]
 
     async def set(self, key: str, payload: bytes, ttl: float | None) -> None:
         self._entries[key] = self._entry(payload, ttl)

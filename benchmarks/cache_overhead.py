@@ -1,0 +1,240 @@
+"""What CacheManager costs on top of raw redis.asyncio, measured in one run.
+
+    python benchmarks/cache_overhead.py [--rounds 15] [--iterations 300]
+
+Starts a private redis-server (never touches yours). Every Redis case compares the
+manager with raw ``redis.asyncio`` calls on the same bytes (the raw side reads and
+writes exactly the payloads the manager stores). Rounds alternate raw and manager
+so machine noise hits both; the table shows the best per-call time of each side,
+their ratio, and the median of the per-round ratios.
+
+Part 1 (issue 4) runs with telemetry off. Part 2 (issue 5) runs with
+``configure()`` active and no network exporter; the raw side calls the original,
+uninstrumented ``execute_command`` so it stays the floor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import redis.asyncio as aioredis
+from opentelemetry import context, trace
+
+import telemetry_infra as ti
+from telemetry_infra.testing import RedisServer, free_port
+
+Call = Callable[[], Awaitable[object]]
+Cleanup = Callable[[], Awaitable[None]]
+
+# taken before configure() can instrument redis: the raw floor never carries spans
+RAW_EXECUTE = aioredis.Redis.execute_command
+
+VALUE = {"bbl": "1000010001", "violations": [{"id": i, "class": "B", "open": True} for i in range(12)]}
+SMALL = {"bbl": "1000010001", "score": 7, "class": "B", "open": True, "updated": "2026-01-15T23:00:00Z"}
+BATCH = 100
+TTL = 300
+
+
+@dataclass
+class Case:
+    name: str
+    ours: Call
+    raw: Call | None = None
+    target: str = ""
+    ours_times: list[float] = field(default_factory=list)
+    raw_times: list[float] = field(default_factory=list)
+
+
+async def per_call(call: Call, iterations: int) -> float:
+    started = time.perf_counter()
+    for _ in range(iterations):
+        await call()
+    return (time.perf_counter() - started) / iterations
+
+
+async def measure(cases: list[Case], rounds: int, iterations: int) -> list[Case]:
+    for case in cases:  # warm-up: connections, script cache, code paths
+        await per_call(case.ours, 50)
+        if case.raw:
+            await per_call(case.raw, 50)
+    for round_number in range(rounds):
+        for case in cases:
+            sides = [(case.ours, case.ours_times), (case.raw, case.raw_times)]
+            for call, times in sides if round_number % 2 else reversed(sides):
+                if call is not None:
+                    times.append(await per_call(call, iterations))
+    return cases
+
+
+def report(title: str, cases: list[Case]) -> None:
+    print(f"\n{title}")
+    print(f"{'case':<44}{'raw µs':>9}{'ours µs':>9}{'ratio':>7}{'median':>8}  target")
+    for case in cases:
+        ours = min(case.ours_times) * 1e6
+        if case.raw is None:
+            print(f"{case.name:<44}{'':>9}{ours:>9.2f}{'':>7}{'':>8}  {case.target}")
+            continue
+        raw = min(case.raw_times) * 1e6
+        paired = statistics.median(o / r for o, r in zip(case.ours_times, case.raw_times, strict=True))
+        print(f"{case.name:<44}{raw:>9.1f}{ours:>9.1f}{ours / raw:>7.2f}{paired:>8.2f}  {case.target}")
+
+
+@contextmanager
+def inside(span: trace.Span) -> Iterator[None]:
+    """Make ``span`` the current span for everything measured in the block."""
+    token = context.attach(trace.set_span_in_context(span))
+    try:
+        yield
+    finally:
+        context.detach(token)
+
+
+def unsampled_parent() -> trace.Span:
+    return trace.NonRecordingSpan(
+        trace.SpanContext(0x1234, 0x5678, is_remote=True, trace_flags=trace.TraceFlags(0))
+    )
+
+
+class Bench:
+    """A private Redis, a raw client, and the payloads both sides read and write."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.raw = aioredis.Redis.from_url(url)
+        self.keys = [f"k{i}" for i in range(BATCH)]
+        self.stored = [f"bench:{key}" for key in self.keys]
+        self.payloads: dict[str, bytes] = {}
+
+    def raw_call(self, *args: object) -> Call:
+        return lambda: RAW_EXECUTE(self.raw, *args)
+
+    async def manager(self, **options: object) -> ti.CacheManager:
+        cache = ti.CacheManager(redis_url=self.url, namespace="bench", **options)
+        await cache.initialize()
+        for label, value in (("small", SMALL), ("1 KB", VALUE)):
+            await cache.set(label, value, ttl=TTL)
+            payload = await RAW_EXECUTE(self.raw, "GET", f"bench:{label}")
+            assert payload is not None and len(payload) <= 1024
+            self.payloads[label] = payload
+        return cache
+
+    def get_set_cases(self, cache: ti.CacheManager, labels: tuple[str, ...], target: str) -> list[Case]:
+        cases = []
+        for label in labels:
+            payload = self.payloads[label]
+            value = SMALL if label == "small" else VALUE
+            size = f"{len(payload)} B"
+            cases += [
+                Case(f"get hit ({size})", lambda k=label: cache.get(k),
+                     self.raw_call("GET", f"bench:{label}"), target),
+                Case(f"set ttl ({size})", lambda v=value: cache.set("w", v, ttl=TTL),
+                     self.raw_call("SET", "bench:w", payload, "EX", TTL), target),
+            ]  # fmt: skip
+        return cases
+
+    def batch_cases(self, cache: ti.CacheManager) -> list[Case]:
+        batch = {key: SMALL for key in self.keys}
+        small = self.payloads["small"]
+
+        async def raw_pipeline_set_ex() -> None:
+            pipe = self.raw.pipeline(transaction=False)
+            for key in self.stored:
+                pipe.execute_command("SET", key, small, "EX", TTL)
+            await pipe.execute()
+
+        return [
+            Case(f"mget 100 ({len(small)} B)", lambda: cache.mget(self.keys),
+                 self.raw_call("MGET", *self.stored), "<= 1.3x"),
+            Case("mset 100 ttl / pipeline of 100 SET EX", lambda: cache.mset(batch, ttl=TTL),
+                 raw_pipeline_set_ex, "<= 0.5x"),
+        ]  # fmt: skip
+
+
+async def memory_managers(telemetry: bool) -> tuple[ti.CacheManager, ti.CacheManager]:
+    memory = ti.CacheManager(redis_url=None, telemetry=telemetry)
+    await memory.mset({"small": SMALL, "1 KB": VALUE})
+    dead = ti.CacheManager(
+        redis_url=f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.2, telemetry=telemetry
+    )
+    await dead.initialize()
+    assert dead.fallback_active
+    await dead.set("small", SMALL)
+    return memory, dead
+
+
+async def issue_4(bench: Bench, rounds: int, iterations: int) -> list[Cleanup]:
+    cache = await bench.manager(telemetry=False)
+    await cache.mset({key: SMALL for key in bench.keys}, ttl=TTL)
+    memory, dead = await memory_managers(telemetry=False)
+    cases = bench.get_set_cases(cache, ("small", "1 KB"), "<= 1.15x")
+    cases.insert(
+        1, Case("get miss", lambda: cache.get("absent"), bench.raw_call("GET", "bench:absent"), "<= 1.15x")
+    )
+    cases += bench.batch_cases(cache)
+    cases += [
+        Case("memory backend get hit (small)", lambda: memory.get("small"), target="<= 3 µs"),
+        Case("memory backend get hit (1 KB)", lambda: memory.get("1 KB"), target="(for information)"),
+        Case("breaker open get hit (small)", lambda: dead.get("small"), target="<= 5 µs"),
+    ]
+    report(
+        "Issue 4: CacheManager vs raw redis.asyncio, telemetry off", await measure(cases, rounds, iterations)
+    )
+    return [cache.close, memory.close, dead.close]
+
+
+async def issue_5(bench: Bench, rounds: int, iterations: int) -> list[Cleanup]:
+    tracer = trace.get_tracer("benchmarks.cache")
+    labels = ("small", "1 KB")
+
+    ti.configure(service_name="cache-benchmark", instrument_redis=False, setup_logs=False)
+    cache = await bench.manager(name="bench")
+    with tracer.start_as_current_span("request") as request, inside(request):
+        spans_off = await measure(bench.get_set_cases(cache, labels, "<= 1.5x"), rounds, iterations)
+
+    ti.configure(service_name="cache-benchmark", instrument_redis=True, setup_logs=False)
+    with tracer.start_as_current_span("request") as request, inside(request):
+        spans_on = await measure(bench.get_set_cases(cache, labels, "<= 1.9x"), rounds, iterations)
+    with inside(unsampled_parent()):
+        unsampled = await measure(bench.get_set_cases(cache, labels, "<= 1.3x"), rounds, iterations)
+    memory, dead = await memory_managers(telemetry=True)
+    outside = await measure(
+        [Case("memory backend get hit, no trace (small)", lambda: memory.get("small"), target="<= 10 µs")],
+        rounds,
+        iterations,
+    )
+    report("Issue 5: configure() active, sampled, Redis command spans off", spans_off)
+    report("Issue 5: configure() active, sampled, Redis command spans on", spans_on)
+    report("Issue 5: configure() active, parent not sampled (Redis instrumentation on)", unsampled)
+    report("Issue 5: configure() active, outside any trace", outside)
+    return [cache.close, memory.close, dead.close]
+
+
+async def main(rounds: int, iterations: int, parts: str) -> None:
+    with RedisServer() as server:
+        bench = Bench(server.url)
+        cleanups: list[Cleanup] = []
+        try:
+            if "4" in parts:
+                cleanups += await issue_4(bench, rounds, iterations)
+            if "5" in parts:
+                cleanups += await issue_5(bench, rounds, iterations)
+        finally:
+            for cleanup in cleanups:
+                await cleanup()
+            await bench.raw.aclose()
+            ti.shutdown()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--iterations", type=int, default=300)
+    parser.add_argument("--parts", default="45", help="which issues' tables to run: 4, 5 or 45")
+    options = parser.parse_args()
+    asyncio.run(main(options.rounds, options.iterations, options.parts))

@@ -1,0 +1,326 @@
+"""Spans and metrics for cache operations; the only cache module that knows OpenTelemetry.
+
+Spans (kind INTERNAL) are named ``cache.<operation>`` and are made only inside a
+trace that records: a cache call outside any trace, or under a parent that was not
+sampled, costs no span (a parent-based sampler would drop it anyway). The Redis
+command spans of opentelemetry-instrumentation-redis nest under them.
+
+Counters are not incremented per call: every manager keeps plain integers
+(``CacheStats``) and one set of observable instruments reads all of them at
+collection time, so exported values are exact and the hot path stays cheap.
+
+The duration histogram is recorded once per call, while the operation's span is
+current, so its exemplars carry the trace of the operation that made them. Span
+attributes learnt during the call are set in one ``set_attributes`` at the end
+(each separate ``set_attribute`` takes the span's lock and re-validates).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
+
+from opentelemetry import context, metrics, trace
+from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from telemetry_infra.cache.stats import CacheStats
+
+__all__ = ["KEY_ATTRIBUTE_LIMIT", "NO_TELEMETRY", "CacheTelemetry", "Observed", "Operation"]
+
+KEY_ATTRIBUTE_LIMIT = 128
+OPERATIONS = ("get", "set", "delete", "exists", "clear", "mget", "mset")
+BACKENDS = ("redis", "memory", "closed")
+
+_tracer = trace.get_tracer("telemetry_infra.cache")
+_meter = metrics.get_meter("telemetry_infra.cache")
+_perf_counter = time.perf_counter
+
+
+class _NoOperation:
+    """What ``operation()`` returns when telemetry is off: does nothing, allocates nothing."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> _NoOperation:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def set(self, name: str, value: Any) -> None:
+        return None
+
+    def fail(self, exc: BaseException) -> None:
+        return None
+
+
+_NO_OPERATION = _NoOperation()
+
+
+class _NoTelemetry:
+    __slots__ = ()
+
+    def operation(self, name: str, key: str | None = None) -> _NoOperation:
+        return _NO_OPERATION
+
+    def outage(self, exc: BaseException) -> None:
+        return None
+
+    def breaker_changed(self, is_open: bool, cause: BaseException | None) -> None:
+        return None
+
+
+NO_TELEMETRY = _NoTelemetry()
+
+
+class _Operation:
+    """One timed operation; a span when the current trace records."""
+
+    __slots__ = ("_attributes", "_name", "_span", "_started", "_telemetry", "_token")
+
+    def __init__(self, telemetry: CacheTelemetry, name: str, key: str | None) -> None:
+        self._telemetry = telemetry
+        self._name = name
+        self._span: trace.Span | None = None
+        if trace.get_current_span().is_recording():
+            attributes = {"cache.name": telemetry.name}
+            if key is not None:
+                attributes["cache.key"] = telemetry.key_attribute(key)
+            self._span = span = _tracer.start_span(
+                f"cache.{name}", kind=SpanKind.INTERNAL, attributes=attributes
+            )
+            self._attributes: dict[str, Any] = {}
+            telemetry.drain_events(span)
+            self._token = context.attach(trace.set_span_in_context(span))
+        self._started = _perf_counter()
+
+    def __enter__(self) -> _Operation:
+        return self
+
+    def set(self, name: str, value: Any) -> None:
+        """Note a span attribute (``cache.hit``, ``cache.item_size``, ...) if there is a span."""
+        if self._span is not None:
+            self._attributes[name] = value
+
+    def fail(self, exc: BaseException) -> None:
+        """The operation failed (raised, or degraded to its empty result)."""
+        span = self._span
+        if span is not None:
+            self._attributes["error.type"] = type(exc).__name__
+            span.set_status(Status(StatusCode.ERROR, str(exc) or type(exc).__name__))
+            span.record_exception(exc)
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, _tb: Any) -> None:
+        elapsed = _perf_counter() - self._started
+        telemetry = self._telemetry
+        backend = telemetry.backend_name()
+        attributes = telemetry.duration_attributes[backend][self._name]
+        span = self._span
+        if span is None:
+            telemetry.duration.record(elapsed, attributes)
+            return
+        if exc is not None:
+            self.fail(exc)
+        self._attributes["cache.backend"] = backend
+        span.set_attributes(self._attributes)
+        telemetry.duration.record(elapsed, attributes)  # our span is current: exemplars point at it
+        span.end()
+        context.detach(self._token)
+
+
+Operation = _Operation | _NoOperation
+
+
+class CacheTelemetry:
+    """Spans and metrics of one manager, told apart from others by ``cache.name``."""
+
+    def __init__(
+        self,
+        name: str,
+        stats: CacheStats,
+        backend_name: Callable[[], str],
+        observed: Observed,
+        *,
+        hash_keys: bool = False,
+    ) -> None:
+        self.name = name
+        self.backend_name = backend_name
+        self.hash_keys = hash_keys
+        self.duration = _instruments().duration
+        self.duration_attributes = {
+            backend: {
+                op: {"cache.name": name, "cache.operation": op, "cache.backend": backend} for op in OPERATIONS
+            }
+            for backend in BACKENDS
+        }
+        self._pending_events: list[tuple[str, dict[str, str]]] = []
+        _instruments().register(name, stats, observed)
+
+    def operation(self, name: str, key: str | None = None) -> _Operation:
+        return _Operation(self, name, key)
+
+    def key_attribute(self, key: str) -> str:
+        """``cache.key`` as exported: hashed if asked (personal data), else truncated."""
+        if self.hash_keys:
+            return "sha256:" + hashlib.sha256(key.encode()).hexdigest()[:32]
+        if len(key) > KEY_ATTRIBUTE_LIMIT:
+            return key[: KEY_ATTRIBUTE_LIMIT - 1] + "…"
+        return key
+
+    def outage(self, exc: BaseException) -> None:
+        """Redis failed and memory served: an exception event on the current span."""
+        span = trace.get_current_span()
+        if span.is_recording():
+            span.record_exception(exc, attributes={"cache.fallback": True})
+
+    def breaker_changed(self, is_open: bool, cause: BaseException | None) -> None:
+        """Breaker transitions become span events (on the next operation if none is current)."""
+        name = "cache.fallback.opened" if is_open else "cache.fallback.closed"
+        attributes = {"cache.name": self.name}
+        if cause is not None:
+            attributes["error.type"] = type(cause).__name__
+        span = trace.get_current_span()
+        if span.is_recording():
+            span.add_event(name, attributes)
+        else:
+            self._pending_events.append((name, attributes))
+
+    def drain_events(self, span: trace.Span) -> None:
+        while self._pending_events:
+            name, attributes = self._pending_events.pop(0)
+            span.add_event(name, attributes)
+
+
+class Observed(Protocol):
+    """What the gauges read from a live manager (held weakly)."""
+
+    name: str
+
+    @property
+    def fallback_active(self) -> bool: ...
+
+    def connection_usage(self) -> tuple[int, int, int] | None:
+        """``(used, idle, max)`` pool connections, or None without Redis."""
+        ...
+
+
+class _Instruments:
+    """The process-wide instruments; each manager registers its counters once.
+
+    Counters read ``CacheStats`` objects, which are kept after their manager is
+    gone so a counter never goes backwards; gauges read only live managers.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._stats: list[tuple[str, CacheStats]] = []
+        self._live: weakref.WeakSet[Any] = weakref.WeakSet()
+        self.duration = _meter.create_histogram(
+            "cache.operation.duration", unit="s", description="Duration of cache operations"
+        )
+        counters = (
+            ("cache.hits", self._hits, "{hit}", "Lookups that found a value"),
+            ("cache.misses", self._misses, "{miss}", "Lookups that found nothing"),
+            ("cache.errors", self._errors, "{error}", "Failed cache operations"),
+            ("cache.evictions", self._evictions, "{entry}", "Memory entries evicted for room"),
+        )
+        for name, callback, unit, description in counters:
+            _meter.create_observable_counter(name, [callback], unit=unit, description=description)
+        _meter.create_observable_gauge(
+            "cache.fallback.active", [self._fallback], description="1 while memory serves instead of Redis"
+        )
+        pool_gauges = (
+            ("db.client.connection.count", self._connection_count, "Redis connections of the pool by state"),
+            ("db.client.connection.max", self._connection_max, "Maximum Redis connections of the pool"),
+        )
+        for name, callback, description in pool_gauges:
+            _meter.create_observable_up_down_counter(
+                name, [callback], unit="{connection}", description=description
+            )
+
+    def register(self, name: str, stats: CacheStats, observed: Observed) -> None:
+        with self._lock:
+            self._stats.append((name, stats))
+            self._live.add(observed)
+
+    def _totals(self, read: Callable[[CacheStats], int]) -> dict[str, int]:
+        with self._lock:
+            entries = list(self._stats)
+        totals: dict[str, int] = {}
+        for name, stats in entries:
+            totals[name] = totals.get(name, 0) + read(stats)
+        return totals
+
+    def _observed(self) -> list[Observed]:
+        with self._lock:
+            return list(self._live)
+
+    def _hits(self, _options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(n, {"cache.name": name}) for name, n in self._totals(lambda s: s.hits).items()]
+
+    def _misses(self, _options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(n, {"cache.name": name}) for name, n in self._totals(lambda s: s.misses).items()]
+
+    def _evictions(self, _options: CallbackOptions) -> Iterable[Observation]:
+        return [
+            Observation(n, {"cache.name": name, "cache.backend": "memory"})
+            for name, n in self._totals(lambda s: s.evictions).items()
+        ]
+
+    def _errors(self, _options: CallbackOptions) -> Iterable[Observation]:
+        with self._lock:
+            entries = list(self._stats)
+        totals: dict[tuple[str, str], int] = {}
+        for name, stats in entries:
+            for error_type, n in list(stats.errors_by_type.items()):
+                totals[name, error_type] = totals.get((name, error_type), 0) + n
+        return [
+            Observation(n, {"cache.name": name, "error.type": kind}) for (name, kind), n in totals.items()
+        ]
+
+    def _fallback(self, _options: CallbackOptions) -> Iterable[Observation]:
+        active: dict[str, int] = {}
+        for observed in self._observed():
+            active[observed.name] = max(active.get(observed.name, 0), int(observed.fallback_active))
+        return [Observation(value, {"cache.name": name}) for name, value in active.items()]
+
+    def _pools(self) -> dict[str, tuple[int, int, int]]:
+        pools: dict[str, tuple[int, int, int]] = {}
+        for observed in self._observed():
+            usage = observed.connection_usage()
+            if usage is None:
+                continue
+            before = pools.get(observed.name, (0, 0, 0))
+            pools[observed.name] = tuple(a + b for a, b in zip(before, usage, strict=True))  # type: ignore[assignment]
+        return pools
+
+    def _connection_count(self, _options: CallbackOptions) -> Iterable[Observation]:
+        observations = []
+        for name, (used, idle, _most) in self._pools().items():
+            pool = {"db.client.connection.pool.name": name}
+            observations.append(Observation(used, {**pool, "db.client.connection.state": "used"}))
+            observations.append(Observation(idle, {**pool, "db.client.connection.state": "idle"}))
+        return observations
+
+    def _connection_max(self, _options: CallbackOptions) -> Iterable[Observation]:
+        return [
+            Observation(most, {"db.client.connection.pool.name": name})
+            for name, (_used, _idle, most) in self._pools().items()
+        ]
+
+
+_shared: _Instruments | None = None
+_shared_lock = threading.Lock()
+
+
+def _instruments() -> _Instruments:
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            _shared = _Instruments()
+        return _shared

@@ -1,0 +1,184 @@
+"""``telemetry-infra demo``: a small simulated service that exercises everything.
+
+Each simulated request is a SERVER trace with request context: a cache look-up for a
+property (miss -> load -> set, later hits), logs on ``api.*`` and ``model.*``, and one
+handled error. It runs on the embedded default (no collector, no Redis needed) and
+exports wherever ``OTEL_EXPORTER_OTLP_ENDPOINT`` points.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from opentelemetry import trace
+
+from telemetry_infra.settings import url_without_password
+
+__all__ = ["DemoSummary", "run_demo"]
+
+#: Borough-block-lot ids the simulated clients ask for; few, so the cache gets hits.
+PROPERTIES = [f"10{block:04d}{lot:04d}" for block in range(1, 5) for lot in range(1, 4)]
+FAILING_PROPERTY = "1000000000"
+NOT_EXPORTED = "nowhere: OTEL_EXPORTER_OTLP_ENDPOINT is not set (embedded default)"
+
+
+@dataclass
+class DemoSummary:
+    requests: int = 0
+    errors: int = 0
+    trace_ids: list[str] = field(default_factory=list)
+    stats: dict[str, Any] = field(default_factory=dict)
+    backend: str = "memory"
+    redis_error: str | None = None
+
+
+class PropertyNotFound(LookupError):
+    pass
+
+
+async def _load_property(bbl: str) -> dict[str, Any]:
+    from telemetry_infra import get_logger
+
+    log = get_logger("api.nyc_data_client")
+    await asyncio.sleep(random.uniform(0.002, 0.01))  # the "remote API"
+    if bbl == FAILING_PROPERTY:
+        raise PropertyNotFound(f"no property with BBL {bbl}")
+    violations = random.randint(0, 12)
+    log.info("API request successful", extra={"bbl": bbl, "records": violations})
+    return {"bbl": bbl, "violations": violations, "fetched_at": time.time()}
+
+
+def _score(record: dict[str, Any]) -> float:
+    from telemetry_infra import get_logger
+
+    risk = min(1.0, record["violations"] / 10)
+    get_logger("model.risk").info("risk scored", extra={"bbl": record["bbl"], "risk": risk})
+    return risk
+
+
+async def _handle(cache: Any, tracer: trace.Tracer, bbl: str, summary: DemoSummary) -> None:
+    from telemetry_infra import get_logger, request_context
+
+    log = get_logger("api.properties")
+    with (
+        tracer.start_as_current_span("GET /properties/{bbl}", kind=trace.SpanKind.SERVER) as span,
+        request_context(request_id=str(uuid.uuid4()), user_id=f"user-{random.randint(1, 5)}"),
+    ):
+        span.set_attribute("http.route", "/properties/{bbl}")
+        summary.requests += 1
+        if len(summary.trace_ids) < 3:
+            summary.trace_ids.append(format(span.get_span_context().trace_id, "032x"))
+        record = await cache.get(f"property:{bbl}")
+        if record is None:
+            try:
+                record = await _load_property(bbl)
+            except PropertyNotFound:
+                summary.errors += 1
+                log.error("property lookup failed", exc_info=True, extra={"bbl": bbl})
+                span.set_status(trace.StatusCode.ERROR, "property not found")
+                return
+            await cache.set(f"property:{bbl}", record, ttl=300)
+        log.info("request served", extra={"bbl": bbl, "risk": _score(record)})
+
+
+def _progress(out: TextIO, done: int, total: int | None, started: float) -> None:
+    if not out.isatty() or time.monotonic() - started < 2:
+        return
+    of = f"/{total}" if total else ""
+    out.write(f"\r  requests: {done}{of}")
+    out.flush()
+
+
+async def run_demo(
+    requests: int = 50,
+    *,
+    redis_url: str | None = None,
+    forever: bool = False,
+    interval_s: float = 0.0,
+    out: TextIO = sys.stdout,
+) -> DemoSummary:
+    """Simulate ``requests`` property look-ups (or run until cancelled with ``forever``)."""
+    from telemetry_infra import CacheManager
+
+    tracer = trace.get_tracer("telemetry_infra.demo")
+    summary = DemoSummary()
+    cache = CacheManager(redis_url=redis_url, namespace="telemetry-infra-demo", name="demo")
+    await cache.initialize()
+    await cache.clear()
+    summary.backend = cache.get_stats()["backend"]
+    if redis_url and summary.backend != "redis":
+        summary.redis_error = (await cache.health_check())["redis"].get("error")
+    started = time.monotonic()
+    try:
+        index = 0
+        while forever or index < requests:
+            bbl = FAILING_PROPERTY if index == requests // 2 else random.choice(PROPERTIES)
+            await _handle(cache, tracer, bbl, summary)
+            index += 1
+            _progress(out, index, None if forever else requests, started)
+            if interval_s:
+                await asyncio.sleep(interval_s)
+    finally:
+        summary.stats = cache.get_stats()
+        summary.backend = summary.stats["backend"]
+        await cache.close()
+    return summary
+
+
+def _print_summary(summary: DemoSummary, telemetry: Any, redis_url: str | None, out: TextIO) -> None:
+    settings = telemetry.settings
+    stats = summary.stats
+    if summary.backend == "redis":
+        backend = f"redis ({url_without_password(redis_url or '')})"
+    elif redis_url:
+        where = url_without_password(redis_url)
+        backend = f"memory: Redis at {where} did not answer ({summary.redis_error}), fell back to memory"
+    else:
+        backend = "memory: no REDIS_URL / --redis-url given"
+    lines = [
+        "",
+        "telemetry-infra demo: done",
+        f"  requests        {summary.requests} ({summary.errors} handled, logged at ERROR)",
+        f"  cache hit rate  {stats.get('hit_rate', 0.0):.0%} ({stats.get('hits', 0)} hits, "
+        f"{stats.get('misses', 0)} misses)",
+        f"  cache backend   {backend}",
+        f"  traces          {', '.join(summary.trace_ids)}",
+        f"  exported to     {settings.otlp_endpoint or NOT_EXPORTED}",
+        f"  logs            {Path(settings.log_dir).resolve()} (app.log, error.log, api.log, model.log)",
+    ]
+    if telemetry.metrics_url:
+        lines.append(f"  metrics         {telemetry.metrics_url}")
+    out.write("\n".join(lines) + "\n")
+
+
+def main(args: Any) -> int:
+    """Entry point for ``telemetry-infra demo`` (``args`` from the CLI parser)."""
+    import telemetry_infra as ti
+
+    redis_url = args.redis_url or os.environ.get("REDIS_URL")
+    interval = args.interval if args.interval is not None else (0.2 if args.forever else 0.0)
+    telemetry = ti.configure(
+        service_name=os.environ.get("OTEL_SERVICE_NAME") or "telemetry-infra-demo",
+        environment=os.environ.get("ENVIRONMENT") or "production",
+        log_dir=args.log_dir,
+        console_logs=args.verbose,
+    )
+    try:
+        summary = asyncio.run(
+            run_demo(args.requests, redis_url=redis_url, forever=args.forever, interval_s=interval)
+        )
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        telemetry.force_flush(timeout_s=5)
+    _print_summary(summary, telemetry, redis_url, sys.stdout)
+    ti.shutdown(timeout_s=5)
+    return 0

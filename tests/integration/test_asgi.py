@@ -1,0 +1,155 @@
+"""ASGI/FastAPI middleware through httpx against real apps; logs read from the real files."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+import telemetry_infra as ti
+from telemetry_infra.integrations.asgi import TelemetryMiddleware
+from telemetry_infra.integrations.fastapi import instrument_app
+from telemetry_infra.testing import OTLPReceiver
+
+TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
+TRACEPARENT = f"00-{TRACE_ID}-b7ad6b7169203331-01"
+
+
+def _records(log_dir: Path) -> list[dict]:
+    ti.get_telemetry().force_flush()
+    return [json.loads(line) for line in (log_dir / "app.log").read_text().splitlines()]
+
+
+def _user_from_header(scope: dict) -> str | None:
+    return dict(scope["headers"]).get(b"x-user-id", b"").decode() or None
+
+
+def _fastapi_app() -> FastAPI:
+    app = FastAPI()
+
+    @app.get("/items/{item_id}")
+    async def item(item_id: int) -> dict:
+        await asyncio.sleep(0.01)  # let concurrent requests interleave
+        ti.get_logger("api.items").info("item served", extra={"item": item_id})
+        return {"item": item_id, "context": ti.get_request_context()}
+
+    @app.get("/boom")
+    async def boom() -> dict:
+        raise RuntimeError("handler failed")
+
+    return instrument_app(app, user_id_getter=_user_from_header)
+
+
+async def _get(app, path: str, **kwargs) -> httpx.Response:
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        return await client.get(path, **kwargs)
+
+
+@pytest.fixture
+def log_dir(tmp_path: Path) -> Path:
+    return tmp_path
+
+
+@pytest.fixture
+def configured(log_dir: Path, otlp_receiver: OTLPReceiver) -> OTLPReceiver:
+    ti.configure(
+        "asgi-test", environment="production", log_dir=log_dir, otlp_endpoint=otlp_receiver.grpc_endpoint
+    )
+    return otlp_receiver
+
+
+async def test_incoming_traceparent_is_the_trace_and_the_request_id(
+    configured: OTLPReceiver, log_dir: Path
+) -> None:
+    response = await _get(
+        _fastapi_app(), "/items/7", headers={"traceparent": TRACEPARENT, "X-User-ID": "u-1"}
+    )
+    assert response.status_code == 200
+    assert response.headers["x-request-id"] == TRACE_ID
+    assert response.json()["context"] == {"request_id": TRACE_ID, "user_id": "u-1"}
+    served = [r for r in _records(log_dir) if r["message"] == "item served"]
+    assert served[0]["trace_id"] == TRACE_ID and served[0]["request_id"] == TRACE_ID
+    assert served[0]["user_id"] == "u-1"
+    (span,) = configured.wait_for_spans(lambda s: s.kind == "SERVER")
+    assert span.trace_id == TRACE_ID and span.parent_span_id == "b7ad6b7169203331"
+    assert span.name == "GET /items/{item_id}" and span.attributes["http.route"] == "/items/{item_id}"
+
+
+async def test_incoming_request_id_is_kept_and_returned(configured: OTLPReceiver, log_dir: Path) -> None:
+    response = await _get(_fastapi_app(), "/items/1", headers={"X-Request-ID": "abc-123"})
+    assert response.headers["x-request-id"] == "abc-123"
+    (access,) = [r for r in _records(log_dir) if r["logger_name"] == "api.access"]
+    assert access["request_id"] == "abc-123" and len(access["trace_id"]) == 32
+
+
+async def test_access_record_has_method_route_status_and_duration(
+    configured: OTLPReceiver, log_dir: Path
+) -> None:
+    await _get(_fastapi_app(), "/items/42")
+    (access,) = [r for r in _records(log_dir) if r["logger_name"] == "api.access"]
+    assert access["http_method"] == "GET" and access["http_route"] == "/items/{item_id}"
+    assert access["http_status"] == 200 and access["level"] == "INFO"
+    assert 0.01 <= access["duration"] < 5
+
+
+async def test_fifty_concurrent_requests_keep_their_own_context(
+    configured: OTLPReceiver, log_dir: Path
+) -> None:
+    app = _fastapi_app()
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        responses = await asyncio.gather(
+            *(
+                client.get(f"/items/{i}", headers={"X-Request-ID": f"req-{i}", "X-User-ID": f"user-{i}"})
+                for i in range(50)
+            )
+        )
+    for i, response in enumerate(responses):
+        assert response.json()["context"] == {"request_id": f"req-{i}", "user_id": f"user-{i}"}
+    served = [r for r in _records(log_dir) if r["message"] == "item served"]
+    assert len(served) == 50
+    assert all(r["request_id"] == f"req-{r['item']}" and r["user_id"] == f"user-{r['item']}" for r in served)
+    assert len({r["trace_id"] for r in served}) == 50
+
+
+async def test_handler_exception_still_clears_context_and_logs_500(
+    configured: OTLPReceiver, log_dir: Path
+) -> None:
+    response = await _get(_fastapi_app(), "/boom", headers={"X-Request-ID": "failing-1"})
+    assert response.status_code == 500 and response.headers["x-request-id"] == "failing-1"
+    assert (ti.get_request_context().request_id, ti.get_request_context().user_id) == (None, None)
+    (access,) = [r for r in _records(log_dir) if r["logger_name"] == "api.access"]
+    assert access["http_status"] == 500 and access["level"] == "ERROR"
+    assert access["request_id"] == "failing-1"
+    assert "RuntimeError: handler failed" in access["exc_info"]
+    (span,) = configured.wait_for_spans(lambda s: s.kind == "SERVER")
+    assert span.status_code == "ERROR"
+
+
+async def test_plain_starlette_and_metrics_endpoint(configured: OTLPReceiver, log_dir: Path) -> None:
+    async def hello(request) -> JSONResponse:
+        return JSONResponse({"context": dataclasses.asdict(ti.get_request_context())})
+
+    app = TelemetryMiddleware(Starlette(routes=[Route("/hello", hello)]), user_id_getter=_user_from_header)
+    response = await _get(app, "/hello", headers={"X-User-ID": "starlette-user"})
+    assert response.json()["context"]["user_id"] == "starlette-user"
+    assert response.json()["context"]["request_id"] == response.headers["x-request-id"]
+    metrics = await _get(_fastapi_app(), "/metrics", headers={"Accept": "application/openmetrics-text"})
+    assert metrics.status_code == 200 and metrics.text.rstrip().endswith("# EOF")
+    assert 'service_name="asgi-test"' in metrics.text
+
+
+async def test_hostile_request_id_is_replaced_by_the_trace_id(
+    configured: OTLPReceiver, log_dir: Path
+) -> None:
+    response = await _get(_fastapi_app(), "/items/1", headers={"X-Request-ID": "x" * 500})
+    assert len(response.headers["x-request-id"]) == 32

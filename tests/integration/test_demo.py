@@ -1,0 +1,89 @@
+"""`telemetry-infra demo` and the FastAPI example, run as subprocesses the way a user runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from telemetry_infra.testing import OTLPReceiver, RedisServer, free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+_INHERITED_CONFIG = (
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "REDIS_URL",
+    "OTEL_SERVICE_NAME",
+    "LOG_DIR",
+    "ENVIRONMENT",
+)
+
+
+def _run(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if k not in _INHERITED_CONFIG}
+    return subprocess.run(
+        [sys.executable, *args], cwd=cwd, env={**base, **env}, capture_output=True, text=True, timeout=120
+    )
+
+
+def _demo(tmp_path: Path, *extra: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return _run(
+        ["-m", "telemetry_infra.cli", "demo", "--log-dir", str(tmp_path / "logs"), *extra], tmp_path, **env
+    )
+
+
+def _summary(result: subprocess.CompletedProcess[str]) -> dict[str, str]:
+    lines = result.stdout.split("telemetry-infra demo: done", 1)[1].strip("\n").splitlines()
+    return {line[:18].strip(): line[18:].strip() for line in lines}  # "  label           value"
+
+
+def test_demo_runs_on_the_embedded_default(tmp_path: Path) -> None:
+    dead_redis = f"redis://127.0.0.1:{free_port()}/0"
+    result = _demo(tmp_path, "--requests", "30", REDIS_URL=dead_redis)
+    assert result.returncode == 0, result.stderr
+    summary = _summary(result)
+    assert summary["requests"].startswith("30 (1 handled")
+    assert summary["cache backend"].startswith("memory: Redis at") and "fell back" in summary["cache backend"]
+    assert "embedded default" in summary["exported to"]
+    hit_rate = int(summary["cache hit rate"].split("%")[0])
+    assert 30 <= hit_rate < 100
+    records = [json.loads(line) for line in (tmp_path / "logs" / "app.log").read_text().splitlines()]
+    served = [r for r in records if r["message"] == "request served"]
+    assert len(served) == 29
+    assert all(len(r["trace_id"]) == 32 and r["request_id"] for r in served)
+    shown = summary["traces"].split(", ")
+    assert set(shown) <= {r.get("trace_id") for r in records}
+    errors = (tmp_path / "logs" / "error.log").read_text().splitlines()
+    assert len(errors) == 1 and "PropertyNotFound" in json.loads(errors[0])["exc_info"]
+    assert (tmp_path / "logs" / "model.log").read_text().count("risk scored") == 29
+
+
+def test_demo_uses_redis_when_it_answers(tmp_path: Path, redis_server: RedisServer) -> None:
+    result = _demo(tmp_path, "--requests", "20", "--redis-url", redis_server.url)
+    assert result.returncode == 0, result.stderr
+    assert _summary(result)["cache backend"].startswith("redis (")
+
+
+def test_demo_exports_request_traces_with_cache_spans_under_them(
+    tmp_path: Path, otlp_receiver: OTLPReceiver
+) -> None:
+    result = _demo(tmp_path, "--requests", "10", OTEL_EXPORTER_OTLP_ENDPOINT=otlp_receiver.grpc_endpoint)
+    assert result.returncode == 0, result.stderr
+    assert _summary(result)["exported to"] == otlp_receiver.grpc_endpoint
+    requests = otlp_receiver.wait_for_spans(lambda s: s.kind == "SERVER", count=10)
+    assert {s.resource["service.name"] for s in requests} == {"telemetry-infra-demo"}
+    by_id = {s.span_id: s for s in otlp_receiver.spans()}
+    cache_gets = [s for s in otlp_receiver.spans() if s.name == "cache.get"]
+    assert len(cache_gets) == 10
+    assert all(by_id[s.parent_span_id].kind == "SERVER" for s in cache_gets)
+    logs = otlp_receiver.wait_for_logs(lambda r: r.body == "request served", count=9)
+    assert {r.trace_id for r in logs} <= {s.trace_id for s in requests}
+
+
+def test_fastapi_example_runs_to_completion(tmp_path: Path) -> None:
+    result = _run([str(ROOT / "examples" / "fastapi_app.py")], tmp_path)
+    assert result.returncode == 0, result.stderr
+    statuses = [line.split()[0] for line in result.stdout.splitlines() if line[:3].isdigit()]
+    assert statuses == ["200", "200", "422", "200"]
+    assert "cache_hits_total" in result.stdout
