@@ -1,9 +1,12 @@
-"""Render docs/reliability.md from the figures of the last reliability run.
+"""Render README.md's "Reliability" section from the figures of the last reliability run.
 
 Reads ``build/reliability/tests.json`` (written by ``python -m pytest tests/reliability``)
 and ``build/reliability/soak.json`` (written by ``python benchmarks/soak.py``)::
 
-    python benchmarks/reliability_report.py [--results build/reliability] [--out docs/reliability.md]
+    python benchmarks/reliability_report.py [--results build/reliability] [--readme README.md]
+
+The section is the text between the ``<!-- reliability:begin -->`` and
+``<!-- reliability:end -->`` markers; nothing else in the README changes.
 """
 
 from __future__ import annotations
@@ -41,14 +44,14 @@ def _table(rows: dict[str, dict[str, Any]]) -> list[str]:
 
 
 def _soak(soak: dict[str, Any]) -> list[str]:
-    lines = ["## Soak (`python benchmarks/soak.py`)", "", "| figure | value |", "|---|---|"]
+    lines = ["### Soak (`python benchmarks/soak.py`)", "", "| figure | value |", "|---|---|"]
     lines += [f"| {name} | {_cell(value)} |" for name, value in soak.items()]
     return [*lines, ""]
 
 
 def render(tests: dict[str, Any] | None, soak: dict[str, Any] | None) -> str:
     lines = [
-        "# Reliability",
+        "## Reliability",
         "",
         "Produced by the suite itself: `python -m pytest tests/reliability` and `python benchmarks/soak.py`",
         "write their figures to `build/reliability/`; `python benchmarks/reliability_report.py` renders this",
@@ -60,7 +63,7 @@ def render(tests: dict[str, Any] | None, soak: dict[str, Any] | None) -> str:
     if tests:
         lines += [f"Test figures generated at {tests['generated_at']}.", ""]
         for section, rows in tests["sections"].items():
-            lines += [f"## {SECTION_TITLES.get(section, section)}", "", *_table(rows), ""]
+            lines += [f"### {SECTION_TITLES.get(section, section)}", "", *_table(rows), ""]
     return "\n".join(lines)
 
 
@@ -71,11 +74,23 @@ def _load(path: Path) -> dict[str, Any] | None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", type=Path, default=ROOT / "build" / "reliability")
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "reliability.md")
+    parser.add_argument("--readme", type=Path, default=ROOT / "README.md")
     args = parser.parse_args()
-    text = render(_load(args.results / "tests.json"), _load(args.results / "soak.json"))
-    args.out.write_text(text)
-    print(f"wrote {args.out}")
+    section = render(_load(args.results / "tests.json"), _load(args.results / "soak.json"))
+    args.readme.write_text(replace_section(args.readme.read_text(), section))
+    print(f"updated the Reliability section of {args.readme}")
+
+
+BEGIN, END = "<!-- reliability:begin -->", "<!-- reliability:end -->"
+
+
+def replace_section(readme: str, section: str) -> str:
+    """``readme`` with the text between the markers replaced by ``section``."""
+    head, begin, rest = readme.partition(BEGIN)
+    _, end, tail = rest.partition(END)
+    if not begin or not end:
+        raise SystemExit(f"README has no {BEGIN} ... {END} markers")
+    return f"{head}{BEGIN}\n{section.rstrip()}\n{END}{tail}"
 
 
 if __name__ == "__main__":

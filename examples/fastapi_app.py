@@ -33,7 +33,9 @@ async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
 
 
 app = FastAPI(title="property-api", lifespan=lifespan)
-instrument_app(app, user_id_getter=lambda scope: dict(scope["headers"]).get(b"x-user-id", b"").decode() or None)
+instrument_app(
+    app, user_id_getter=lambda scope: dict(scope["headers"]).get(b"x-user-id", b"").decode() or None
+)
 
 
 @ti.cached(ttl=60, key_prefix="property")

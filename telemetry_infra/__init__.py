@@ -5,10 +5,15 @@ Everything public is re-exported here; the modules behind it are private detail.
 
 from importlib.metadata import PackageNotFoundError, version
 
-from telemetry_infra.settings import Settings
-from telemetry_infra.setup import Telemetry, configure, get_telemetry, shutdown
-
-# --- logs (issue: structured logging) ---
+from telemetry_infra.cache import (
+    CacheClosedError,
+    CacheError,
+    CacheManager,
+    CacheSerializationError,
+    cached,
+    get_default_cache_manager,
+    set_default_cache_manager,
+)
 from telemetry_infra.logs import (
     clear_request_context,
     get_logger,
@@ -19,17 +24,8 @@ from telemetry_infra.logs import (
     set_request_context,
     setup_logging,
 )
-
-# --- cache (issue: CacheManager) ---
-from telemetry_infra.cache import (
-    CacheClosedError,
-    CacheError,
-    CacheManager,
-    CacheSerializationError,
-    cached,
-    get_default_cache_manager,
-    set_default_cache_manager,
-)
+from telemetry_infra.settings import Settings
+from telemetry_infra.setup import Telemetry, configure, get_telemetry, shutdown
 
 try:
     __version__ = version("telemetry-infra")
@@ -37,27 +33,25 @@ except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0"
 
 __all__ = [
-    "Settings",
-    "Telemetry",
-    "__version__",
-    "configure",
-    "get_telemetry",
-    "shutdown",
-    # logs
-    "clear_request_context",
-    "get_logger",
-    "get_request_context",
-    "log_exceptions",
-    "log_execution_time",
-    "request_context",
-    "set_request_context",
-    "setup_logging",
-    # cache
     "CacheClosedError",
     "CacheError",
     "CacheManager",
     "CacheSerializationError",
+    "Settings",
+    "Telemetry",
+    "__version__",
     "cached",
+    "clear_request_context",
+    "configure",
     "get_default_cache_manager",
+    "get_logger",
+    "get_request_context",
+    "get_telemetry",
+    "log_exceptions",
+    "log_execution_time",
+    "request_context",
     "set_default_cache_manager",
+    "set_request_context",
+    "setup_logging",
+    "shutdown",
 ]

@@ -201,14 +201,19 @@ class PrometheusBridge(MetricReader):
         super().__init__(preferred_temporality=_CUMULATIVE)
         self._resource = resource
         self._lock = threading.Lock()
-        self._received: MetricsData | None = None
         self._exemplars: ExemplarMemory = {}
+        self._families: list[Metric] = []
         self.registry = CollectorRegistry(auto_describe=False)
         self._collector = _RegistryCollector(self)
         self.registry.register(self._collector)
 
     def _receive_metrics(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **_: Any) -> None:
-        self._received = metrics_data
+        # Translated on every collection, also those another reader's force_flush()
+        # triggers: the SDK hands each exemplar to one collection only.
+        families: dict[str, _Family] = {}
+        resource = translate(metrics_data, families, self._exemplars) or self._resource
+        built = [family.build(name) for name, family in families.items()]
+        self._families = [_target_info(resource), *built] if resource is not None else built
 
     def shutdown(self, timeout_millis: float = 30_000, **_: Any) -> None:
         with contextlib.suppress(KeyError):  # already shut down
@@ -217,13 +222,9 @@ class PrometheusBridge(MetricReader):
     def collect_families(self, timeout_millis: float = 10_000) -> list[Metric]:
         """Run one OTel collection and return it as Prometheus metric families."""
         with self._lock:
+            self._families = [_target_info(self._resource)] if self._resource is not None else []
             super().collect(timeout_millis=timeout_millis)
-            data, self._received = self._received, None
-        families: dict[str, _Family] = {}
-        resource = translate(data, families, self._exemplars) if data is not None else None
-        resource = resource or self._resource
-        built = [family.build(name) for name, family in families.items()]
-        return [_target_info(resource), *built] if resource is not None else built
+            return self._families
 
     def text(self, openmetrics: bool = False) -> str:
         """The current exposition: Prometheus text, or OpenMetrics (with exemplars)."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import math
 import os
 import pickle
 import secrets
@@ -62,6 +63,19 @@ def resolve_signing_key(signing_key: str | bytes | None) -> tuple[bytes, bool]:
     return key, True
 
 
+def _refuse_non_finite(value: Any) -> None:
+    """Raise ``ValueError`` for a NaN or infinity anywhere in ``value``: JSON would read it back as None."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            raise ValueError(f"{item!r} has no JSON form (it would be read back as None); use pickle")
+        if isinstance(item, dict):
+            pending.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            pending.extend(item)
+
+
 class Codec:
     """Encodes values for one manager; decodes any payload in this format."""
 
@@ -101,6 +115,8 @@ class Codec:
         """The payload for ``value``; ``CacheSerializationError`` naming ``key`` if impossible."""
         try:
             body = pickle.dumps(value, pickle.HIGHEST_PROTOCOL) if self._pickle else orjson.dumps(value)
+            if not self._pickle and b"null" in body:  # orjson writes NaN and infinities as null
+                _refuse_non_finite(value)
         except Exception as exc:  # pickle raises many types (TypeError, AttributeError, ...)
             raise CacheSerializationError(key, value, self.serializer, exc) from exc
         flags = _PICKLE if self._pickle else _JSON

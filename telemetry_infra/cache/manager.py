@@ -42,6 +42,10 @@ Pairs = Mapping[str, Any] | Iterable[tuple[str, Any]] | AsyncIterable[tuple[str,
 DataLoader = Callable[[], Pairs | Awaitable[Pairs]]
 
 
+#: The longest TTL accepted (100 years): Redis stores expiries as milliseconds in 64 bits.
+MAX_TTL_S = 100 * 365 * 24 * 3600.0
+
+
 def _seconds(ttl: float | int | timedelta, name: str) -> float:
     if isinstance(ttl, timedelta):
         seconds = ttl.total_seconds()
@@ -49,8 +53,8 @@ def _seconds(ttl: float | int | timedelta, name: str) -> float:
         seconds = float(ttl)
     else:
         raise TypeError(f"{name} must be seconds (int/float) or a timedelta, got {type(ttl).__qualname__}")
-    if not seconds > 0:
-        raise ValueError(f"{name} must be positive, got {ttl!r}")
+    if not 0 < seconds < MAX_TTL_S:
+        raise ValueError(f"{name} must be positive and below {MAX_TTL_S:.0f} s (100 years), got {ttl!r}")
     return seconds
 
 
@@ -70,7 +74,7 @@ class CacheManager:
     """Async Redis cache with an in-memory LRU fallback that survives outages.
 
     With ``redis_url=None`` the memory backend is the cache. Otherwise Redis is
-    used and memory takes over while Redis is unreachable (see ``docs/cache.md``).
+    used and memory takes over while Redis is unreachable (see the "Cache" section of README.md).
     Keys are ``str`` and stored under ``"<namespace>:"``; values go through the
     codec (``serialization="json"`` via orjson, or HMAC-signed ``"pickle"``).
     """
@@ -127,8 +131,9 @@ class CacheManager:
                 socket_connect_timeout=_seconds(socket_connect_timeout, "socket_connect_timeout"),
                 health_check_interval=health_check_interval,
             )
-            self._failover = FailoverBackend(
-                RedisBackend(client),
+            redis_backend = RedisBackend(client)
+            self._failover = failover = FailoverBackend(
+                redis_backend,
                 self._memory,
                 OutageJournal(self._namespace.everything, journal_size),
                 failure_threshold=failure_threshold,
@@ -136,7 +141,8 @@ class CacheManager:
                 probe_timeout=self.socket_timeout,
                 on_outage=self._outage,
             )
-            self._backend = self._failover
+            redis_backend.fail_fast_when(lambda: failover.breaker.blocks_writes)
+            self._backend = failover
         self._telemetry = NO_TELEMETRY
         if telemetry:
             self._telemetry = CacheTelemetry(

@@ -88,5 +88,5 @@ class JsonFormatter(_JsonBase):
                 self.jsonify_log_record({key: value})
             except (TypeError, ValueError, OverflowError, RecursionError):
                 value = as_text(value)
-            encodable[str(key)] = value
+            encodable[as_text(key)] = value
         return encodable

@@ -20,11 +20,13 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
+from opentelemetry import metrics
 from opentelemetry._logs import LoggerProvider, SeverityNumber
 from opentelemetry.context import Context, get_current
+from opentelemetry.metrics import Observation
 
 from telemetry_infra.logs.context import RequestContext, get_request_context
-from telemetry_infra.logs.records import CORRELATION_MARKER, ExtraFields, as_text, message_of
+from telemetry_infra.logs.records import CORRELATION_MARKER, ExtraFields, as_text, message_of, valid_text
 
 __all__ = ["EXPORTER_LOGGERS", "OTLPLogHandler"]
 
@@ -56,10 +58,14 @@ def severity_number(levelno: int) -> SeverityNumber:
 
 def attribute_value(value: Any) -> Any:
     """``value`` as a valid OTel attribute: a primitive or a homogeneous primitive sequence."""
+    if isinstance(value, str):
+        return valid_text(value)  # protobuf refuses lone surrogates: the whole batch would be lost
     if isinstance(value, _PRIMITIVES):
         return value
     if isinstance(value, Sequence) and not isinstance(value, (bytes, bytearray)):
         kinds = {type(item) for item in value}
+        if kinds == {str}:
+            return tuple(valid_text(item) for item in value)
         if len(kinds) <= 1 and kinds <= set(_PRIMITIVES):
             return tuple(value)
     return as_text(value)
@@ -76,6 +82,28 @@ def _exception_attributes(exc_info: Any) -> dict[str, str]:
         "exception.message": as_text(exc),
         "exception.stacktrace": "".join(traceback.format_exception(exc_type, exc, tb)),
     }
+
+
+class _DroppedRecords:
+    """Records every handler dropped, exported as ``telemetry_infra.logs.dropped``."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._exported = False
+
+    def export(self) -> None:
+        if self._exported:
+            return
+        self._exported = True
+        metrics.get_meter("telemetry_infra.logs").create_observable_counter(
+            "telemetry_infra.logs.dropped",
+            [lambda _options: [Observation(self.count)]],
+            unit="{record}",
+            description="Log records not exported over OTLP because the export queue was full",
+        )
+
+
+_dropped = _DroppedRecords()
 
 
 class _Pending(NamedTuple):
@@ -97,7 +125,7 @@ class OTLPLogHandler(logging.Handler):
     """
 
     def __init__(
-        self, logger_provider: LoggerProvider, level: int = logging.NOTSET, max_queue: int = 10_000
+        self, logger_provider: LoggerProvider, level: int = logging.NOTSET, max_queue: int = 4096
     ) -> None:
         super().__init__(level)
         self._provider = logger_provider
@@ -110,6 +138,7 @@ class OTLPLogHandler(logging.Handler):
         self._inside = threading.local()
         self._extras = ExtraFields(reserved=_OWN_ATTRIBUTES)
         self.dropped = 0
+        _dropped.export()
 
     def handle(self, record: logging.LogRecord) -> bool:
         # No handler lock: the queue is thread-safe, and logging threads must not
@@ -128,6 +157,7 @@ class OTLPLogHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         if self._closed or len(self._pending) >= self._max_queue:
             self.dropped += 1
+            _dropped.count += 1
             return
         with contextlib.suppress(Exception):  # best effort: never into the caller
             self._pending.append(_Pending(record, message_of(record), get_current(), get_request_context()))
@@ -168,7 +198,7 @@ class OTLPLogHandler(logging.Handler):
             context=pending.context,
             severity_number=severity_number(record.levelno),
             severity_text=_SEVERITY_TEXT.get(record.levelname, record.levelname),
-            body=pending.body,
+            body=valid_text(pending.body),
             attributes=self._attributes(record, pending.request),
         )
 

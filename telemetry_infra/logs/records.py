@@ -24,6 +24,7 @@ __all__ = [
     "message_of",
     "one_line",
     "prefixed",
+    "valid_text",
 ]
 
 STANDARD_ATTRIBUTES = frozenset(
@@ -127,8 +128,19 @@ def message_of(record: logging.LogRecord) -> str:
 
 
 def as_text(value: Any) -> str:
-    """``str(value)``, or a placeholder when its ``__str__`` is broken."""
+    """``str(value)`` as valid UTF-8, or a placeholder when its ``__str__`` is broken."""
     try:
-        return str(value)
-    except Exception:  # a broken __str__ must not lose the record
+        return valid_text(str(value))
+    except Exception:  # a broken __str__ (or one too deep to print) must not lose the record
         return f"<unprintable {type(value).__name__}>"
+
+
+def valid_text(text: str) -> str:
+    """``text`` with lone surrogates escaped (``\\udcff``): no encoder can write them."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text

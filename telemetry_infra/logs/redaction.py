@@ -11,9 +11,21 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["DEFAULT_SECRET_KEYS", "REDACTED", "Redactor", "get_redactor", "set_secret_keys"]
+__all__ = [
+    "DEFAULT_SECRET_KEYS",
+    "RECURSIVE",
+    "REDACTED",
+    "TRUNCATED",
+    "Redactor",
+    "get_redactor",
+    "set_secret_keys",
+]
 
 REDACTED = "[REDACTED]"
+RECURSIVE = "[RECURSIVE]"
+TRUNCATED = "[TRUNCATED]"
+MAX_DEPTH = 32
+MAX_ITEMS = 10_000
 DEFAULT_SECRET_KEYS: tuple[str, ...] = (
     "password",
     "passwd",
@@ -61,18 +73,49 @@ class Redactor:
         return name in self._names or name.endswith(self._suffixes)
 
     def value(self, key: Any, value: Any) -> Any:
-        """``value`` as it may be written under ``key``."""
+        """``value`` as it may be written under ``key``.
+
+        Containers are copied with their secrets redacted, at most :data:`MAX_DEPTH`
+        levels and :data:`MAX_ITEMS` items deep; a container that holds itself is
+        written as :data:`RECURSIVE` instead of looping.
+        """
         if self.is_secret(key):
             return REDACTED
-        if isinstance(value, Mapping):
-            return self.mapping(value)
-        if isinstance(value, (list, tuple)):
-            return [self.value(None, item) for item in value]
-        return value
+        if not isinstance(value, (Mapping, list, tuple)):
+            return value
+        return _RedactedCopy(self).of(value, 0)
 
     def mapping(self, values: Mapping[Any, Any]) -> dict[Any, Any]:
         """A copy of ``values`` with every secret (at any depth) redacted."""
-        return {key: self.value(key, value) for key, value in values.items()}
+        return _RedactedCopy(self).of(values, 0)
+
+
+class _RedactedCopy:
+    """One bounded walk over a value: cycles and depth cannot make it recurse without end."""
+
+    __slots__ = ("_budget", "_path", "_redactor")
+
+    def __init__(self, redactor: Redactor) -> None:
+        self._redactor = redactor
+        self._path: set[int] = set()
+        self._budget = MAX_ITEMS
+
+    def of(self, value: Any, depth: int) -> Any:
+        if not isinstance(value, (Mapping, list, tuple)):
+            return value
+        if id(value) in self._path:
+            return RECURSIVE
+        self._budget -= 1
+        if depth >= MAX_DEPTH or self._budget < 0:
+            return TRUNCATED
+        self._path.add(id(value))
+        try:
+            if isinstance(value, Mapping):
+                secret = self._redactor.is_secret
+                return {k: REDACTED if secret(k) else self.of(v, depth + 1) for k, v in value.items()}
+            return [self.of(item, depth + 1) for item in value]
+        finally:
+            self._path.discard(id(value))
 
 
 _redactor = Redactor()

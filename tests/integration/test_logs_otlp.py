@@ -117,3 +117,26 @@ def test_failing_export_that_logs_neither_loops_nor_raises():
         logger.removeHandler(handler)
         handler.close()
     assert calls == ["isolated.otlp"]  # the failure logged while exporting was not re-exported
+
+
+def test_records_dropped_by_a_full_queue_are_counted_in_the_metrics(tmp_path):
+    telemetry = ti.configure(service_name="drops", log_dir=tmp_path, setup_logs=False)
+
+    def dropped_total() -> float:
+        text = telemetry.prometheus_text()
+        lines = [line for line in text.splitlines() if line.startswith("telemetry_infra_logs_dropped_total")]
+        return float(lines[0].split()[-1]) if lines else 0.0
+
+    before = dropped_total()
+    handler = OTLPLogHandler(telemetry.logger_provider, max_queue=5)
+    logger = logging.getLogger("tests.drops")
+    logger.propagate = False
+    logger.addHandler(handler)
+    try:
+        for n in range(200):  # far faster than the worker's 100 ms pick-up
+            logger.warning("burst %d", n)
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+    assert handler.dropped > 0
+    assert dropped_total() - before == handler.dropped

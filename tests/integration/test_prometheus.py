@@ -46,6 +46,8 @@ def test_openmetrics_buckets_carry_the_trace_id_of_the_span(tmp_path: Path) -> N
         latency.record(0.3, {"cache.operation": "mget"})
         trace_id = format(span.get_span_context().trace_id, "032x")
     latency.record(0.00002, {"cache.operation": "mget"})  # outside any span: no exemplar
+    telemetry.force_flush()  # a collection by someone else must not swallow the exemplar
+    telemetry.prometheus_text(openmetrics=True)
     families = _samples(telemetry.prometheus_text(openmetrics=True), parse_openmetrics)
     buckets = [s for s in families["prom_test_duration_seconds"] if s.name.endswith("_bucket")]
     with_exemplar = [s for s in buckets if s.exemplar is not None]

@@ -9,12 +9,13 @@ may only touch keys of one hash slot, so batches must be split per slot there;
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 __all__ = ["RedisBackend", "create_client"]
 
@@ -42,14 +43,21 @@ class _FastPathBlockingPool(aioredis.BlockingConnectionPool):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._queued = 0
+        self.refuse_waiters: Callable[[], bool] = lambda: False
 
     async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
         if self._queued or self._in_maintenance or not self.can_get_connection():
             self._queued += 1
             try:
-                return await super().get_connection(*args, **kwargs)
+                connection = await super().get_connection(*args, **kwargs)
             finally:
                 self._queued -= 1
+            if self.refuse_waiters():
+                # Redis went away while this call queued for a connection: another
+                # socket timeout on top of the wait would break the caller's latency bound.
+                await self.release(connection)
+                raise RedisConnectionError("Redis stopped answering while this call waited for a connection")
+            return connection
         connection = self.get_available_connection()
         try:
             await self.ensure_connection(connection)
@@ -148,6 +156,10 @@ class RedisBackend:
 
     async def ping(self) -> None:
         await self.client.execute_command("PING")
+
+    def fail_fast_when(self, unreachable: Callable[[], bool]) -> None:
+        """Calls still queued for a connection fail at once while ``unreachable()`` is true."""
+        self.client.connection_pool.refuse_waiters = unreachable
 
     def connections(self) -> tuple[int, int, int]:
         """``(used, idle, max)`` connections of the pool, for the pool gauges."""
