@@ -48,6 +48,8 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_latest_openmetrics
 from prometheus_client.samples import Exemplar
 
+from telemetry_infra.preaggregated import add_preaggregated
+
 __all__ = ["MetricsApp", "PrometheusBridge", "metrics_asgi_app", "serve_metrics"]
 
 _CUMULATIVE = {
@@ -211,6 +213,8 @@ class PrometheusBridge(MetricReader):
         # Translated on every collection, also those another reader's force_flush()
         # triggers: the SDK hands each exemplar to one collection only.
         families: dict[str, _Family] = {}
+        if self._resource is not None:
+            metrics_data = add_preaggregated(metrics_data, self._resource)
         resource = translate(metrics_data, families, self._exemplars) or self._resource
         built = [family.build(name) for name, family in families.items()]
         self._families = [_target_info(resource), *built] if resource is not None else built

@@ -30,6 +30,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.version import __version__ as sdk_version
 
+from telemetry_infra.preaggregated import SECONDS_BUCKETS, WithPreaggregated, reset_all
 from telemetry_infra.prometheus import PrometheusBridge, serve_metrics
 from telemetry_infra.settings import Settings
 from telemetry_infra.switchable_providers import SwitchableMeterProvider, SwitchableTracerProvider
@@ -37,11 +38,6 @@ from telemetry_infra.switchable_providers import SwitchableMeterProvider, Switch
 __all__ = ["SECONDS_BUCKETS", "Telemetry", "configure", "get_telemetry", "shutdown"]
 
 _log = logging.getLogger(__name__)
-
-#: Histogram buckets for our seconds histograms: 100 µs to 1 s. The SDK's defaults
-#: (0, 5, 10, 25 ... 10000) are meant for milliseconds and would put every cache call
-#: in the first bucket.
-SECONDS_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 #: Meters whose ``s`` histograms get :data:`SECONDS_BUCKETS`.
 OUR_METERS = ("telemetry_infra", "telemetry_infra.cache", "telemetry_infra.logs", "telemetry_infra.asgi")
@@ -218,10 +214,12 @@ def _build(settings: Settings) -> Telemetry:
         logger_provider.add_log_record_processor(BatchLogRecordProcessor(log_exporter))
         readers.append(
             PeriodicExportingMetricReader(
-                metric_exporter, export_interval_millis=settings.metric_export_interval_ms
+                WithPreaggregated(metric_exporter, resource),
+                export_interval_millis=settings.metric_export_interval_ms,
             )
         )
     meter_provider = MeterProvider(resource=resource, metric_readers=readers, views=_views())
+    reset_all()  # a new meter provider starts every histogram from zero, ours too
     return Telemetry(
         settings=settings,
         tracer_provider=tracer_provider,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -35,6 +36,7 @@ class CircuitBreaker:
         *,
         failure_threshold: int = 3,
         probe_interval: float = 1.0,
+        task_context: Callable[[], contextvars.Context] = contextvars.copy_context,
     ) -> None:
         if failure_threshold < 1:
             raise ValueError(f"failure_threshold must be >= 1, got {failure_threshold!r}")
@@ -48,6 +50,7 @@ class CircuitBreaker:
         self.probe_interval = probe_interval
         self._probe = probe
         self._recover = recover
+        self._task_context = task_context
         self._prober: asyncio.Task[None] | None = None
         self._listeners: list[StateListener] = []
 
@@ -72,7 +75,9 @@ class CircuitBreaker:
             self.probe_interval,
         )
         self._notify(cause)
-        self._prober = asyncio.get_running_loop().create_task(self._probe_until_closed())
+        # the probe outlives the call that tripped the breaker: it must not run in its context
+        loop = asyncio.get_running_loop()
+        self._prober = self._task_context().run(loop.create_task, self._probe_until_closed())
 
     def _close(self) -> None:
         self.is_open = self.blocks_writes = False

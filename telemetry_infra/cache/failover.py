@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections.abc import Callable, Sequence
 
@@ -46,6 +47,7 @@ class FailoverBackend:
         probe_interval: float = 1.0,
         probe_timeout: float = 1.0,
         on_outage: Callable[[BaseException], None] = lambda exc: None,
+        task_context: Callable[[], contextvars.Context] = contextvars.copy_context,
     ) -> None:
         self.primary = primary
         self._on_outage = on_outage
@@ -53,7 +55,11 @@ class FailoverBackend:
         self.journal = journal
         self.probe_timeout = probe_timeout
         self.breaker = CircuitBreaker(
-            self._answers, self._replay, failure_threshold=failure_threshold, probe_interval=probe_interval
+            self._answers,
+            self._replay,
+            failure_threshold=failure_threshold,
+            probe_interval=probe_interval,
+            task_context=task_context,
         )
 
     @property

@@ -9,26 +9,31 @@ Counters are not incremented per call: every manager keeps plain integers
 (``CacheStats``) and one set of observable instruments reads all of them at
 collection time, so exported values are exact and the hot path stays cheap.
 
-The duration histogram is recorded once per call, while the operation's span is
-current, so its exemplars carry the trace of the operation that made them. Span
-attributes learnt during the call are set in one ``set_attributes`` at the end
-(each separate ``set_attribute`` takes the span's lock and re-validates).
+The duration histogram is aggregated here (:mod:`telemetry_infra.preaggregated`: a
+bisect and a few additions, where the SDK's ``record()`` costs more than a memory
+hit) and exported by our readers; a sampled operation's span becomes the exemplar of
+its bucket. Span attributes learnt during the call are set in one ``set_attributes``
+at the end (each separate ``set_attribute`` takes the span's lock and re-validates).
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hashlib
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
 
 from opentelemetry import context, metrics, trace
+from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from telemetry_infra.cache.stats import CacheStats
+from telemetry_infra.preaggregated import PreaggregatedHistogram
 
 __all__ = ["KEY_ATTRIBUTE_LIMIT", "NO_TELEMETRY", "CacheTelemetry", "Observed", "Operation"]
 
@@ -74,8 +79,19 @@ class _NoTelemetry:
     def breaker_changed(self, is_open: bool, cause: BaseException | None) -> None:
         return None
 
+    def untraced(self) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
+
+    def background_context(self) -> contextvars.Context:
+        return contextvars.copy_context()
+
 
 NO_TELEMETRY = _NoTelemetry()
+
+
+def _suppressed() -> context.Context:
+    """The current OTel context with instrumentations (the Redis command spans) switched off."""
+    return context.set_value(_SUPPRESS_INSTRUMENTATION_KEY, True)
 
 
 class _Operation:
@@ -97,6 +113,12 @@ class _Operation:
             self._attributes: dict[str, Any] = {}
             telemetry.drain_events(span)
             self._token = context.attach(trace.set_span_in_context(span))
+        elif telemetry.backend_name() == "redis":
+            # No cache span, so no Redis command span either: an orphan GET would be a
+            # trace of its own, and an unsampled one still costs its instrumentation.
+            self._token = context.attach(_suppressed())
+        else:
+            self._token = None
         self._started = _perf_counter()
 
     def __enter__(self) -> _Operation:
@@ -119,16 +141,18 @@ class _Operation:
         elapsed = _perf_counter() - self._started
         telemetry = self._telemetry
         backend = telemetry.backend_name()
-        attributes = telemetry.duration_attributes[backend][self._name]
+        series = telemetry.durations[backend][self._name]
         span = self._span
         if span is None:
-            telemetry.duration.record(elapsed, attributes)
+            series.record(elapsed)
+            if self._token is not None:
+                context.detach(self._token)
             return
         if exc is not None:
             self.fail(exc)
         self._attributes["cache.backend"] = backend
         span.set_attributes(self._attributes)
-        telemetry.duration.record(elapsed, attributes)  # our span is current: exemplars point at it
+        series.record(elapsed, span.get_span_context())  # the exemplar points at this operation
         span.end()
         context.detach(self._token)
 
@@ -151,10 +175,11 @@ class CacheTelemetry:
         self.name = name
         self.backend_name = backend_name
         self.hash_keys = hash_keys
-        self.duration = _instruments().duration
-        self.duration_attributes = {
+        duration = _instruments().duration
+        self.durations = {
             backend: {
-                op: {"cache.name": name, "cache.operation": op, "cache.backend": backend} for op in OPERATIONS
+                op: duration.series({"cache.name": name, "cache.operation": op, "cache.backend": backend})
+                for op in OPERATIONS
             }
             for backend in BACKENDS
         }
@@ -163,6 +188,24 @@ class CacheTelemetry:
 
     def operation(self, name: str, key: str | None = None) -> _Operation:
         return _Operation(self, name, key)
+
+    @contextlib.contextmanager
+    def untraced(self) -> Iterator[None]:
+        """Outside a recording span, Redis commands (a PING) make no orphan span of their own."""
+        if trace.get_current_span().is_recording():
+            yield
+            return
+        token = context.attach(_suppressed())
+        try:
+            yield
+        finally:
+            context.detach(token)
+
+    def background_context(self) -> contextvars.Context:
+        """A fresh context for background tasks (the breaker's probe): no parent, no command spans."""
+        fresh = contextvars.Context()
+        fresh.run(lambda: context.attach(_suppressed()))
+        return fresh
 
     def key_attribute(self, key: str) -> str:
         """``cache.key`` as exported: hashed if asked (personal data), else truncated."""
@@ -220,8 +263,11 @@ class _Instruments:
         self._lock = threading.Lock()
         self._stats: list[tuple[str, CacheStats]] = []
         self._live: weakref.WeakSet[Any] = weakref.WeakSet()
-        self.duration = _meter.create_histogram(
-            "cache.operation.duration", unit="s", description="Duration of cache operations"
+        self.duration = PreaggregatedHistogram(
+            "cache.operation.duration",
+            unit="s",
+            description="Duration of cache operations",
+            scope="telemetry_infra.cache",
         )
         counters = (
             ("cache.hits", self._hits, "{hit}", "Lookups that found a value"),

@@ -140,6 +140,7 @@ class CacheManager:
                 probe_interval=probe_interval,
                 probe_timeout=self.socket_timeout,
                 on_outage=self._outage,
+                task_context=lambda: self._telemetry.background_context(),
             )
             redis_backend.fail_fast_when(lambda: failover.breaker.blocks_writes)
             self._backend = failover
@@ -156,7 +157,8 @@ class CacheManager:
     async def initialize(self) -> None:
         """Check Redis once; when it does not answer, start on memory and keep probing."""
         if self._failover is not None:
-            await self._failover.connect(self.socket_timeout)
+            with self._telemetry.untraced():
+                await self._failover.connect(self.socket_timeout)
 
     async def close(self) -> None:
         """Release connections and the probe task; later calls raise ``CacheClosedError``."""
@@ -367,7 +369,8 @@ class CacheManager:
         else:
             started = time.perf_counter()
             try:
-                await asyncio.wait_for(self._failover.ping(), self.socket_timeout)
+                with self._telemetry.untraced():
+                    await asyncio.wait_for(self._failover.ping(), self.socket_timeout)
             except (*OUTAGE_ERRORS, *BACKEND_ERRORS) as exc:
                 redis["error"] = f"{type(exc).__name__}: {exc}".rstrip(": ")
             else:

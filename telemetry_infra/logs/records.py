@@ -78,6 +78,7 @@ class ExtraFields:
     def __init__(self, reserved: frozenset[str] = frozenset()) -> None:
         self._reserved = reserved
         self._plans: dict[str, tuple[str, bool] | None] = {}
+        self._shapes: dict[tuple[str, ...], list[tuple[str, str, bool]]] = {}
         self._redactor: Redactor | None = None
 
     def _plan(self, key: str) -> tuple[str, bool] | None:
@@ -89,22 +90,35 @@ class ExtraFields:
     def items(self, record: logging.LogRecord) -> list[tuple[str, Any]]:
         redactor = get_redactor()
         if redactor is not self._redactor:  # the secret list changed: decide again
-            self._redactor, self._plans = redactor, {}
-        plans = self._plans
+            self._redactor, self._plans, self._shapes = redactor, {}, {}
+        fields = record.__dict__
+        # Records of one call site carry the same keys in the same order: plan them once.
+        keys = tuple(islice(fields, _FIRST_EXTRA_POSITION, None))
+        shape = self._shapes.get(keys)
+        if shape is None:
+            shape = self._shape(keys)
         items = []
-        for key, value in islice(record.__dict__.items(), _FIRST_EXTRA_POSITION, None):
-            plan = plans.get(key, _UNDECIDED)
-            if plan is _UNDECIDED:
-                plan = plans[key] = self._plan(key) if len(plans) < _MAX_PLANS else None
-            if plan is None:
-                continue
-            name, secret = plan
+        for key, name, secret in shape:
+            value = fields[key]
             if secret:
                 value = REDACTED
             elif type(value) not in _SCALARS:
                 value = redactor.value(key, value)
             items.append((name, value))
         return items
+
+    def _shape(self, keys: tuple[str, ...]) -> list[tuple[str, str, bool]]:
+        plans = self._plans
+        shape = []
+        for key in keys:
+            plan = plans.get(key, _UNDECIDED)
+            if plan is _UNDECIDED:
+                plan = plans[key] = self._plan(key) if len(plans) < _MAX_PLANS else None
+            if plan is not None:
+                shape.append((key, *plan))
+        if len(self._shapes) < _MAX_PLANS:
+            self._shapes[keys] = shape
+        return shape
 
 
 # Everything str.splitlines() breaks on, escaped: a value can never start a line of its

@@ -236,3 +236,26 @@ async def test_duration_exemplars_point_at_the_cache_span(telemetry, otlp_receiv
         lambda p: p.name == "cache.operation.duration" and p.attributes["cache.name"] == name and p.exemplars
     )[0]
     assert {e.get("trace_id") for e in point.exemplars} == {span.trace_id}
+
+
+async def test_without_a_sampled_trace_no_span_is_exported_not_even_a_redis_command(
+    telemetry, otlp_receiver, redis_server
+):
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+    name = f"quiet-{uuid.uuid4().hex[:6]}"
+    async with ti.CacheManager(redis_url=redis_server.url, namespace=name, name=name) as cache:
+        await cache.set("outside", 1)  # no trace at all
+        unsampled = NonRecordingSpan(SpanContext(0x1234, 0x5678, is_remote=True, trace_flags=TraceFlags(0)))
+        with trace.use_span(unsampled):
+            await cache.get("outside")
+        with tracer.start_as_current_span("marker"):
+            await cache.get("outside")  # sampled: cache.get -> GET
+    telemetry.force_flush()
+    otlp_receiver.wait_for_spans(lambda s: s.name == "marker")
+    names = sorted(s.name for s in otlp_receiver.spans())
+    assert names == ["GET", "cache.get", "marker"], names
+    assert prometheus_samples(telemetry, "cache_operation_duration_seconds_count", name) == {
+        (("cache_backend", "redis"), ("cache_operation", "get")): 2.0,
+        (("cache_backend", "redis"), ("cache_operation", "set")): 1.0,
+    }
