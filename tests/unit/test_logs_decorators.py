@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-import json
 import logging
 
 import pytest
@@ -13,15 +11,6 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import StatusCode
 
 import telemetry_infra as ti
-from telemetry_infra.logs import teardown_logging
-
-
-@pytest.fixture
-def json_lines():
-    stream = io.StringIO()
-    ti.setup_logging("INFO", environment="production", log_files=False, stream=stream)
-    yield lambda: [json.loads(line) for line in stream.getvalue().splitlines()]
-    teardown_logging()
 
 
 def _timed_forms():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import subprocess
 import sys
@@ -12,17 +11,13 @@ import threading
 
 import pytest
 
-import telemetry_infra as ti
-from telemetry_infra.logs import install_exception_hooks, teardown_logging, uninstall_exception_hooks
+from telemetry_infra.logs import install_exception_hooks, uninstall_exception_hooks
 
 
-@pytest.fixture
-def json_lines():
-    stream = io.StringIO()
-    ti.setup_logging("INFO", environment="production", log_files=False, stream=stream)
-    yield lambda: [json.loads(line) for line in stream.getvalue().splitlines()]
+@pytest.fixture(autouse=True)
+def _hooks_removed_afterwards():
+    yield
     uninstall_exception_hooks()
-    teardown_logging()
 
 
 def test_uncaught_exception_in_main_thread_is_logged_by_configure(tmp_path):

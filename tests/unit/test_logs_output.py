@@ -19,14 +19,6 @@ FIXED_FIELDS = ["timestamp", "level", "logger_name", "module", "function_name", 
 
 
 @pytest.fixture
-def json_lines():
-    stream = io.StringIO()
-    ti.setup_logging("DEBUG", environment="production", log_files=False, stream=stream)
-    yield lambda: [json.loads(line) for line in stream.getvalue().splitlines()]
-    teardown_logging()
-
-
-@pytest.fixture
 def text_output():
     stream = io.StringIO()
     ti.setup_logging("DEBUG", environment="development", log_files=False, stream=stream)
