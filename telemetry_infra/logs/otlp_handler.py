@@ -18,7 +18,7 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 from opentelemetry import metrics
 from opentelemetry._logs import LoggerProvider, SeverityNumber
@@ -106,11 +106,7 @@ class _DroppedRecords:
 _dropped = _DroppedRecords()
 
 
-class _Pending(NamedTuple):
-    record: logging.LogRecord
-    body: str
-    context: Context
-    request: RequestContext
+_Pending = tuple[logging.LogRecord, str, Context, RequestContext]
 
 
 class OTLPLogHandler(logging.Handler):
@@ -145,7 +141,7 @@ class OTLPLogHandler(logging.Handler):
         # wait for each other here.
         if record.name.startswith(EXPORTER_LOGGERS) or getattr(self._inside, "active", False):
             return False
-        if not self.filter(record):
+        if self.filters and not self.filter(record):
             return False
         self._inside.active = True
         try:
@@ -159,13 +155,18 @@ class OTLPLogHandler(logging.Handler):
             self.dropped += 1
             _dropped.count += 1
             return
-        with contextlib.suppress(Exception):  # best effort: never into the caller
-            self._pending.append(_Pending(record, message_of(record), get_current(), get_request_context()))
+        try:
+            pending = self._pending
+            # (record, message, OTel context, request context): what cannot wait for the worker
+            pending.append((record, message_of(record), get_current(), get_request_context()))
             if self._worker is None:
                 self._start_worker()
-            elif len(self._pending) >= _WAKE_AT and not self._wakeup.is_set():
+            elif len(pending) >= _WAKE_AT and not self._wakeup.is_set():
                 self._start_worker()  # also restarts it in a forked child
                 self._wakeup.set()
+        except Exception:  # best effort: never into the caller
+            self.dropped += 1
+            _dropped.count += 1
 
     def _start_worker(self) -> None:
         worker = self._worker
@@ -191,15 +192,15 @@ class OTLPLogHandler(logging.Handler):
             self._busy = False
 
     def _export(self, pending: _Pending) -> None:
-        record = pending.record
+        record, body, otel_context, request = pending
         self._provider.get_logger(record.name).emit(
             timestamp=int(record.created * 1e9),
             observed_timestamp=time.time_ns(),
-            context=pending.context,
+            context=otel_context,
             severity_number=severity_number(record.levelno),
             severity_text=_SEVERITY_TEXT.get(record.levelname, record.levelname),
-            body=valid_text(pending.body),
-            attributes=self._attributes(record, pending.request),
+            body=valid_text(body),
+            attributes=self._attributes(record, request),
         )
 
     def _attributes(self, record: logging.LogRecord, request: RequestContext) -> dict[str, Any]:
