@@ -20,6 +20,7 @@ from typing import Any, TextIO
 
 from opentelemetry import trace
 
+from telemetry_infra import CacheManager, get_logger, request_context
 from telemetry_infra.settings import url_without_password
 
 __all__ = ["DemoSummary", "run_demo"]
@@ -45,8 +46,6 @@ class PropertyNotFound(LookupError):
 
 
 async def _load_property(bbl: str) -> dict[str, Any]:
-    from telemetry_infra import get_logger
-
     log = get_logger("api.nyc_data_client")
     await asyncio.sleep(random.uniform(0.002, 0.01))  # the "remote API"
     if bbl == FAILING_PROPERTY:
@@ -57,16 +56,12 @@ async def _load_property(bbl: str) -> dict[str, Any]:
 
 
 def _score(record: dict[str, Any]) -> float:
-    from telemetry_infra import get_logger
-
     risk = min(1.0, record["violations"] / 10)
     get_logger("model.risk").info("risk scored", extra={"bbl": record["bbl"], "risk": risk})
     return risk
 
 
 async def _handle(cache: Any, tracer: trace.Tracer, bbl: str, summary: DemoSummary) -> None:
-    from telemetry_infra import get_logger, request_context
-
     log = get_logger("api.properties")
     with (
         tracer.start_as_current_span("GET /properties/{bbl}", kind=trace.SpanKind.SERVER) as span,
@@ -106,8 +101,6 @@ async def run_demo(
     out: TextIO = sys.stdout,
 ) -> DemoSummary:
     """Simulate ``requests`` property look-ups (or run until cancelled with ``forever``)."""
-    from telemetry_infra import CacheManager
-
     tracer = trace.get_tracer("telemetry_infra.demo")
     summary = DemoSummary()
     cache = CacheManager(redis_url=redis_url, namespace="telemetry-infra-demo", name="demo")

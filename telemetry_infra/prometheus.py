@@ -105,10 +105,8 @@ def _exemplar_for(exemplar: Any) -> Exemplar | None:
     return Exemplar(labels, exemplar.value, exemplar.time_unix_nano / 1e9)
 
 
-def _buckets(
-    point: HistogramDataPoint, exemplars: dict[int, Exemplar]
-) -> list[tuple[str, float, Exemplar | None]]:
-    """Cumulative buckets, each with the newest exemplar that fell into it.
+def _buckets(point: HistogramDataPoint, exemplars: dict[int, Exemplar]) -> list[tuple[Any, ...]]:
+    """Cumulative ``(le, count)`` buckets, ``(le, count, exemplar)`` where one fell into it.
 
     ``exemplars`` (bucket index -> exemplar) is this series' memory: the SDK hands an
     exemplar to one collection only, while a bucket should show it until a newer one.
@@ -118,17 +116,14 @@ def _buckets(
         if converted is not None:
             exemplars[bisect.bisect_left(point.explicit_bounds, exemplar.value)] = converted
     bounds = [*map(float, point.explicit_bounds), float("inf")]
-    buckets: list[tuple[str, float, Exemplar | None]] = []
+    buckets: list[tuple[Any, ...]] = []
     running = 0
     for index, (bound, count) in enumerate(zip(bounds, point.bucket_counts, strict=True)):
         running += count
         label = "+Inf" if bound == float("inf") else repr(bound)
-        buckets.append((label, running, exemplars.get(index)))
+        exemplar = exemplars.get(index)
+        buckets.append((label, running) if exemplar is None else (label, running, exemplar))
     return buckets
-
-
-def _strip_missing_exemplars(buckets: list[tuple[str, float, Exemplar | None]]) -> list[tuple[Any, ...]]:
-    return [bucket if bucket[2] is not None else bucket[:2] for bucket in buckets]
 
 
 def _kind(data: Any) -> str | None:
@@ -180,7 +175,7 @@ def _add_metric(
         labels.update(scope)
         if kind == "histogram":
             memory = exemplars.setdefault((name, tuple(sorted(labels.items()))), {})
-            family.rows.append((labels, (_strip_missing_exemplars(_buckets(point, memory)), point.sum)))
+            family.rows.append((labels, (_buckets(point, memory), point.sum)))
         else:
             family.rows.append((labels, point.value))
 

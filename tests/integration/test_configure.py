@@ -113,10 +113,15 @@ def test_seconds_histograms_get_sub_millisecond_buckets(otlp_receiver: OTLPRecei
 
 
 def test_no_endpoint_exports_nothing_and_everything_works(
-    otlp_receiver: OTLPReceiver, tmp_path: Path
+    otlp_receiver: OTLPReceiver, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    telemetry = ti.configure("embedded", log_dir=tmp_path, setup_logs=False)
+    # Per-signal variables point at a live receiver: an exporter built without our endpoint
+    # would read them and send there. One endpoint (or none) governs all three signals.
+    for signal in ("TRACES", "METRICS", "LOGS"):
+        monkeypatch.setenv(f"OTEL_EXPORTER_OTLP_{signal}_ENDPOINT", otlp_receiver.grpc_endpoint)
+    telemetry = ti.configure("embedded", log_dir=tmp_path)
     _emit("local-only")
+    assert (tmp_path / "api.log").read_text().count("record from local-only") == 1
     assert telemetry.force_flush(timeout_s=2)
     assert "test_requests_total" in telemetry.prometheus_text()
     time.sleep(0.2)
