@@ -72,14 +72,12 @@ class Telemetry:
         return self.prometheus_bridge.text(openmetrics=openmetrics)
 
     def _release_process_hooks(self) -> None:
-        """Stop serving /metrics and take our OTLP handler off the root logger."""
+        """Stop serving /metrics and take our OTLP handler off the root logger (shutdown closes it)."""
         stop, self._stop_server = self._stop_server, None
         if stop is not None:
             stop()
-        handler, self._log_handler = self._log_handler, None
-        if handler is not None:
-            logging.getLogger().removeHandler(handler)
-            handler.close()
+        if self._log_handler is not None:
+            logging.getLogger().removeHandler(self._log_handler)
 
     def force_flush(self, timeout_s: float = 5.0) -> bool:
         """Export everything buffered now; ``False`` if it did not finish in time."""
@@ -102,10 +100,11 @@ class Telemetry:
             return True
         self._closed = True
         self._release_process_hooks()
+        handler, self._log_handler = self._log_handler, None
         if not self.enabled:
             return True
         providers = (self.tracer_provider, self.meter_provider, self.logger_provider)
-        if _bounded(lambda: _flush_and_shutdown(providers, timeout_s), timeout_s):
+        if _bounded(lambda: _flush_and_shutdown(handler, providers, timeout_s), timeout_s):
             return True
         # still exporting to an unreachable collector: stop its retries in the background
         for exporter in self._exporters:
@@ -120,7 +119,9 @@ def _quietly(call: Callable[[], Any]) -> None:
         _log.debug("error during telemetry shutdown", exc_info=True)
 
 
-def _flush_and_shutdown(providers: tuple[Any, ...], timeout_s: float) -> bool:
+def _flush_and_shutdown(handler: Any, providers: tuple[Any, ...], timeout_s: float) -> bool:
+    if handler is not None:  # its queued records reach the logger provider first
+        _quietly(lambda: handler.close(timeout_s))
     millis = int(timeout_s * 1000)
     for provider in providers:
         _quietly(lambda p=provider: p.force_flush(millis))

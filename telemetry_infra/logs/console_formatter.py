@@ -53,5 +53,5 @@ class ConsoleFormatter(logging.Formatter):
         return line
 
     def _extras(self, record: logging.LogRecord) -> str:
-        pairs = [f"{key}={as_text(value)}" for key, value in self._extra_fields.items(record)]
+        pairs = [f"{key}={as_text(value)}" for key, value in self._extra_fields.into({}, record).items()]
         return one_line(" | " + " ".join(pairs)) if pairs else ""

@@ -7,15 +7,33 @@ which exports the native ids, never sees them as attributes too.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
-from opentelemetry.trace import SpanContext, get_current_span
+from opentelemetry.context import Context, get_current
+from opentelemetry.trace import get_current_span
 
-from telemetry_infra.logs.context import get_request_context
-from telemetry_infra.logs.records import CORRELATION_MARKER
+from telemetry_infra.logs.context import RequestContext, get_request_context
+from telemetry_infra.logs.records import CALLER_IDS_MARKER, CORRELATION_FIELDS, CORRELATION_MARKER
 
 __all__ = ["TraceCorrelationFilter"]
 
-_SPAN_FIELDS = ("trace_id", "span_id", "trace_flags")
+
+def correlation_fields(otel_context: Context, request: RequestContext) -> dict[str, Any]:
+    """The correlation fields of a record made under these contexts, in output order."""
+    fields: dict[str, Any] = {}
+    request_id = request.request_id
+    span_context = get_current_span(otel_context).get_span_context()
+    trace_id = f"{span_context.trace_id:032x}" if span_context.is_valid else None
+    request_id = request_id or trace_id
+    if request_id is not None:
+        fields["request_id"] = request_id
+    if request.user_id is not None:
+        fields["user_id"] = request.user_id
+    if trace_id is not None:
+        fields["trace_id"] = trace_id
+        fields["span_id"] = f"{span_context.span_id:016x}"
+        fields["trace_flags"] = "01" if span_context.trace_flags.sampled else "00"
+    return fields
 
 
 class TraceCorrelationFilter(logging.Filter):
@@ -29,43 +47,43 @@ class TraceCorrelationFilter(logging.Filter):
 
     def __init__(self, name: str = "") -> None:
         super().__init__(name)
-        # Hex ids of the last span seen: consecutive records mostly share a span.
-        self._last: tuple[SpanContext | None, str, str, str] = (None, "", "", "")
-
-    def _hex_ids(self, span_context: SpanContext) -> tuple[SpanContext | None, str, str, str]:
-        last = self._last
-        if last[0] is span_context:
-            return last
-        last = (
-            span_context,
-            f"{span_context.trace_id:032x}",
-            f"{span_context.span_id:016x}",
-            "01" if span_context.trace_flags.sampled else "00",
-        )
-        self._last = last
-        return last
+        # Consecutive records mostly share their contexts (both are immutable): what to
+        # add is worked out once per pair and kept, with the pair, until it changes.
+        self._last: tuple[Context | None, RequestContext | None, dict[str, Any]] = (None, None, {})
 
     def filter(self, record: logging.LogRecord) -> bool:
         fields = record.__dict__
         if CORRELATION_MARKER in fields:  # already done by another handler's filter
             return True
-        added = []
-        request = get_request_context()
-        request_id = request.request_id
-        span_context = get_current_span().get_span_context()
-        if span_context.is_valid:
-            _, trace_id, span_id, trace_flags = self._hex_ids(span_context)
-            if "trace_id" not in fields:
-                fields["trace_id"] = trace_id
-                fields["span_id"] = span_id
-                fields["trace_flags"] = trace_flags
-                added += _SPAN_FIELDS
-            request_id = request_id or trace_id
-        if request_id is not None and "request_id" not in fields:
-            fields["request_id"] = request_id
-            added.append("request_id")
-        if request.user_id is not None and "user_id" not in fields:
-            fields["user_id"] = request.user_id
-            added.append("user_id")
-        fields[CORRELATION_MARKER] = added
+        otel_context, request = get_current(), get_request_context()
+        last = self._last
+        if last[0] is not otel_context or last[1] is not request:
+            correlated = correlation_fields(otel_context, request)
+            last = self._last = (otel_context, request, {**correlated, CORRELATION_MARKER: correlated})
+        # Five lookups: faster than any set operation on the record's keys.
+        if (
+            "request_id" in fields
+            or "user_id" in fields
+            or "trace_id" in fields
+            or "span_id" in fields
+            or "trace_flags" in fields
+        ):
+            fields.update(_keeping_callers(last[2][CORRELATION_MARKER], fields))
+        else:
+            fields.update(last[2])
         return True
+
+
+def _keeping_callers(correlated: dict[str, Any], fields: dict[str, Any]) -> dict[str, Any]:
+    """What to add when the caller passed some correlation fields in ``extra``: theirs win.
+
+    A caller's ``trace_id`` keeps all three span fields (ours would not match it).
+    """
+    callers = tuple(key for key in CORRELATION_FIELDS if key in fields)
+    ours = {key: value for key, value in correlated.items() if key not in fields}
+    if "trace_id" in fields:
+        ours.pop("span_id", None)
+        ours.pop("trace_flags", None)
+    merged = {key: fields.get(key, ours.get(key)) for key in CORRELATION_FIELDS}
+    in_order = {key: value for key, value in merged.items() if value is not None}
+    return {**ours, CORRELATION_MARKER: in_order, CALLER_IDS_MARKER: callers}

@@ -14,6 +14,7 @@ from typing import Any
 from telemetry_infra.logs.redaction import REDACTED, Redactor, get_redactor
 
 __all__ = [
+    "CALLER_IDS_MARKER",
     "COLLISION_PREFIX",
     "CORRELATION_FIELDS",
     "CORRELATION_MARKER",
@@ -41,7 +42,10 @@ CORRELATION_FIELDS = ("request_id", "user_id", "trace_id", "span_id", "trace_fla
 """Fields the correlation filter adds; outputs place them at fixed positions."""
 
 CORRELATION_MARKER = "_telemetry_infra_correlated"
-"""Record attribute listing the correlation fields the filter itself added."""
+"""Record attribute set by the filter: the record's correlation fields, in output order."""
+
+CALLER_IDS_MARKER = "_telemetry_infra_caller_ids"
+"""Record attribute naming the correlation fields the caller passed in ``extra`` (if any)."""
 
 COLLISION_PREFIX = "extra_"
 """Prefix keeping an ``extra`` key that would collide with a record or output field."""
@@ -87,7 +91,8 @@ class ExtraFields:
             return None
         return (prefixed(key) if key in self._reserved else key), self._redactor.is_secret(key)  # type: ignore[union-attr]
 
-    def items(self, record: logging.LogRecord) -> list[tuple[str, Any]]:
+    def into(self, target: dict[str, Any], record: logging.LogRecord) -> dict[str, Any]:
+        """Write the record's extra fields into ``target`` (and return it)."""
         redactor = get_redactor()
         if redactor is not self._redactor:  # the secret list changed: decide again
             self._redactor, self._plans, self._shapes = redactor, {}, {}
@@ -97,15 +102,14 @@ class ExtraFields:
         shape = self._shapes.get(keys)
         if shape is None:
             shape = self._shape(keys)
-        items = []
         for key, name, secret in shape:
             value = fields[key]
             if secret:
                 value = REDACTED
             elif type(value) not in _SCALARS:
                 value = redactor.value(key, value)
-            items.append((name, value))
-        return items
+            target[name] = value
+        return target
 
     def _shape(self, keys: tuple[str, ...]) -> list[tuple[str, str, bool]]:
         plans = self._plans

@@ -7,9 +7,10 @@ import time
 
 import pytest
 from opentelemetry import trace
+from opentelemetry._logs import NoOpLoggerProvider
 
 import telemetry_infra as ti
-from telemetry_infra.logs import OTLPLogHandler, teardown_logging
+from telemetry_infra.logs import OTLPLogHandler, TraceCorrelationFilter, teardown_logging
 
 
 @pytest.fixture
@@ -140,3 +141,83 @@ def test_records_dropped_by_a_full_queue_are_counted_in_the_metrics(tmp_path):
         handler.close()
     assert handler.dropped > 0
     assert dropped_total() - before == handler.dropped
+
+
+def test_a_log_storm_loses_no_record_without_counting_it(otlp_receiver, tmp_path):
+    """Every record either arrives at the collector or is counted as dropped: none vanish
+    in the SDK's own batch queue, which the handler's worker keeps from overflowing."""
+    ti.configure(service_name="storm", otlp_endpoint=otlp_receiver.grpc_endpoint, setup_logs=False)
+    handler = OTLPLogHandler(ti.get_telemetry().logger_provider)
+    logger = logging.getLogger("tests.storm")
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    storm = 30_000
+    try:
+        for n in range(storm):  # far faster than records can be exported
+            logger.info("storm %d", n)
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+    ti.get_telemetry().force_flush()
+
+    arrived = {record.body for record in otlp_receiver.logs() if record.body.startswith("storm ")}
+    assert handler.dropped > 0  # the storm did overflow the handler's queue
+    assert len(arrived) + handler.dropped == storm
+
+
+def test_flush_hands_everything_over_without_the_workers_rests(otlp_receiver):
+    ti.configure(service_name="hurry", otlp_endpoint=otlp_receiver.grpc_endpoint, setup_logs=False)
+    # A 1% share would take the worker ~100x its busy time, seconds for these records.
+    handler = OTLPLogHandler(ti.get_telemetry().logger_provider, worker_share=0.01)
+    logger = logging.getLogger("tests.hurry")
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    try:
+        for n in range(3000):
+            logger.info("queued %d", n)
+    finally:
+        logger.removeHandler(handler)
+        handler.close(timeout_s=5)
+    ti.get_telemetry().force_flush()
+    arrived = {record.body for record in otlp_receiver.logs() if record.body.startswith("queued ")}
+    assert len(arrived) + handler.dropped == 3000 and handler.dropped == 0
+
+
+@pytest.mark.parametrize("arguments", [{"worker_share": 0}, {"worker_share": 1.5}, {"max_queue": 0}])
+def test_bad_handler_arguments_are_refused(arguments):
+    with pytest.raises(ValueError, match=next(iter(arguments))):
+        OTLPLogHandler(NoOpLoggerProvider(), **arguments)
+
+
+@pytest.mark.parametrize("filter_runs_first", [True, False])
+def test_ids_are_attributes_only_when_set_not_when_derived(otlp_receiver, tmp_path, filter_runs_first):
+    """The filter's trace-id fallback for ``request_id`` is not exported (the record has
+    the native trace id); a request id from the context or from ``extra`` is, whichever
+    handler sees the record first."""
+    ti.configure(service_name="ids", otlp_endpoint=otlp_receiver.grpc_endpoint, setup_logs=False)
+    otlp = OTLPLogHandler(ti.get_telemetry().logger_provider)
+    text = logging.FileHandler(tmp_path / "ids.log")
+    text.addFilter(TraceCorrelationFilter())
+    logger = logging.getLogger(f"tests.ids.{filter_runs_first}")
+    logger.propagate = False
+    for handler in (text, otlp) if filter_runs_first else (otlp, text):
+        logger.addHandler(handler)
+    try:
+        with trace.get_tracer("tests").start_as_current_span("request"):
+            logger.warning("derived")
+            logger.warning("from extra", extra={"request_id": "req-extra"})
+            with ti.request_context(user_id="u-7"):
+                logger.warning("from context")
+    finally:
+        for handler in (text, otlp):
+            logger.removeHandler(handler)
+            handler.close()
+    ti.get_telemetry().force_flush()
+    by_body = {r.body: r.attributes for r in otlp_receiver.wait_for_logs(lambda r: r.body == "from context")}
+    by_body.update({r.body: r.attributes for r in otlp_receiver.logs()})
+
+    assert "request_id" not in by_body["derived"]
+    assert by_body["from extra"]["request_id"] == "req-extra"
+    assert by_body["from context"]["user_id"] == "u-7" and "request_id" not in by_body["from context"]

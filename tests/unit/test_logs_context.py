@@ -55,6 +55,21 @@ def test_nested_spans_give_each_record_its_own_span_id(json_lines, finished_span
     assert first["trace_id"] == second["trace_id"]
 
 
+def test_ids_passed_in_extra_win_and_leave_the_next_record_alone(json_lines, finished_spans):
+    tracer, _ = finished_spans
+    forwarded = {"trace_id": "a" * 32, "request_id": "upstream-7"}
+    with tracer.start_as_current_span("work") as span:
+        ti.get_logger("t").info("forwarded", extra=forwarded)
+        ti.get_logger("t").info("own")
+    first, second = json_lines()
+
+    assert (first["trace_id"], first["request_id"]) == ("a" * 32, "upstream-7")
+    assert "span_id" not in first  # the caller's trace id is not paired with our span id
+    own = span.get_span_context()
+    assert (second["trace_id"], second["span_id"]) == (f"{own.trace_id:032x}", f"{own.span_id:016x}")
+    assert second["request_id"] == second["trace_id"]
+
+
 def test_unsampled_span_says_so(json_lines):
     tracer = TracerProvider(sampler=ALWAYS_OFF).get_tracer("test")
     with tracer.start_as_current_span("dropped"):
