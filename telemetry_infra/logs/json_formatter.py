@@ -89,20 +89,22 @@ class JsonFormatter(_JsonBase):
                 if value is not None:
                     data[key] = value
         self._extras.into(data, record)
-        if record.exc_info:
-            if not record.exc_text:
-                record.exc_text = self.formatException(record.exc_info)
-            data["exc_info"] = record.exc_text
-        elif record.exc_text:
-            data["exc_info"] = record.exc_text
-        if record.stack_info:
-            data["stack_info"] = self.formatStack(record.stack_info)
+        if record.exc_info or record.exc_text or record.stack_info:
+            self._add_traces(data, record)
         try:
             # Positional arguments and no options: the cheapest orjson call, tried first.
             line = _fast_dumps(data, self.json_default).decode()
         except (TypeError, ValueError, OverflowError, RecursionError):
             line = self._encoded(data)
         return line if line.isascii() else one_line(line)
+
+    def _add_traces(self, data: dict[str, Any], record: logging.LogRecord) -> None:
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            data["exc_info"] = record.exc_text
+        if record.stack_info:
+            data["stack_info"] = self.formatStack(record.stack_info)
 
     def _encoded(self, data: dict[str, Any]) -> str:
         """``data`` as JSON when the fast call refused it: non-string keys, then values as strings."""

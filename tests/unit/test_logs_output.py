@@ -43,6 +43,18 @@ def test_json_record_has_the_design_fields_in_order(json_lines):
     assert "trace_id" not in line and "request_id" not in line and "trace_flags" not in line
 
 
+def test_each_record_keeps_its_own_extra_fields_whatever_came_before(json_lines):
+    log = ti.get_logger("svc")
+    extras = [{"a": 1, "b": 2}, {"c": 3, "d": 4}, {"b": 5, "a": 6}, {"a": 7}, {}, {"password": "p", "e": 8}]
+    for extra in extras * 2:  # same sizes, other keys, other order, secrets: in turn, twice
+        log.info("extras", extra=extra)
+    lines = json_lines()
+
+    written = [{key: line[key] for key in line if key not in FIXED_FIELDS} for line in lines]
+    expected = [{key: REDACTED if key == "password" else value for key, value in e.items()} for e in extras]
+    assert written == expected * 2
+
+
 def test_timestamp_is_utc_with_microseconds(json_lines):
     before = datetime.now(timezone.utc)
     ti.get_logger("t").info("now")
