@@ -83,6 +83,7 @@ class ExtraFields:
         self._reserved = reserved
         self._plans: dict[str, tuple[str, bool] | None] = {}
         self._shapes: dict[tuple[str, ...], list[tuple[str, str, bool]]] = {}
+        self._by_size: dict[int, tuple[frozenset[str], list[tuple[str, str, bool]]]] = {}
         self._redactor: Redactor | None = None
 
     def _plan(self, key: str) -> tuple[str, bool] | None:
@@ -95,14 +96,9 @@ class ExtraFields:
         """Write the record's extra fields into ``target`` (and return it)."""
         redactor = get_redactor()
         if redactor is not self._redactor:  # the secret list changed: decide again
-            self._redactor, self._plans, self._shapes = redactor, {}, {}
+            self._redactor, self._plans, self._shapes, self._by_size = redactor, {}, {}, {}
         fields = record.__dict__
-        # Records of one call site carry the same keys in the same order: plan them once.
-        keys = tuple(islice(fields, _FIRST_EXTRA_POSITION, None))
-        shape = self._shapes.get(keys)
-        if shape is None:
-            shape = self._shape(keys)
-        for key, name, secret in shape:
+        for key, name, secret in self._shape_of(fields):
             value = fields[key]
             if secret:
                 value = REDACTED
@@ -110,6 +106,23 @@ class ExtraFields:
                 value = redactor.value(key, value)
             target[name] = value
         return target
+
+    def _shape_of(self, fields: dict[str, Any]) -> list[tuple[str, str, bool]]:
+        # Records of one call site carry the same keys in the same order: plan them once.
+        # Every record has all the standard attributes, so one with as many fields as a
+        # known shape and all of that shape's keys has exactly its keys: cheaper to check
+        # than building the tuple of keys again (~0.3 µs a record).
+        size = len(fields)
+        known = self._by_size.get(size)
+        if known is not None and fields.keys() >= known[0]:
+            return known[1]
+        keys = tuple(islice(fields, _FIRST_EXTRA_POSITION, None))
+        shape = self._shapes.get(keys)
+        if shape is None:
+            shape = self._shape(keys)
+        if len(self._by_size) < _MAX_PLANS:
+            self._by_size[size] = (frozenset(keys), shape)
+        return shape
 
     def _shape(self, keys: tuple[str, ...]) -> list[tuple[str, str, bool]]:
         plans = self._plans
