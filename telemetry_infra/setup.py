@@ -204,8 +204,11 @@ def _views() -> list[View]:
 
 def _build(settings: Settings) -> Telemetry:
     resource = _resource(settings)
-    tracer_provider = TracerProvider(resource=resource)  # sampler: OTEL_TRACES_SAMPLER(_ARG), parent-based
-    logger_provider = LoggerProvider(resource=resource)
+    # shutdown_on_exit=False: our own atexit shutdown() is bounded; the SDK's hooks join
+    # export threads that a hanging collector holds for a whole export timeout or more.
+    # Sampler: OTEL_TRACES_SAMPLER(_ARG), parent-based by default.
+    tracer_provider = TracerProvider(resource=resource, shutdown_on_exit=False)
+    logger_provider = LoggerProvider(resource=resource, shutdown_on_exit=False)
     bridge = PrometheusBridge(resource)
     readers: list[MetricReader] = [bridge]
     exporters: tuple[Any, ...] = ()
@@ -219,7 +222,9 @@ def _build(settings: Settings) -> Telemetry:
                 export_interval_millis=settings.metric_export_interval_ms,
             )
         )
-    meter_provider = MeterProvider(resource=resource, metric_readers=readers, views=_views())
+    meter_provider = MeterProvider(
+        resource=resource, metric_readers=readers, views=_views(), shutdown_on_exit=False
+    )
     reset_all()  # a new meter provider starts every histogram from zero, ours too
     return Telemetry(
         settings=settings,

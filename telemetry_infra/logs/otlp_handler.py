@@ -281,6 +281,11 @@ class OTLPLogHandler(logging.Handler):
 
     def flush(self, timeout_s: float = 5.0) -> None:
         """Wait (up to ``timeout_s``) until queued records are handed to the provider."""
+        if self._closed:  # closing or closed: e.g. logging.shutdown() at exit after shutdown()
+            return
+        self._hand_over(timeout_s)
+
+    def _hand_over(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
         self._hurry.set()
         try:
@@ -296,8 +301,10 @@ class OTLPLogHandler(logging.Handler):
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Hand over what is queued (waiting at most ``timeout_s``), then stop the worker."""
-        self._closed = True  # before flushing: nothing new is queued, and the worker stops resting
-        self.flush(timeout_s)
+        if self._closed:
+            return
+        self._closed = True  # before handing over: nothing new is queued, and the worker stops resting
+        self._hand_over(timeout_s)
         while True:  # what could not be handed over in time is counted, not silently lost
             try:
                 self._pending.popleft()

@@ -9,6 +9,8 @@ memory stays bounded because the export queues drop instead of growing, and
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -61,10 +63,10 @@ def configure(tmp_path, endpoint: str | None = None, protocol: str = "grpc") -> 
 
 
 def timed_runs(tmp_path, endpoint: str | None, protocol: str) -> float:
-    """Best of two runs of the workload with ``configure()`` pointed at ``endpoint``."""
+    """Best of three runs of the workload with ``configure()`` pointed at ``endpoint``."""
     configure(tmp_path, endpoint, protocol)
     traced_and_logged(200)  # warm up
-    return min(traced_and_logged(RECORDS) for _ in range(2))
+    return min(traced_and_logged(RECORDS) for _ in range(3))
 
 
 @pytest.mark.slow
@@ -135,6 +137,38 @@ def test_dropped_spans_are_counted(tmp_path, figures, silent_endpoint, monkeypat
     dropped = _sample(exposition, "otel_sdk_processor_span_processed_total", error_type="queue_full")
     figures.record("collector_faults", "drops_counted", spans=6000, dropped_spans_exported=dropped)
     assert dropped and dropped > 0
+
+
+EXIT_SCRIPT = """
+import logging, sys, telemetry_infra as ti
+ti.configure(service_name="exit", otlp_endpoint=sys.argv[1], otlp_protocol=sys.argv[2],
+             log_dir=sys.argv[3], console_logs=False)
+for n in range(3000):
+    logging.getLogger("app").warning("record %d", n)
+print("exiting", flush=True)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_process_exits_within_the_shutdown_bound_when_the_collector_hangs(
+    tmp_path, figures, silent_endpoint, protocol
+):
+    """At exit only our bounded shutdown() runs (5 s by default): not the SDK's own exit
+    hooks, nor a second wait in logging.shutdown(), which let a hanging collector keep
+    the process alive for a whole export timeout or more."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", EXIT_SCRIPT, silent_endpoint, protocol, str(tmp_path)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    assert process.stdout.readline().strip() == "exiting"
+    started = time.monotonic()
+    process.wait(timeout=60)
+    exit_s = time.monotonic() - started
+    figures.record("collector_faults", f"exit/{protocol}", exit_s=round(exit_s, 2), shutdown_timeout_s=5.0)
+    assert exit_s < 5.0 + 1.5
 
 
 def _sample(exposition: str, name: str, **labels: str) -> float | None:
