@@ -22,6 +22,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "reliability"))
 
 from workload import (  # noqa: E402
+    PROBE_INTERVAL,
+    SOCKET_TIMEOUT,
     debug_sleep,
     exported_lookups,
     kill_and_restart,
@@ -32,8 +34,6 @@ from workload import (  # noqa: E402
 import telemetry_infra as ti  # noqa: E402
 from telemetry_infra.testing import OTLPReceiver, RedisServer  # noqa: E402
 
-SOCKET_TIMEOUT = 0.25
-PROBE_INTERVAL = 0.2
 FAULTS = [
     (kill_and_restart, 1.0),
     (pause_clients, 1.5),

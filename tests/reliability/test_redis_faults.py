@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import pytest
 from workload import (
+    PROBE_INTERVAL,
+    SOCKET_TIMEOUT,
     ScenarioResult,
     debug_sleep,
     exported_lookups,
@@ -21,8 +23,6 @@ from workload import (
 
 import telemetry_infra as ti
 
-SOCKET_TIMEOUT = 0.25
-PROBE_INTERVAL = 0.2
 RECOVERY_BOUND = PROBE_INTERVAL + 1.0
 # Behavioural bound, generous for a loaded 2-core machine: a call blocked on the
 # network for a second timeout (pool wait + read) would still show up.

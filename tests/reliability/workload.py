@@ -34,6 +34,10 @@ __all__ = [
     "run_scenario",
 ]
 
+SOCKET_TIMEOUT = 0.25
+"""Redis socket timeout of the managers under test: outages must cost no more per call."""
+PROBE_INTERVAL = 0.2
+"""Breaker probe interval of the managers under test: recovery is bounded by it."""
 KEYS_PER_WORKER = 8
 DELETED = -1
 
