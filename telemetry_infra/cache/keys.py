@@ -1,20 +1,14 @@
-"""Every rule about cache keys: type, namespace prefix, glob patterns, function keys."""
+"""Rules about cache keys: type, namespace prefix, glob patterns (``@cached`` keys: ``function_keys``)."""
 
 from __future__ import annotations
 
 import functools
-import hashlib
-import inspect
 import re
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable
 
-import orjson
-
-__all__ = ["Namespace", "call_key", "glob_matcher", "key_list"]
+__all__ = ["Namespace", "glob_matcher", "key_list"]
 
 _GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
-_DIGEST_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
 
 
 def _require_str(key: object) -> str:
@@ -179,7 +173,7 @@ class _Glob:
         self._head = _segment(runs[0])
         self._tail = _segment(runs[-1])
         self._tail_size = len(runs[-1])
-        self._middles = [(_segment(run), len(run)) for run in runs[1:-1] if run]
+        self._middles = [_segment(run) for run in runs[1:-1] if run]
 
     def __call__(self, key: str) -> bool:
         if not key:
@@ -193,7 +187,7 @@ class _Glob:
         start, end = head.end(), len(text) - self._tail_size
         if end < start or self._tail.match(text, end) is None:
             return False
-        for segment, size in self._middles:
+        for segment in self._middles:
             found = segment.search(text, start, end)
             if found is None:
                 return False
@@ -206,31 +200,3 @@ def glob_matcher(pattern: str) -> Callable[[str], bool]:
     """A predicate telling whether a key matches the Redis glob ``pattern`` exactly as
     ``SCAN MATCH`` does (see the rules above). Never raises for any ``str`` pattern."""
     return _Glob(pattern)
-
-
-def _stable_default(value: object) -> object:
-    if isinstance(value, (set, frozenset)):
-        return sorted(value, key=repr)
-    if isinstance(value, (bytes, bytearray)):
-        return bytes(value).hex()
-    return repr(value)
-
-
-def call_key(
-    key_prefix: str,
-    func: Callable[..., Any],
-    signature: inspect.Signature,
-    args: tuple[Any, ...],
-    kwargs: Mapping[str, Any],
-) -> str:
-    """``[prefix:]module.qualname:digest`` where digest hashes the bound arguments.
-
-    Arguments are bound to the signature with defaults applied, so ``f(1)`` and
-    ``f(x=1)`` share a key. Values orjson cannot encode are hashed by ``repr``.
-    """
-    bound = signature.bind(*args, **kwargs)
-    bound.apply_defaults()
-    encoded = orjson.dumps(bound.arguments, default=_stable_default, option=_DIGEST_OPTIONS)
-    digest = hashlib.blake2b(encoded, digest_size=16).hexdigest()
-    name = f"{func.__module__}.{func.__qualname__}:{digest}"
-    return f"{key_prefix}:{name}" if key_prefix else name

@@ -21,9 +21,13 @@ from telemetry_infra.cache.keys import glob_matcher
 ALPHABET = "*?[]^-\\ab07é€\x00"
 patterns = st.text(alphabet=ALPHABET, max_size=8)
 keys = st.text(alphabet=ALPHABET.replace("\x00", "") + "z", max_size=6)
-CORPUS = sorted({"", *("".join(chars) for n in range(1, 4) for chars in itertools.product("ab]-\\^é", repeat=n))})
+CORPUS = sorted(
+    {"", *("".join(chars) for n in range(1, 4) for chars in itertools.product("ab]-\\^é", repeat=n))}
+)
 
-SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+SETTINGS = settings(
+    max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 
 
 @pytest.fixture
@@ -93,9 +97,10 @@ def test_hostile_patterns_agree_with_redis_without_backtracking(server):
 async def test_clear_removes_the_same_keys_in_memory_and_in_redis(redis_server):
     stored = ["user:1", "user:7", "user:]", "a-b", "[x]", "é", "ab"]
     for pattern in ("[7-0]", "user:[7-0]", "[ab", "user:[\\]]", "?", "??", "*:[^1]", "[a-]-b", "\\[x\\]"):
-        async with ti.CacheManager(namespace="glob-mem") as memory, ti.CacheManager(
-            redis_url=redis_server.url, namespace="glob-redis"
-        ) as shared:
+        async with (
+            ti.CacheManager(namespace="glob-mem") as memory,
+            ti.CacheManager(redis_url=redis_server.url, namespace="glob-redis") as shared,
+        ):
             await memory.mset(dict.fromkeys(stored, 1))
             await shared.mset(dict.fromkeys(stored, 1))
             removed = await memory.clear(pattern)

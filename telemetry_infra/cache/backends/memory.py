@@ -66,7 +66,7 @@ class MemoryBackend:
         if max_ttl <= 0:
             raise ValueError(f"memory_cache_ttl must be positive, got {max_ttl!r}")
         if not isinstance(max_bytes, int) or isinstance(max_bytes, bool):
-            raise TypeError(f"memory_cache_max_bytes must be an int (bytes), got {type(max_bytes).__qualname__}")
+            raise TypeError(f"memory_cache_max_bytes must be an int, got {type(max_bytes).__qualname__}")
         if max_bytes <= 0:
             raise ValueError(f"memory_cache_max_bytes must be positive, got {max_bytes!r}")
         self.maxsize = maxsize
