@@ -224,9 +224,9 @@ class FunctionKeys:
         except _Unstable as exc:
             variable = exc.path("")
             raise TypeError(
-                f"@cached {func.__qualname__}: closure variable {variable!r} cannot tell this function "
+                f"@cached {func.__qualname__}: closure variable '{variable}' cannot tell this function "
                 f"apart from others made by the same factory: {exc.reason}. Pass key_prefix= naming "
-                f'what {variable!r} stands for (e.g. key_prefix=f"orders:{{tenant}}"), or key_builder=, '
+                f"what '{variable}' stands for (e.g. key_prefix=f'orders:{{tenant}}'), or key_builder=, "
                 "or give its type a __cache_key__(self) method returning what identifies it"
             ) from None
         self._function = hashlib.blake2b(identity.encode(), digest_size=16)
@@ -248,7 +248,7 @@ class FunctionKeys:
 
     def _unkeyable(self, argument: str, reason: str) -> TypeError:
         return TypeError(
-            f"@cached {self._name.rstrip(':')}: argument {argument!r} cannot be part of a cache key: "
+            f"@cached {self._name.rstrip(':')}: argument '{argument}' cannot be part of a cache key: "
             f"{reason}. Give its type a "
             "__cache_key__(self) method returning what identifies it (or a __repr__ that shows it), "
             "or pass key_builder= to @cached"
