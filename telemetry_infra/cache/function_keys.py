@@ -31,7 +31,7 @@ import re
 import types
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import date, timedelta, timezone
 from enum import Enum
 from typing import Any
 
@@ -39,11 +39,12 @@ __all__ = ["FunctionKeys", "stable_repr"]
 
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
-# exact types whose repr is canonical, names the type and never shows an address
+# exact types whose repr is canonical, names the type and never shows an address (datetime and
+# time are not here: their repr includes their tzinfo's, which may)
 _SELF_DESCRIBING = frozenset(
     {
         str, int, float, complex, bool, bytes, bytearray, type(None), type(Ellipsis), range, slice,
-        datetime, date, time, timedelta, timezone, decimal.Decimal, fractions.Fraction, uuid.UUID,
+        date, timedelta, timezone, decimal.Decimal, fractions.Fraction, uuid.UUID,
         pathlib.PurePosixPath, pathlib.PureWindowsPath, pathlib.PosixPath, pathlib.WindowsPath,
     }
 )  # fmt: skip

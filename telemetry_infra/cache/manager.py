@@ -390,7 +390,7 @@ class CacheManager:
             "memory": {
                 "items": len(self._memory),
                 "max_items": self._memory.maxsize,
-                "bytes": self._memory.bytes,
+                "bytes": self._memory.stored_bytes,
                 "max_bytes": self._memory.max_bytes,
                 "ttl_seconds": self._memory.max_ttl,
             },

@@ -16,7 +16,7 @@ import os
 import subprocess
 import sys
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone, tzinfo
 from decimal import Decimal
 
 import pytest
@@ -93,6 +93,24 @@ def test_a_closure_variable_without_stable_identity_needs_a_key_prefix():
         return load
 
     assert prefixed_repository(Database(), "a").cache_key(1).startswith("repo:a:")
+
+
+async def test_stacked_decorators_and_cached_helpers_are_keyed_by_what_they_wrap(cache):
+    def service(region):
+        @ti.cached(ttl=60)
+        @ti.log_execution_time
+        async def price(item):
+            return f"{item}@{region}"
+
+        @ti.cached(ttl=60)
+        async def quote(item):  # captures another @cached function
+            return await price(item, _cache_manager=cache)
+
+        return quote
+
+    eu, us = service("eu"), service("us")
+    assert eu.cache_key("tea") != us.cache_key("tea")
+    assert (await eu("tea", _cache_manager=cache), await us("tea", _cache_manager=cache)) == ("tea@eu", "tea@us")
 
 
 class Tenant:
@@ -173,17 +191,26 @@ def test_arguments_are_keyed_by_value_and_type():
     assert echo.cache_key(value=1) == echo.cache_key(1)
 
 
+class LocalZone(tzinfo):
+    """A tzinfo without a __repr__ of its own: a datetime's repr then shows its address."""
+
+    def utcoffset(self, _when):
+        return timedelta(hours=1)
+
+
 def test_an_unkeyable_value_deep_in_an_argument_is_named():
     assert echo.cache_key(lambda: 1) == echo.cache_key(lambda: 1) != echo.cache_key(lambda: 2)  # by code
     with pytest.raises(TypeError, match=r"argument 'value\[1\]\['db'\]'.*Database uses object.__repr__"):
         echo.cache_key([0, {"db": Database()}])
     with pytest.raises(TypeError, match=r"argument 'value'.*memory address \(at 0x"):
         echo.cache_key(asyncio.Lock())
+    with pytest.raises(TypeError, match=r"argument 'value'.*datetime.datetime shows a memory address"):
+        echo.cache_key(datetime(2026, 1, 1, tzinfo=LocalZone()))
 
 
 MODULE = """
 import dataclasses, enum, uuid
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone, tzinfo
 from decimal import Decimal
 import telemetry_infra as ti
 

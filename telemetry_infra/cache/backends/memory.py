@@ -78,7 +78,7 @@ class MemoryBackend:
         return len(self._entries)
 
     @property
-    def bytes(self) -> int:
+    def stored_bytes(self) -> int:
         """Payload bytes held now (expired entries count until they are swept)."""
         return self._entries.currsize
 
