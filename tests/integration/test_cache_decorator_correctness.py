@@ -104,13 +104,17 @@ async def test_stacked_decorators_and_cached_helpers_are_keyed_by_what_they_wrap
 
         @ti.cached(ttl=60)
         async def quote(item):  # captures another @cached function
-            return await price(item, _cache_manager=cache)
+            return await price(item)
 
         return quote
 
     eu, us = service("eu"), service("us")
     assert eu.cache_key("tea") != us.cache_key("tea")
-    assert (await eu("tea", _cache_manager=cache), await us("tea", _cache_manager=cache)) == ("tea@eu", "tea@us")
+    ti.set_default_cache_manager(cache)
+    try:
+        assert (await eu("tea"), await us("tea"), await eu("tea")) == ("tea@eu", "tea@us", "tea@eu")
+    finally:
+        ti.set_default_cache_manager(None)
 
 
 class Tenant:
