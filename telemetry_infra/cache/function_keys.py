@@ -35,7 +35,7 @@ from datetime import date, timedelta, timezone
 from enum import Enum
 from typing import Any
 
-__all__ = ["FunctionKeys", "stable_repr"]
+__all__ = ["FunctionKeys", "function_digest", "stable_repr"]
 
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
