@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import logging
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-from telemetry_infra.cache.keys import call_key
+from telemetry_infra.cache.errors import CacheSerializationError
+from telemetry_infra.cache.function_keys import FunctionKeys, function_digest
 from telemetry_infra.cache.manager import TTL, CacheManager
 
 __all__ = ["cached", "get_default_cache_manager", "set_default_cache_manager"]
@@ -17,6 +19,7 @@ R = TypeVar("R")
 AsyncFunction = Callable[..., Coroutine[Any, Any, R]]
 
 _MISS = object()
+logger = logging.getLogger("telemetry_infra.cache")
 _default_manager: CacheManager | None = None
 
 
@@ -48,11 +51,26 @@ def cached(
 ) -> Callable[[AsyncFunction[R]], AsyncFunction[R]]:
     """Cache the results of an ``async def`` function.
 
-    The key is ``[key_prefix:]module.qualname:<digest of the bound arguments>``, or
-    ``[key_prefix:]`` + ``key_builder(*args, **kwargs)`` when a builder is given.
-    Results (``None`` included) are cached for ``ttl``; exceptions are not.
-    Concurrent calls with the same key run the function once and share its result.
-    Per call: ``_cache_manager=`` picks the manager (else the process default) and
+    Key: ``[key_prefix:]module.qualname:<digest>``; the digest covers the function (its
+    code and closure variables, so closures from one factory never share entries) and
+    the bound arguments in a canonical typed form that is the same in every process
+    (``f(1)``, ``f(1.0)``, ``f((1,))`` and ``f([1])`` are separate entries; dict and set
+    order do not matter). An argument with no stable identity (``object.__repr__``, or a
+    repr showing ``at 0x...``) raises ``TypeError`` naming the parameter: give its type a
+    ``__cache_key__(self)`` method returning what identifies it, or pass ``key_builder``.
+    A closure variable without one raises ``TypeError`` at decoration unless ``key_prefix``
+    is given (the prefix then stands for it). See ``function_keys`` for every rule.
+
+    ``key_builder(*args, **kwargs)`` replaces everything after the prefix: you own the key.
+
+    Every call returns what the cache hands back, the first one included: the result's
+    round trip through the manager's serializer (with ``serialization="json"`` a datetime
+    is its ISO string and a tuple a list on the first call too; ``"pickle"`` keeps types).
+    A result the serializer cannot encode is returned uncached: counted in the manager's
+    errors (``CacheSerializationError``) and logged once per function at WARNING.
+    Results (``None`` included) are cached for ``ttl``; exceptions are not. Concurrent
+    calls with the same key run the function once and each gets its own copy. Per call:
+    ``_cache_manager=`` picks the manager (else the process default) and
     ``_cache_refresh=True`` skips the lookup and overwrites the entry.
     """
 
@@ -62,19 +80,7 @@ def cached(
                 f"@cached works on coroutine functions (async def); {func.__qualname__} is "
                 f"{type(func).__name__}. Cache its result yourself with CacheManager.get/set."
             )
-        signature = inspect.signature(func)
-        flights: dict[tuple[int, str], asyncio.Future[Any]] = {}
-
-        def key_for(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
-            if key_builder is None:
-                return call_key(key_prefix, func, signature, args, kwargs)
-            built = key_builder(*args, **kwargs)
-            return f"{key_prefix}:{built}" if key_prefix else built
-
-        async def compute_and_store(manager: CacheManager, key: str, args: Any, kwargs: Any) -> R:
-            result = await func(*args, **kwargs)
-            await manager.set(key, result, ttl=ttl)
-            return result
+        calls = _CachedCalls(func, ttl, key_prefix, key_builder)
 
         @functools.wraps(func)
         async def wrapper(
@@ -83,23 +89,81 @@ def cached(
             _cache_refresh: bool = False,
             **kwargs: Any,
         ) -> R:
-            manager = _manager_for(_cache_manager, func)
-            key = key_for(args, kwargs)
-            if not _cache_refresh:
-                value = await manager.get(key, _MISS)
-                if value is not _MISS:
-                    return value
-            flight = (id(manager), key)
-            shared = flights.get(flight)
-            if shared is None:
-                shared = asyncio.ensure_future(compute_and_store(manager, key, args, kwargs))
-                flights[flight] = shared
-                shared.add_done_callback(lambda _done: flights.pop(flight, None))
-            # shield: a caller that is cancelled does not cancel the others' result
-            return await asyncio.shield(shared)
+            return await calls(_manager_for(_cache_manager, func), args, kwargs, _cache_refresh)
 
         # lets callers invalidate: await cache.delete(func.cache_key(*args, **kwargs))
-        wrapper.cache_key = lambda *args, **kwargs: key_for(args, kwargs)  # type: ignore[attr-defined]
+        wrapper.cache_key = lambda *args, **kwargs: calls.key(args, kwargs)  # type: ignore[attr-defined]
         return wrapper
 
     return decorate
+
+
+class _CachedCalls:
+    """The state of one ``@cached`` function: its keys, its flights in progress, its warnings."""
+
+    __slots__ = ("_builder", "_flights", "_func", "_keys", "_prefix", "_ttl", "_warned")
+
+    def __init__(
+        self, func: AsyncFunction[Any], ttl: TTL, key_prefix: str, key_builder: Callable[..., str] | None
+    ) -> None:
+        self._func = func
+        self._ttl = ttl
+        self._prefix = key_prefix
+        self._builder = key_builder
+        self._keys = None if key_builder is not None else FunctionKeys(func, key_prefix)
+        self._flights: dict[tuple[int, str], asyncio.Future[tuple[bytes | None, Any]]] = {}
+        self._warned = False
+
+    def __cache_key__(self) -> str:
+        """A ``@cached`` function captured by another is keyed by the function it caches."""
+        return f"{self._prefix}:{function_digest(self._func, skip_unstable=bool(self._prefix))}"
+
+    def key(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+        if self._keys is not None:
+            return self._keys(args, kwargs)
+        built = self._builder(*args, **kwargs)  # type: ignore[misc]
+        return f"{self._prefix}:{built}" if self._prefix else built
+
+    async def __call__(
+        self, manager: CacheManager, args: tuple[Any, ...], kwargs: dict[str, Any], refresh: bool
+    ) -> Any:
+        key = self.key(args, kwargs)
+        if not refresh:
+            value = await manager.get(key, _MISS)
+            if value is not _MISS:
+                return value
+        flight = (id(manager), key)
+        shared = self._flights.get(flight)
+        if shared is None:
+            shared = asyncio.ensure_future(self._compute_and_store(manager, key, args, kwargs))
+            self._flights[flight] = shared
+            shared.add_done_callback(lambda _done: self._flights.pop(flight, None))
+        # shield: a caller that is cancelled does not cancel the others' result
+        payload, result = await asyncio.shield(shared)
+        # what a warm call returns: the stored form, decoded afresh for every caller
+        return result if payload is None else manager._codec.decode(payload)
+
+    async def _compute_and_store(
+        self, manager: CacheManager, key: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[bytes | None, Any]:
+        result = await self._func(*args, **kwargs)
+        try:
+            await manager.set(key, result, ttl=self._ttl)  # counts CacheSerializationError itself
+        except CacheSerializationError as exc:
+            self._unencodable(exc)
+            return None, result
+        return manager._codec.encode(key, result), result
+
+    def _unencodable(self, exc: CacheSerializationError) -> None:
+        level = logging.DEBUG if self._warned else logging.WARNING
+        self._warned = True
+        logger.log(
+            level,
+            "@cached %s: a result of type %s cannot be stored with serialization=%r, so it is returned "
+            "uncached and the function runs on every call (counted in the cache's errors as "
+            "CacheSerializationError): %s",
+            self._func.__qualname__,
+            exc.value_type,
+            exc.serializer,
+            exc,
+        )

@@ -1,19 +1,14 @@
-"""Every rule about cache keys: type, namespace prefix, glob patterns, function keys."""
+"""Rules about cache keys: type, namespace prefix, glob patterns (``@cached`` keys: ``function_keys``)."""
 
 from __future__ import annotations
 
-import hashlib
-import inspect
+import functools
 import re
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable
 
-import orjson
-
-__all__ = ["Namespace", "call_key", "glob_to_regex", "key_list"]
+__all__ = ["Namespace", "glob_matcher", "key_list"]
 
 _GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
-_DIGEST_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
 
 
 def _require_str(key: object) -> str:
@@ -63,54 +58,145 @@ def key_list(keys: Iterable[str]) -> list[str]:
     return list(keys)
 
 
-def glob_to_regex(pattern: str) -> re.Pattern[str]:
-    """Compile a Redis glob (``* ? [abc] [^a-z] \\x``) into an anchored regex."""
-    out: list[str] = []
+# -- Redis glob patterns ---------------------------------------------------------------
+#
+# The memory backend must remove exactly the keys Redis's ``SCAN MATCH`` would, so this
+# follows ``stringmatchlen()`` in Redis's src/util.c rather than fnmatch or regex rules:
+#
+# * Matching is on the UTF-8 bytes of key and pattern: ``?`` is one byte, not one character.
+# * ``\\x`` is a literal ``x``; a trailing lone backslash is a literal backslash.
+# * ``[`` opens a class that ends at the first ``]`` not escaped; ``[]`` matches nothing
+#   and ``[^]`` any byte. An unterminated class runs to the end of the pattern.
+# * In a class, ``a-z`` is a range when a byte follows the ``-`` (``[a-]`` is the range
+#   from ``]`` to ``a``); reversed ranges are swapped (``[7-0]`` is ``[0-7]``); bounds are
+#   compared as C ``char``s, signed on x86-64, so ranges crossing 0x7F behave as there.
+# * An empty key is matched only by ``""`` (and by ``*``, which ``SCAN`` short-circuits).
+#
+# Every byte token consumes exactly one byte, so a pattern is fixed-length segments between
+# stars: the first anchored at the start, the last at the end, the middle ones found at
+# their leftmost place. That is linear in the key for any pattern (no backtracking).
+
+_STAR = None
+_ANY_BYTE = frozenset(range(256))
+
+
+def _signed(byte: int) -> int:
+    return byte - 256 if byte > 127 else byte
+
+
+def _class_at(pattern: bytes, i: int) -> tuple[frozenset[int], int]:
+    """The bytes matched by the class whose ``[`` is at ``pattern[i]``, and where it ends."""
+    n = len(pattern)
+    i += 1
+    negate = i < n and pattern[i] == 0x5E  # ^
+    i += negate
+    members: set[int] = set()
+    while i < n:
+        byte = pattern[i]
+        if byte == 0x5C and i + 1 < n:  # backslash: the next byte, literally
+            members.add(pattern[i + 1])
+            i += 2
+        elif byte == 0x5D:  # ]
+            i += 1
+            break
+        elif i + 2 < n and pattern[i + 1] == 0x2D:  # x-y
+            low, high = sorted((_signed(byte), _signed(pattern[i + 2])))
+            members.update(b for b in range(256) if low <= _signed(b) <= high)
+            i += 3
+        else:
+            members.add(byte)
+            i += 1
+    return (_ANY_BYTE - members if negate else frozenset(members)), i
+
+
+def _tokens(pattern: bytes) -> list[frozenset[int] | None]:
+    """``_STAR`` or the set of bytes one position accepts, for each element of ``pattern``."""
+    tokens: list[frozenset[int] | None] = []
     i, n = 0, len(pattern)
     while i < n:
-        char = pattern[i]
-        i += 1
-        if char == "*":
-            out.append(".*")
-        elif char == "?":
-            out.append(".")
-        elif char == "\\" and i < n:
-            out.append(re.escape(pattern[i]))
+        byte = pattern[i]
+        if byte == 0x2A:  # *
+            if tokens[-1:] != [_STAR]:
+                tokens.append(_STAR)
             i += 1
-        elif char == "[" and (end := pattern.find("]", i + 1)) != -1:
-            body = pattern[i:end]
-            negate = body[:1] == "^"
-            body = body[1:] if negate else body
-            out.append("[" + ("^" if negate else "") + body.replace("\\", "\\\\") + "]")
-            i = end + 1
+        elif byte == 0x3F:  # ?
+            tokens.append(_ANY_BYTE)
+            i += 1
+        elif byte == 0x5B:  # [
+            members, i = _class_at(pattern, i)
+            tokens.append(members)
         else:
-            out.append(re.escape(char))
-    return re.compile("".join(out), re.DOTALL)
+            if byte == 0x5C and i + 1 < n:  # backslash escapes the next byte
+                i += 1
+            tokens.append(frozenset((pattern[i],)))
+            i += 1
+    return tokens
 
 
-def _stable_default(value: object) -> object:
-    if isinstance(value, (set, frozenset)):
-        return sorted(value, key=repr)
-    if isinstance(value, (bytes, bytearray)):
-        return bytes(value).hex()
-    return repr(value)
+def _byte_regex(members: frozenset[int]) -> str:
+    if members == _ANY_BYTE:
+        return "."
+    if not members:
+        return "(?!)"
+    if len(members) == 1:
+        return re.escape(chr(next(iter(members))))
+    return "[" + "".join(re.escape(chr(b)) for b in sorted(members)) + "]"
 
 
-def call_key(
-    key_prefix: str,
-    func: Callable[..., Any],
-    signature: inspect.Signature,
-    args: tuple[Any, ...],
-    kwargs: Mapping[str, Any],
-) -> str:
-    """``[prefix:]module.qualname:digest`` where digest hashes the bound arguments.
+def _segment(tokens: list[frozenset[int] | None]) -> re.Pattern[str]:
+    """One regex for a run of byte tokens, over keys decoded as latin-1 (a char per byte)."""
+    return re.compile("".join(_byte_regex(members) for members in tokens), re.DOTALL)  # type: ignore[arg-type]
 
-    Arguments are bound to the signature with defaults applied, so ``f(1)`` and
-    ``f(x=1)`` share a key. Values orjson cannot encode are hashed by ``repr``.
-    """
-    bound = signature.bind(*args, **kwargs)
-    bound.apply_defaults()
-    encoded = orjson.dumps(bound.arguments, default=_stable_default, option=_DIGEST_OPTIONS)
-    digest = hashlib.blake2b(encoded, digest_size=16).hexdigest()
-    name = f"{func.__module__}.{func.__qualname__}:{digest}"
-    return f"{key_prefix}:{name}" if key_prefix else name
+
+def _as_bytes_text(text: str) -> str:
+    """``text``'s UTF-8 bytes as a str of one char per byte (ASCII is left as it is)."""
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "surrogatepass").decode("latin-1")
+
+
+class _Glob:
+    """A compiled Redis glob: ``head * middle * ... * tail``."""
+
+    __slots__ = ("_empty_matches", "_head", "_middles", "_starred", "_tail", "_tail_size")
+
+    def __init__(self, pattern: str) -> None:
+        tokens = _tokens(_as_bytes_text(pattern).encode("latin-1"))
+        self._empty_matches = pattern in ("", "*")
+        runs: list[list[frozenset[int]]] = [[]]
+        for token in tokens:
+            if token is _STAR:
+                runs.append([])
+            else:
+                runs[-1].append(token)
+        self._starred = len(runs) > 1
+        self._head = _segment(runs[0])
+        self._tail = _segment(runs[-1])
+        self._tail_size = len(runs[-1])
+        self._middles = [_segment(run) for run in runs[1:-1] if run]
+
+    def __call__(self, key: str) -> bool:
+        if not key:
+            return self._empty_matches
+        text = _as_bytes_text(key)
+        if not self._starred:
+            return self._head.fullmatch(text) is not None
+        head = self._head.match(text)
+        if head is None:
+            return False
+        start, end = head.end(), len(text) - self._tail_size
+        if end < start or self._tail.match(text, end) is None:
+            return False
+        for segment in self._middles:
+            found = segment.search(text, start, end)
+            if found is None:
+                return False
+            start = found.end()
+        return True
+
+
+@functools.lru_cache(maxsize=256)
+def glob_matcher(pattern: str) -> Callable[[str], bool]:
+    """A predicate telling whether a key matches the Redis glob ``pattern`` exactly as
+    ``SCAN MATCH`` does (see the rules above). Never raises for any ``str`` pattern."""
+    return _Glob(pattern)

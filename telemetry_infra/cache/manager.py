@@ -102,6 +102,7 @@ class CacheManager:
         journal_size: int = 10_000,
         telemetry: bool = True,
         hash_keys_in_spans: bool = False,
+        memory_cache_max_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         if max_connections < 1:
             raise ValueError(f"max_connections must be >= 1, got {max_connections!r}")
@@ -120,7 +121,12 @@ class CacheManager:
         self._default_ttl = None if default_ttl is None else _seconds(default_ttl, "default_ttl")
         self._stats = CacheStats()
         self._reported: set[str] = set()
-        self._memory = MemoryBackend(memory_cache_size, memory_cache_ttl, on_evict=self._stats.count_eviction)
+        self._memory = MemoryBackend(
+            memory_cache_size,
+            memory_cache_ttl,
+            on_evict=self._stats.count_eviction,
+            max_bytes=memory_cache_max_bytes,
+        )
         self._failover: FailoverBackend | None = None
         self._backend: Backend = self._memory
         if redis_url is not None:
@@ -384,6 +390,8 @@ class CacheManager:
             "memory": {
                 "items": len(self._memory),
                 "max_items": self._memory.maxsize,
+                "bytes": self._memory.stored_bytes,
+                "max_bytes": self._memory.max_bytes,
                 "ttl_seconds": self._memory.max_ttl,
             },
             "stats": self.get_stats(),

@@ -83,3 +83,37 @@ def test_invalid_sizes_are_rejected():
         ti.CacheManager(memory_cache_ttl=0)
     with pytest.raises(ValueError):
         ti.CacheManager(max_connections=0)
+
+
+async def test_memory_is_bounded_by_bytes_as_well_as_entries():
+    # 50 values of ~100 KB fit the entry bound (1000) but not a 1 MB byte bound
+    async with ti.CacheManager(memory_cache_max_bytes=1_000_000, enable_compression=False) as cache:
+        blob = "x" * 100_000
+        for i in range(50):
+            assert await cache.set(f"k{i}", f"{i}{blob}") is True
+        memory = (await cache.health_check())["memory"]
+        assert memory["max_bytes"] == 1_000_000
+        assert 900_000 <= memory["bytes"] <= 1_000_000
+        assert memory["items"] == 9
+        assert cache.get_stats()["evictions"] == 41
+        assert await cache.get("k49") == f"49{blob}"  # the most recent survive
+        assert await cache.get("k0", MISSING) is MISSING
+        await cache.delete("k49")
+        assert (await cache.health_check())["memory"]["bytes"] == memory["bytes"] - len(f"49{blob}") - 4
+
+
+async def test_a_value_larger_than_the_byte_bound_is_not_kept_and_drops_the_old_one():
+    async with ti.CacheManager(memory_cache_max_bytes=10_000, enable_compression=False) as cache:
+        await cache.set("small", 1)
+        await cache.set("big", "old")
+        assert await cache.set("big", "y" * 20_000) is True
+        assert await cache.get("big", MISSING) is MISSING  # never the previous, stale value
+        assert await cache.get("small") == 1
+        assert cache.get_stats()["evictions"] == 1
+        assert (await cache.health_check())["memory"]["items"] == 1
+
+
+def test_memory_cache_max_bytes_is_validated():
+    for bad in (0, -1, 1.5, True, "64MB"):
+        with pytest.raises((ValueError, TypeError), match="memory_cache_max_bytes"):
+            ti.CacheManager(memory_cache_max_bytes=bad)

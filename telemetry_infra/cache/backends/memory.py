@@ -1,4 +1,4 @@
-"""In-process LRU store with per-entry TTL (cachetools ``TLRUCache``)."""
+"""In-process LRU store with per-entry TTL (cachetools ``TLRUCache``), bounded by entries and bytes."""
 
 from __future__ import annotations
 
@@ -7,21 +7,39 @@ from collections.abc import Callable, Sequence
 
 from cachetools import TLRUCache
 
-from telemetry_infra.cache.keys import glob_to_regex
+from telemetry_infra.cache.keys import glob_matcher
 
 __all__ = ["MemoryBackend"]
 
+Entry = tuple[bytes, float]
 
-def _expires_at(_key: str, entry: tuple[bytes, float], now: float) -> float:
+
+def _expires_at(_key: str, entry: Entry, now: float) -> float:
     return now + entry[1]
 
 
-class _ReportingLRU(TLRUCache):
-    """Reports entries pushed out for room (LRU evictions); expiry is not eviction."""
+def _payload_size(entry: Entry) -> int:
+    return len(entry[0])
 
-    def __init__(self, maxsize: int, on_evict: Callable[[], None]) -> None:
-        super().__init__(maxsize, _expires_at, timer=time.monotonic)
+
+class _ReportingLRU(TLRUCache):
+    """At most ``max_items`` entries and ``max_bytes`` of payload; reports entries pushed out
+    for room (LRU evictions). Expiry is not eviction."""
+
+    def __init__(self, max_items: int, max_bytes: int, on_evict: Callable[[], None]) -> None:
+        super().__init__(max_bytes, _expires_at, timer=time.monotonic, getsizeof=_payload_size)
+        self._max_items = max_items
         self._on_evict = on_evict
+
+    def __setitem__(self, key: str, entry: Entry) -> None:  # type: ignore[override]
+        try:
+            super().__setitem__(key, entry)
+        except ValueError:  # larger than max_bytes: not kept, and the previous value must go too
+            self.pop(key, None)
+            self._on_evict()
+            return
+        while len(self) > self._max_items:
+            self.popitem()
 
     def popitem(self):  # type: ignore[no-untyped-def]
         item = super().popitem()
@@ -30,25 +48,41 @@ class _ReportingLRU(TLRUCache):
 
 
 class MemoryBackend:
-    """``maxsize`` entries, least recently used evicted first; no entry outlives ``max_ttl``."""
+    """``maxsize`` entries and ``max_bytes`` of payloads, least recently used evicted first;
+    no entry outlives ``max_ttl``; a payload larger than ``max_bytes`` is not kept."""
 
     name = "memory"
 
     def __init__(
-        self, maxsize: int = 1000, max_ttl: float = 300.0, on_evict: Callable[[], None] = lambda: None
+        self,
+        maxsize: int = 1000,
+        max_ttl: float = 300.0,
+        on_evict: Callable[[], None] = lambda: None,
+        *,
+        max_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         if maxsize <= 0:
             raise ValueError(f"memory_cache_size must be positive, got {maxsize!r}")
         if max_ttl <= 0:
             raise ValueError(f"memory_cache_ttl must be positive, got {max_ttl!r}")
+        if not isinstance(max_bytes, int) or isinstance(max_bytes, bool):
+            raise TypeError(f"memory_cache_max_bytes must be an int, got {type(max_bytes).__qualname__}")
+        if max_bytes <= 0:
+            raise ValueError(f"memory_cache_max_bytes must be positive, got {max_bytes!r}")
         self.maxsize = maxsize
+        self.max_bytes = max_bytes
         self.max_ttl = float(max_ttl)
-        self._entries = _ReportingLRU(maxsize, on_evict)
+        self._entries = _ReportingLRU(maxsize, max_bytes, on_evict)
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def _entry(self, payload: bytes, ttl: float | None) -> tuple[bytes, float]:
+    @property
+    def stored_bytes(self) -> int:
+        """Payload bytes held now (expired entries count until they are swept)."""
+        return self._entries.currsize
+
+    def _entry(self, payload: bytes, ttl: float | None) -> Entry:
         max_ttl = self.max_ttl
         return payload, max_ttl if ttl is None or ttl > max_ttl else ttl
 
@@ -81,7 +115,7 @@ class MemoryBackend:
         return key in self._entries
 
     async def clear(self, pattern: str) -> int:
-        matches = glob_to_regex(pattern).fullmatch
+        matches = glob_matcher(pattern)
         doomed = [key for key in list(self._entries.keys()) if matches(key)]
         return await self.delete_many(doomed)
 
