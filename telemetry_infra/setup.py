@@ -202,6 +202,7 @@ def _http_exporter(export: OTLPExport) -> Any:
     compression = {"gzip": Compression.Gzip, "deflate": Compression.Deflate}
     return exporter(
         endpoint=export.endpoint,
+        session=_session_trusting(export.certificate) if export.certificate else None,
         certificate_file=export.certificate,
         client_key_file=export.client_key,
         client_certificate_file=export.client_certificate,
@@ -209,6 +210,25 @@ def _http_exporter(export: OTLPExport) -> Any:
         timeout=export.timeout_s,
         compression=compression.get(export.compression, Compression.NoCompression),
     )
+
+
+def _session_trusting(certificate: str) -> Any:
+    """A requests session that verifies with ``certificate`` even when REQUESTS_CA_BUNDLE is set.
+
+    requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE override a session's own ``verify``
+    (psf/requests#3829); many base images set them, and the configured CA would be ignored.
+    """
+    import requests
+
+    class PinnedCASession(requests.Session):
+        def merge_environment_settings(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+            settings: dict[str, Any] = super().merge_environment_settings(*args, **kwargs)
+            settings["verify"] = self.verify
+            return settings
+
+    session = PinnedCASession()
+    session.verify = certificate
+    return session
 
 
 def _read(path: str | None) -> bytes | None:
