@@ -202,7 +202,7 @@ def _http_exporter(export: OTLPExport) -> Any:
     compression = {"gzip": Compression.Gzip, "deflate": Compression.Deflate}
     return exporter(
         endpoint=export.endpoint,
-        session=_session_trusting(export.certificate) if export.certificate else None,
+        session=requests_session_trusting(export.certificate) if export.certificate else None,
         certificate_file=export.certificate,
         client_key_file=export.client_key,
         client_certificate_file=export.client_certificate,
@@ -212,7 +212,7 @@ def _http_exporter(export: OTLPExport) -> Any:
     )
 
 
-def _session_trusting(certificate: str) -> Any:
+def requests_session_trusting(certificate: str) -> Any:
     """A requests session that verifies with ``certificate`` even when REQUESTS_CA_BUNDLE is set.
 
     requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE override a session's own ``verify``
