@@ -369,19 +369,38 @@ _globals_installed = False
 _atexit_registered = False
 
 
-def _install_globals() -> None:
-    """Install the switchable providers as OTel's globals, once per process."""
+def _install_globals() -> bool:
+    """Install the switchable providers as OTel's globals, once per process.
+
+    ``True`` the first time, when another provider had been set already (warned about
+    by the caller once logging is set up, so the warning reaches the user's log).
+    """
     global _globals_installed
     if _globals_installed:
-        return
+        return False
     _globals_installed = True
+    if _foreign_providers():
+        return True
     trace.set_tracer_provider(_tracer_provider)
     metrics.set_meter_provider(_meter_provider)
-    if trace.get_tracer_provider() is not _tracer_provider:
-        _log.warning(
-            "another OpenTelemetry tracer provider was set before telemetry_infra.configure(); "
-            "spans from tracers taken from the global provider will not reach our exporters"
-        )
+    return False
+
+
+def _foreign_providers() -> bool:
+    """Whether something (the SDK's own configurator, usually) already set OTel's global providers."""
+    tracer_provider = trace.get_tracer_provider()
+    return (
+        not isinstance(tracer_provider, trace.ProxyTracerProvider) and tracer_provider is not _tracer_provider
+    )
+
+
+def _warn_foreign_providers() -> None:
+    _log.warning(
+        "another OpenTelemetry tracer provider was set before telemetry_infra.configure(): spans, "
+        "metrics and log records from the global providers will not reach telemetry_infra's exporters "
+        "or /metrics. Under opentelemetry-instrument with opentelemetry-distro installed too, set "
+        "OTEL_PYTHON_DISTRO=telemetry_infra."
+    )
 
 
 def _attach_logging(telemetry: Telemetry, console: bool) -> None:
@@ -498,8 +517,7 @@ def configure(
         telemetry = _disabled(settings) if settings.sdk_disabled else _build(settings)
         if previous is not None:
             previous._release_process_hooks()  # its port and root handler, before ours take them
-        if not settings.sdk_disabled:
-            _install_globals()
+        foreign = not settings.sdk_disabled and _install_globals()
         _tracer_provider.switch(telemetry.tracer_provider)
         _meter_provider.switch(telemetry.meter_provider)
         if not settings.sdk_disabled:
@@ -509,6 +527,8 @@ def configure(
         if setup_logs:
             _attach_logging(telemetry, console_logs)
         _warn_unsupported_variables()
+        if foreign:
+            _warn_foreign_providers()
         _current = telemetry
         if not _atexit_registered:
             atexit.register(shutdown)
