@@ -40,8 +40,7 @@ def check_otlp(settings: Settings, timeout_s: float = 3.0) -> list[CheckResult]:
     outcomes: dict[tuple[str, str, str | None], list[str]] = {}
     for signal, export in settings.otlp.items():
         error = probe(export, min(timeout_s, export.timeout_s))
-        where = export.endpoint if export.protocol == "grpc" else export.endpoint.rsplit("/v1/", 1)[0]
-        outcomes.setdefault((where, export.protocol, error), []).append(signal)
+        outcomes.setdefault((export.base_endpoint, export.protocol, error), []).append(signal)
     results = []
     for (where, protocol, error), signals in outcomes.items():
         name = f"{url_without_password(where)} ({protocol}; {', '.join(signals)})"
@@ -130,6 +129,12 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--interval", type=float, default=None, help="seconds between requests")
     demo.add_argument("--log-dir", help="default: LOG_DIR or ./logs")
     demo.add_argument("--verbose", action="store_true", help="also print every log record to the console")
+    demo.add_argument(
+        "--traces",
+        type=_non_negative_int,
+        default=None,
+        help="print the first N traces as trees (default: 1 when nothing is exported over OTLP, else 0)",
+    )
     demo.set_defaults(run=run_demo)
     return parser
 
@@ -138,6 +143,16 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
     return value
 
 

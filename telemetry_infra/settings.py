@@ -239,6 +239,11 @@ class OTLPExport:
     def tls(self) -> bool:
         return self.endpoint.startswith("https://")
 
+    @property
+    def base_endpoint(self) -> str:
+        """The endpoint without the ``/v1/<signal>`` path, for messages."""
+        return self.endpoint.removesuffix(f"/v1/{self.signal}")
+
 
 @dataclass(frozen=True)
 class BatchSettings:
