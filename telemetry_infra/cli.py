@@ -9,7 +9,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from telemetry_infra.settings import SIGNALS, Settings, unsupported_variables, url_without_password
+from telemetry_infra.settings import (
+    SIGNALS,
+    Settings,
+    configuration_warnings,
+    unsupported_variables,
+    url_without_password,
+)
 
 __all__ = ["main"]
 
@@ -51,13 +57,19 @@ def check_otlp(settings: Settings, timeout_s: float = 3.0) -> list[CheckResult]:
     return results
 
 
-def check_variables(env: Mapping[str, str] | None = None) -> CheckResult | None:
+def check_variables(env: Mapping[str, str] | None = None) -> list[CheckResult]:
+    """Variables that are set but have no effect, or whose value looks mistaken."""
+    warnings = configuration_warnings(env)
     unsupported = unsupported_variables(env)
-    if not unsupported:
-        return None
-    return CheckResult(
-        "config", True, f"set but not supported (no effect): {', '.join(unsupported)}", warning=True
-    )
+    results = [
+        CheckResult("config", True, text, warning=True)
+        for name, text in warnings.items()
+        if name not in unsupported
+    ]
+    if unsupported:
+        detail = f"set but not supported (no effect): {', '.join(unsupported)}"
+        results.append(CheckResult("config", True, detail, warning=True))
+    return results
 
 
 def check_redis(url: str | None, timeout_s: float = 1.0) -> CheckResult:
@@ -97,9 +109,7 @@ def run_check(args: argparse.Namespace) -> int:
         check_redis(args.redis_url or os.environ.get("REDIS_URL"), args.timeout),
         check_log_dir(settings.log_dir),
     ]
-    variables = check_variables()
-    if variables is not None:
-        results.append(variables)
+    results += check_variables()
     for result in results:
         print(result.line())
     return 0 if all(result.ok for result in results) else 1

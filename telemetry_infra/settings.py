@@ -24,6 +24,7 @@ __all__ = [
     "BatchSettings",
     "OTLPExport",
     "Settings",
+    "configuration_warnings",
     "unsupported_variables",
     "url_without_password",
 ]
@@ -627,3 +628,29 @@ def unsupported_variables(env: Mapping[str, str] | None = None) -> list[str]:
         and name not in HONOURED_VARIABLES
         and not name.startswith(_FOREIGN_PREFIXES)
     )
+
+
+#: Below this, an OTLP timeout from the environment was most likely meant in seconds.
+_SUSPICIOUS_TIMEOUT_MS = 100
+
+
+def configuration_warnings(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``{variable: warning}`` for variables that are set but have no effect, or look mistaken."""
+    env = os.environ if env is None else env
+    warnings = {
+        name: f"{name} is set but not supported by telemetry_infra.configure(); it has no effect"
+        for name in unsupported_variables(env)
+    }
+    timeouts = ["OTEL_EXPORTER_OTLP_TIMEOUT", *(f"OTEL_EXPORTER_OTLP_{s.upper()}_TIMEOUT" for s in SIGNALS)]
+    for name in timeouts:
+        try:
+            value = float(env.get(name, "").strip() or "inf")
+        except ValueError:
+            continue  # Settings.resolve() rejects it
+        if value < _SUSPICIOUS_TIMEOUT_MS:
+            warnings[name] = (
+                f"{name}={env[name].strip()} is read as milliseconds, as the OpenTelemetry spec says "
+                f"(the Python SDK's own exporters read seconds); for {env[name].strip()} s set "
+                f"{value * 1000:g}"
+            )
+    return warnings

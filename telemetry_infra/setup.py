@@ -33,7 +33,7 @@ from opentelemetry.sdk.version import __version__ as sdk_version
 
 from telemetry_infra.preaggregated import SECONDS_BUCKETS, WithPreaggregated, reset_all
 from telemetry_infra.prometheus import PrometheusBridge, serve_metrics
-from telemetry_infra.settings import SIGNALS, BatchSettings, OTLPExport, Settings, unsupported_variables
+from telemetry_infra.settings import SIGNALS, BatchSettings, OTLPExport, Settings, configuration_warnings
 from telemetry_infra.switchable_providers import SwitchableMeterProvider, SwitchableTracerProvider
 
 __all__ = ["SECONDS_BUCKETS", "Telemetry", "configure", "get_telemetry", "shutdown"]
@@ -426,12 +426,12 @@ def _attach_logging(telemetry: Telemetry, console: bool) -> None:
 _warned_variables: set[str] = set()
 
 
-def _warn_unsupported_variables() -> None:
-    """One warning per process for each OTEL_* variable set that nothing here reads."""
-    for name in unsupported_variables():
+def _warn_about_variables() -> None:
+    """One warning per process for each OTEL_* variable that nothing reads or that looks mistaken."""
+    for name, warning in configuration_warnings().items():
         if name not in _warned_variables:
             _warned_variables.add(name)
-            _log.warning("%s is set but not supported by telemetry_infra.configure(); it has no effect", name)
+            _log.warning("%s", warning)
 
 
 def _instrument_redis(enabled: bool) -> None:
@@ -526,7 +526,7 @@ def configure(
             _serve(telemetry)
         if setup_logs:
             _attach_logging(telemetry, console_logs)
-        _warn_unsupported_variables()
+        _warn_about_variables()
         if foreign:
             _warn_foreign_providers()
         _current = telemetry

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from telemetry_infra.settings import Settings, unsupported_variables
+from telemetry_infra.settings import Settings, configuration_warnings, unsupported_variables
 
 
 def test_defaults_without_environment() -> None:
@@ -154,3 +154,14 @@ def test_unsupported_variables_are_named() -> None:
         "OTEL_TRACE_EXPORTER": "otlp",
     }
     assert unsupported_variables(env) == ["OTEL_EXPORTER_ZIPKIN_ENDPOINT", "OTEL_TRACE_EXPORTER"]
+
+
+def test_a_timeout_that_looks_like_seconds_is_warned_about() -> None:
+    warnings = configuration_warnings(
+        {"OTEL_EXPORTER_OTLP_TIMEOUT": "10", "OTEL_EXPORTER_OTLP_LOGS_TIMEOUT": "5000"}
+    )
+    assert list(warnings) == ["OTEL_EXPORTER_OTLP_TIMEOUT"]
+    assert (
+        "milliseconds" in warnings["OTEL_EXPORTER_OTLP_TIMEOUT"]
+        and "10000" in warnings["OTEL_EXPORTER_OTLP_TIMEOUT"]
+    )
