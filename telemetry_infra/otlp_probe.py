@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
+from telemetry_infra.otlp_tls import grpc_credentials, requests_session
 from telemetry_infra.settings import OTLPExport
 
 __all__ = ["probe"]
@@ -38,23 +39,13 @@ def probe(export: OTLPExport, timeout_s: float) -> str | None:
     return _probe_http(export, timeout_s)
 
 
-def _read(path: str | None) -> bytes | None:
-    if path is None:
-        return None
-    with open(path, "rb") as file:
-        return file.read()
-
-
 def _probe_grpc(export: OTLPExport, timeout_s: float) -> str | None:
     import grpc
 
     method, request, response = _messages(export.signal)
     target = urlsplit(export.endpoint).netloc
     if export.tls:
-        credentials = grpc.ssl_channel_credentials(
-            _read(export.certificate), _read(export.client_key), _read(export.client_certificate)
-        )
-        channel = grpc.secure_channel(target, credentials)
+        channel = grpc.secure_channel(target, grpc_credentials(export))
     else:
         channel = grpc.insecure_channel(target)
     try:
@@ -74,12 +65,8 @@ def _probe_grpc(export: OTLPExport, timeout_s: float) -> str | None:
 def _probe_http(export: OTLPExport, timeout_s: float) -> str | None:
     import requests
 
-    from telemetry_infra.setup import requests_session_trusting
-
     _, request, response = _messages(export.signal)
-    session = requests_session_trusting(export.certificate) if export.certificate else requests.Session()
-    if export.client_certificate and export.client_key:
-        session.cert = (export.client_certificate, export.client_key)
+    session = requests_session(export)
     headers = {**export.headers, "Content-Type": "application/x-protobuf"}
     try:
         answer = session.post(

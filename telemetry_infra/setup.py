@@ -31,6 +31,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import Sampler
 from opentelemetry.sdk.version import __version__ as sdk_version
 
+from telemetry_infra.otlp_tls import grpc_credentials, requests_session
 from telemetry_infra.preaggregated import SECONDS_BUCKETS, WithPreaggregated, reset_all
 from telemetry_infra.prometheus import PrometheusBridge, serve_metrics
 from telemetry_infra.settings import SIGNALS, BatchSettings, OTLPExport, Settings, configuration_warnings
@@ -172,18 +173,11 @@ def _grpc_exporter(export: OTLPExport) -> Any:
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as exporter
     else:
         from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as exporter
-    credentials = None
-    if export.tls:
-        credentials = grpc.ssl_channel_credentials(
-            root_certificates=_read(export.certificate),
-            private_key=_read(export.client_key),
-            certificate_chain=_read(export.client_certificate),
-        )
     compression = {"gzip": grpc.Compression.Gzip, "deflate": grpc.Compression.Deflate}
     return exporter(
         endpoint=export.endpoint,
         insecure=not export.tls,
-        credentials=credentials,
+        credentials=grpc_credentials(export) if export.tls else None,
         headers=dict(export.headers),
         timeout=export.timeout_s,
         compression=compression.get(export.compression, grpc.Compression.NoCompression),
@@ -202,7 +196,7 @@ def _http_exporter(export: OTLPExport) -> Any:
     compression = {"gzip": Compression.Gzip, "deflate": Compression.Deflate}
     return exporter(
         endpoint=export.endpoint,
-        session=requests_session_trusting(export.certificate) if export.certificate else None,
+        session=requests_session(export) if export.certificate else None,
         certificate_file=export.certificate,
         client_key_file=export.client_key,
         client_certificate_file=export.client_certificate,
@@ -210,32 +204,6 @@ def _http_exporter(export: OTLPExport) -> Any:
         timeout=export.timeout_s,
         compression=compression.get(export.compression, Compression.NoCompression),
     )
-
-
-def requests_session_trusting(certificate: str) -> Any:
-    """A requests session that verifies with ``certificate`` even when REQUESTS_CA_BUNDLE is set.
-
-    requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE override a session's own ``verify``
-    (psf/requests#3829); many base images set them, and the configured CA would be ignored.
-    """
-    import requests
-
-    class PinnedCASession(requests.Session):
-        def merge_environment_settings(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
-            settings: dict[str, Any] = super().merge_environment_settings(*args, **kwargs)
-            settings["verify"] = self.verify
-            return settings
-
-    session = PinnedCASession()
-    session.verify = certificate
-    return session
-
-
-def _read(path: str | None) -> bytes | None:
-    if path is None:
-        return None
-    with open(path, "rb") as file:
-        return file.read()
 
 
 def otlp_exporter(export: OTLPExport) -> Any:
