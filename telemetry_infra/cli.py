@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from telemetry_infra.settings import (
     SIGNALS,
@@ -126,14 +127,19 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--redis-url", help="default: REDIS_URL")
     check.add_argument("--log-dir", help="default: LOG_DIR or ./logs")
     check.add_argument(
-        "--timeout", type=_positive_float, default=3.0, help="seconds to wait for each answer (default: 3)"
+        "--timeout",
+        type=_at_least(float, 0, exclusive=True),
+        default=3.0,
+        help="seconds to wait for each answer (default: 3)",
     )
     check.set_defaults(run=run_check)
 
     demo = commands.add_parser(
         "demo", help="run a small simulated service that emits logs, traces and metrics"
     )
-    demo.add_argument("--requests", type=_positive_int, default=50, help="how many requests (default: 50)")
+    demo.add_argument(
+        "--requests", type=_at_least(int, 1), default=50, help="how many requests (default: 50)"
+    )
     demo.add_argument("--redis-url", help="default: REDIS_URL; without it the cache runs in memory")
     demo.add_argument("--forever", action="store_true", help="keep serving until interrupted (for compose)")
     demo.add_argument("--interval", type=float, default=None, help="seconds between requests")
@@ -141,7 +147,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--verbose", action="store_true", help="also print every log record to the console")
     demo.add_argument(
         "--traces",
-        type=_non_negative_int,
+        type=_at_least(int, 0),
         default=None,
         help="print the first N traces as trees (default: 1 when nothing is exported over OTLP, else 0)",
     )
@@ -149,31 +155,20 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def _at_least(kind: Callable[[str], Any], minimum: float, *, exclusive: bool = False) -> Callable[[str], Any]:
+    """An argparse ``type``: a number of ``kind`` from ``minimum`` (above it when ``exclusive``)."""
 
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+        if value < minimum or (exclusive and value == minimum):
+            bound = f"more than {minimum}" if exclusive else f"at least {minimum}"
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {text!r}")
+        return value
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number of seconds, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text!r}")
-    return value
+    return parse
 
 
 def run_demo(args: argparse.Namespace) -> int:

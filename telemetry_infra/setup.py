@@ -450,6 +450,12 @@ def configure(
     no OTLP endpoint nothing is sent over the network and everything else works. Raises
     ``ValueError`` naming the argument or variable when a value is malformed.
 
+    ``otlp_timeout_s`` is in seconds. ``otlp_certificate`` is the PEM file of the CA
+    that signed the collector's certificate (``https://`` endpoints);
+    ``otlp_client_key`` and ``otlp_client_certificate`` together enable mutual TLS.
+    ``traces_exporter``/``metrics_exporter``/``logs_exporter`` take ``otlp``,
+    ``console``, ``none`` or a list such as ``"otlp,console"``.
+
     ``setup_logs=False`` leaves the logging configuration alone (no console or file
     handlers, no OTLP log export); ``console_logs=False`` keeps the files and OTLP
     export but prints nothing to the console.

@@ -1,9 +1,15 @@
-"""Fixtures for the integration tests: TLS certificates made by the test run."""
+"""Fixtures for the integration tests: TLS certificates made by the test run, a silent
+collector, and a fresh interpreter configured by its environment alone."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import socket
 import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,3 +71,50 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TLSFiles:
         client_certificate=str(directory / "client.pem"),
         client_key=str(directory / "client.key"),
     )
+
+
+@pytest.fixture
+def silent_collector() -> Iterator[str]:
+    """An endpoint that accepts TCP connections and never answers."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                accepted.append(listener.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    stop.set()
+    thread.join()
+    for conn in accepted:
+        conn.close()
+    listener.close()
+
+
+RunScript = Callable[..., "subprocess.CompletedProcess[str]"]
+
+
+@pytest.fixture
+def run_script() -> RunScript:
+    """``run_script(script, env, *args)``: ``python -c script *args`` with none of our OTEL_* variables."""
+
+    def run(script: str, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+        return subprocess.run(
+            [sys.executable, "-c", script, *args],
+            env={**clean, **env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    return run

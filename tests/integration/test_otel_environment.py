@@ -6,14 +6,11 @@ service is) and checks what reaches the in-process OTLP receiver.
 
 from __future__ import annotations
 
-import os
-import socket
 import subprocess
-import sys
-import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -35,17 +32,12 @@ ti.shutdown(timeout_s=2)
 """
 
 
-def run_app(
-    env: dict[str, str], log_dir: Path, script: str = EMIT, timeout: float = 60
-) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-    return subprocess.run(
-        [sys.executable, "-c", script, str(log_dir)],
-        env={**clean, **env},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+@pytest.fixture
+def run_app(run_script: Any) -> Callable[..., subprocess.CompletedProcess]:
+    def run(env: dict[str, str], log_dir: Path, script: str = EMIT) -> subprocess.CompletedProcess:
+        return run_script(script, env, str(log_dir))
+
+    return run
 
 
 @pytest.fixture
@@ -54,35 +46,8 @@ def second_receiver() -> Iterator[OTLPReceiver]:
         yield receiver
 
 
-@pytest.fixture
-def silent_collector() -> Iterator[str]:
-    """Accepts TCP connections and never answers: every export waits for its timeout."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(64)
-    accepted: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        listener.settimeout(0.1)
-        while not stop.is_set():
-            try:
-                accepted.append(listener.accept()[0])
-            except OSError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
-    stop.set()
-    thread.join()
-    for conn in accepted:
-        conn.close()
-    listener.close()
-
-
 def test_per_signal_endpoints_protocols_and_exporter_selection(
-    otlp_receiver: OTLPReceiver, second_receiver: OTLPReceiver, tmp_path: Path
+    run_app: Any, otlp_receiver: OTLPReceiver, second_receiver: OTLPReceiver, tmp_path: Path
 ) -> None:
     env = {
         # traces: their own HTTP endpoint, used as given (no /v1/traces appended)
@@ -103,7 +68,9 @@ def test_per_signal_endpoints_protocols_and_exporter_selection(
     assert "job done" in (tmp_path / "app.log").read_text()  # the files still get it
 
 
-def test_general_http_endpoint_gets_the_signal_path(otlp_receiver: OTLPReceiver, tmp_path: Path) -> None:
+def test_general_http_endpoint_gets_the_signal_path(
+    run_app: Any, otlp_receiver: OTLPReceiver, tmp_path: Path
+) -> None:
     env = {
         "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.http_endpoint,
         "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
@@ -115,7 +82,7 @@ def test_general_http_endpoint_gets_the_signal_path(otlp_receiver: OTLPReceiver,
     assert otlp_receiver.wait_for_metric_points(lambda p: p.name == "app.jobs")
 
 
-def test_otlp_timeout_is_in_milliseconds(silent_collector: str, tmp_path: Path) -> None:
+def test_otlp_timeout_is_in_milliseconds(run_app: Any, silent_collector: str, tmp_path: Path) -> None:
     """OTEL_EXPORTER_OTLP_TIMEOUT=300 is 0.3 s (the spec), not 300 s (the Python SDK's reading)."""
     env = {
         "OTEL_EXPORTER_OTLP_ENDPOINT": silent_collector,
@@ -131,13 +98,13 @@ def test_otlp_timeout_is_in_milliseconds(silent_collector: str, tmp_path: Path) 
     assert flushed == "True" and float(after) < 5, result.stdout
 
 
-def test_console_exporter_prints_spans(tmp_path: Path) -> None:
+def test_console_exporter_prints_spans(run_app: Any, tmp_path: Path) -> None:
     result = run_app({"OTEL_TRACES_EXPORTER": "console"}, tmp_path)
     assert result.returncode == 0, result.stderr
     assert '"name": "work"' in result.stdout
 
 
-def test_unsupported_variables_get_one_warning_each_in_the_log(tmp_path: Path) -> None:
+def test_unsupported_variables_get_one_warning_each_in_the_log(run_app: Any, tmp_path: Path) -> None:
     script = EMIT.replace(
         "telemetry = ti.configure(", 'ti.configure("first", log_dir=sys.argv[1])\ntelemetry = ti.configure('
     )
@@ -150,7 +117,9 @@ def test_unsupported_variables_get_one_warning_each_in_the_log(tmp_path: Path) -
     assert "OTEL_SERVICE_NAME" not in log
 
 
-def test_batch_and_sampler_variables_are_applied(otlp_receiver: OTLPReceiver, tmp_path: Path) -> None:
+def test_batch_and_sampler_variables_are_applied(
+    run_app: Any, otlp_receiver: OTLPReceiver, tmp_path: Path
+) -> None:
     env = {
         "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.grpc_endpoint,
         "OTEL_TRACES_SAMPLER": "traceidratio",

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import certifi
 import pytest
@@ -27,19 +27,16 @@ ti.shutdown(timeout_s=2)
 PROTOCOLS = ["grpc", "http/protobuf"]
 
 
-def run_app(env: dict[str, str], log_dir: Path) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-    return subprocess.run(
-        [sys.executable, "-c", EMIT, str(log_dir)],
-        env={**clean, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+@pytest.fixture
+def run_app(run_script: Any) -> Callable[..., subprocess.CompletedProcess]:
+    def run(env: dict[str, str], log_dir: Path) -> subprocess.CompletedProcess:
+        return run_script(EMIT, env, str(log_dir))
+
+    return run
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-def test_https_endpoint_with_a_private_ca(protocol: str, tls_files, tmp_path: Path) -> None:
+def test_https_endpoint_with_a_private_ca(run_app: Any, protocol: str, tls_files, tmp_path: Path) -> None:
     with OTLPReceiver(host="localhost", tls=tls_files.server()) as receiver:
         env = {
             "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint(protocol),
@@ -57,7 +54,9 @@ def test_https_endpoint_with_a_private_ca(protocol: str, tls_files, tmp_path: Pa
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-def test_mutual_tls_with_per_signal_client_certificate(protocol: str, tls_files, tmp_path: Path) -> None:
+def test_mutual_tls_with_per_signal_client_certificate(
+    run_app: Any, protocol: str, tls_files, tmp_path: Path
+) -> None:
     with OTLPReceiver(host="localhost", tls=tls_files.server(mutual=True)) as receiver:
         env = {
             "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint(protocol),
