@@ -220,6 +220,27 @@ LIMIT_VARIABLES = (
 )
 
 
+#: Variables the SDK reads itself, and the values it accepts: validated here so that a typo
+#: fails ``configure()`` and ``telemetry-infra check`` instead of being logged and ignored.
+SDK_CHOICES = {
+    "OTEL_METRICS_EXEMPLAR_FILTER": ("always_on", "always_off", "trace_based"),
+    "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE": ("cumulative", "delta", "lowmemory"),
+    "OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION": (
+        "explicit_bucket_histogram",
+        "base2_exponential_bucket_histogram",
+    ),
+}
+
+
+def _validate_sdk_variables(env: Mapping[str, str]) -> None:
+    for variable in LIMIT_VARIABLES:
+        if env.get(variable, "").strip():
+            _parse_non_negative_int(env[variable], f"environment variable {variable}")
+    for variable, choices in SDK_CHOICES.items():
+        if env.get(variable, "").strip():
+            _parse_choice(env[variable], f"environment variable {variable}", choices)
+
+
 @dataclass(frozen=True)
 class OTLPExport:
     """Where and how one signal is exported over OTLP, resolved for that signal."""
@@ -390,9 +411,7 @@ class Settings:
         port, where_port = pick(prometheus_port, "prometheus_port", "OTEL_EXPORTER_PROMETHEUS_PORT", None)
         host, _ = pick(prometheus_host, "prometheus_host", "OTEL_EXPORTER_PROMETHEUS_HOST", "127.0.0.1")
         sampler, sampler_arg = _resolve_sampler(env)
-        for variable in LIMIT_VARIABLES:
-            if env.get(variable, "").strip():
-                _parse_non_negative_int(env[variable], f"environment variable {variable}")
+        _validate_sdk_variables(env)
 
         return cls(
             service_name=str(name),

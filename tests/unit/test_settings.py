@@ -100,6 +100,11 @@ def test_sdk_disabled_and_levels_are_parsed() -> None:
         ({"OTEL_BLRP_MAX_EXPORT_BATCH_SIZE": "4096"}, ["OTEL_BLRP_MAX_EXPORT_BATCH_SIZE", "MAX_QUEUE_SIZE"]),
         ({"OTEL_METRIC_EXPORT_TIMEOUT": "0"}, ["OTEL_METRIC_EXPORT_TIMEOUT"]),
         ({"OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT": "-3"}, ["OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT"]),
+        ({"OTEL_METRICS_EXEMPLAR_FILTER": "sometimes"}, ["OTEL_METRICS_EXEMPLAR_FILTER", "trace_based"]),
+        (
+            {"OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE": "deltas"},
+            ["OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "cumulative"],
+        ),
         ({"OTEL_TRACES_SAMPLER": "bogus"}, ["OTEL_TRACES_SAMPLER", "parentbased_always_on"]),
         (
             {"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "2"},
