@@ -73,12 +73,15 @@ def check_variables(env: Mapping[str, str] | None = None) -> list[CheckResult]:
     return results
 
 
-def check_redis(url: str | None, timeout_s: float = 1.0) -> CheckResult:
+def check_redis(url: str | None, timeout_s: float = 1.0, where: str = "REDIS_URL") -> CheckResult:
     if not url:
         return CheckResult("redis", True, "REDIS_URL not set: the cache would run in memory", False)
     import redis
 
-    client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+    try:
+        client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+    except ValueError as exc:  # malformed: exit 2, naming where it came from
+        raise ValueError(f"{where} is not a Redis URL ({url_without_password(url)!r}): {exc}") from None
     try:
         client.ping()
         return CheckResult("redis", True, f"{url_without_password(url)} answers PING")
@@ -107,7 +110,11 @@ def run_check(args: argparse.Namespace) -> int:
     settings = Settings.resolve(otlp_endpoint=args.otlp_endpoint, log_dir=args.log_dir)  # exit 2 if malformed
     results = [
         *check_otlp(settings, args.timeout),
-        check_redis(args.redis_url or os.environ.get("REDIS_URL"), args.timeout),
+        check_redis(
+            args.redis_url or os.environ.get("REDIS_URL"),
+            args.timeout,
+            "--redis-url" if args.redis_url else "environment variable REDIS_URL",
+        ),
         check_log_dir(settings.log_dir),
     ]
     results += check_variables()

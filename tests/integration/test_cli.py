@@ -130,6 +130,8 @@ def test_check_reads_per_signal_endpoints(otlp_receiver: OTLPReceiver, tmp_path:
         ("OTEL_BSP_SCHEDULE_DELAY", "-1"),
         ("OTEL_EXPORTER_PROMETHEUS_PORT", "http"),
         ("OTEL_LOGS_EXPORTER", "loki"),
+        ("REDIS_URL", "localhost:6379"),
+        ("LOG_LEVEL", "loud"),
     ],
 )
 def test_check_exits_2_for_any_malformed_setting(variable: str, value: str, tmp_path: Path) -> None:
