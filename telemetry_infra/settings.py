@@ -407,7 +407,9 @@ class Settings:
         interval, where_interval = pick(
             metric_export_interval_ms, "metric_export_interval_ms", "OTEL_METRIC_EXPORT_INTERVAL", 60_000
         )
-        metric_timeout, where_metric_timeout = pick(None, "", "OTEL_METRIC_EXPORT_TIMEOUT", 30_000)
+        metric_timeout, where_metric_timeout = pick(
+            None, "metric_export_timeout", "OTEL_METRIC_EXPORT_TIMEOUT", 30_000
+        )
         port, where_port = pick(prometheus_port, "prometheus_port", "OTEL_EXPORTER_PROMETHEUS_PORT", None)
         host, _ = pick(prometheus_host, "prometheus_host", "OTEL_EXPORTER_PROMETHEUS_HOST", "127.0.0.1")
         sampler, sampler_arg = _resolve_sampler(env)
