@@ -276,8 +276,8 @@ def main(args: Any) -> int:
     probe_errors = _probe_endpoints(telemetry)
     shown = args.traces if args.traces is not None else (0 if telemetry.settings.exports("traces") else 1)
     recorder = TraceRecorder(shown)
-    if shown and telemetry.enabled:
-        telemetry.tracer_provider.add_span_processor(recorder)
+    if shown and telemetry.enabled:  # an SDK TracerProvider when enabled
+        telemetry.tracer_provider.add_span_processor(recorder)  # type: ignore[attr-defined]
     try:
         summary = asyncio.run(
             run_demo(args.requests, redis_url=redis_url, forever=args.forever, interval_s=interval)

@@ -170,9 +170,9 @@ def _grpc_exporter(export: OTLPExport) -> Any:
     if export.signal == "traces":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as exporter
     elif export.signal == "metrics":
-        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as exporter
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as exporter  # type: ignore[assignment]
     else:
-        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as exporter
+        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as exporter  # type: ignore[assignment]
     compression = {"gzip": grpc.Compression.Gzip, "deflate": grpc.Compression.Deflate}
     return exporter(
         endpoint=export.endpoint,
@@ -190,9 +190,9 @@ def _http_exporter(export: OTLPExport) -> Any:
     if export.signal == "traces":
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as exporter
     elif export.signal == "metrics":
-        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as exporter
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as exporter  # type: ignore[assignment]
     else:
-        from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter as exporter
+        from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter as exporter  # type: ignore[assignment]
     compression = {"gzip": Compression.Gzip, "deflate": Compression.Deflate}
     return exporter(
         endpoint=export.endpoint,
@@ -256,7 +256,7 @@ def _sampler(settings: Settings) -> Sampler:
     return sampling.ParentBasedTraceIdRatio(ratio)
 
 
-def _batch_options(batch: BatchSettings) -> dict[str, int]:
+def _batch_options(batch: BatchSettings) -> dict[str, Any]:
     return {
         "schedule_delay_millis": batch.schedule_delay_ms,
         "export_timeout_millis": batch.export_timeout_ms,
