@@ -36,7 +36,7 @@ class CheckResult:
 
 def check_otlp(settings: Settings, timeout_s: float = 3.0) -> list[CheckResult]:
     """One result per OTLP endpoint: does it answer an empty export as an OTLP receiver does?"""
-    from telemetry_infra.otlp_probe import probe
+    from telemetry_infra.otlp_probe import probe_all
 
     if settings.sdk_disabled:
         return [CheckResult("otlp", True, "OTEL_SDK_DISABLED=true: nothing is exported", False)]
@@ -45,8 +45,8 @@ def check_otlp(settings: Settings, timeout_s: float = 3.0) -> list[CheckResult]:
         where = f"{', '.join(console)} printed to the console" if console else "nothing is exported"
         return [CheckResult("otlp", True, f"no endpoint configured: {where} (embedded default)", False)]
     outcomes: dict[tuple[str, str, str | None], list[str]] = {}
-    for signal, export in settings.otlp.items():
-        error = probe(export, min(timeout_s, export.timeout_s))
+    for signal, error in probe_all(settings.otlp, timeout_s).items():
+        export = settings.otlp[signal]
         outcomes.setdefault((export.base_endpoint, export.protocol, error), []).append(signal)
     results = []
     for (where, protocol, error), signals in outcomes.items():

@@ -249,14 +249,10 @@ def _print_summary(
 
 def _probe_endpoints(telemetry: Any) -> dict[str, str]:
     """Errors of the OTLP endpoints that do not answer an empty export within a second."""
-    from telemetry_infra.otlp_probe import probe
+    from telemetry_infra.otlp_probe import probe_all
 
-    errors = {}
-    for signal, export in telemetry.settings.otlp.items():
-        error = probe(export, min(1.0, export.timeout_s))
-        if error is not None:
-            errors[signal] = error
-    return errors
+    results = probe_all(telemetry.settings.otlp, timeout_s=1.0)
+    return {signal: error for signal, error in results.items() if error is not None}
 
 
 def main(args: Any) -> int:

@@ -7,13 +7,14 @@ OTLP receiver answers it with an ``Export*ServiceResponse``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
 from telemetry_infra.otlp_tls import grpc_credentials, requests_session
 from telemetry_infra.settings import OTLPExport
 
-__all__ = ["probe"]
+__all__ = ["probe", "probe_all"]
 
 _SERVICES = {
     "traces": ("trace", "TraceService", "ExportTraceService"),
@@ -30,6 +31,20 @@ def _messages(signal: str) -> tuple[str, Any, Any]:
     module = importlib.import_module(f"opentelemetry.proto.collector.{package}.v1.{package}_service_pb2")
     method = f"/opentelemetry.proto.collector.{package}.v1.{service}/Export"
     return method, getattr(module, f"{prefix}Request"), getattr(module, f"{prefix}Response")
+
+
+def probe_all(exports: Mapping[str, OTLPExport], timeout_s: float) -> dict[str, str | None]:
+    """:func:`probe` every signal's endpoint at once (a silent endpoint costs one timeout, not three)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if not exports:
+        return {}
+    with ThreadPoolExecutor(max_workers=len(exports), thread_name_prefix="otlp-probe") as pool:
+        futures = {
+            signal: pool.submit(probe, export, min(timeout_s, export.timeout_s))
+            for signal, export in exports.items()
+        }
+        return {signal: future.result() for signal, future in futures.items()}
 
 
 def probe(export: OTLPExport, timeout_s: float) -> str | None:
