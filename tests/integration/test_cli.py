@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -144,3 +145,15 @@ def test_check_warns_about_unsupported_variables(tmp_path: Path) -> None:
     result = _run("check", "--log-dir", str(tmp_path), env={"OTEL_TRACE_EXPORTER": "otlp"})
     assert result.returncode == 0
     assert "config   WARN  set but not supported (no effect): OTEL_TRACE_EXPORTER" in result.stdout
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_check_against_a_silent_endpoint_waits_one_timeout(
+    protocol: str, silent_collector: str, tmp_path: Path
+) -> None:
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": silent_collector, "OTEL_EXPORTER_OTLP_PROTOCOL": protocol}
+    started = time.monotonic()
+    result = _run("check", "--timeout", "1.5", "--log-dir", str(tmp_path), env=env)
+    elapsed = time.monotonic() - started
+    assert result.returncode == 1 and result.stdout.startswith("otlp     FAIL"), result.stdout
+    assert elapsed < 4, f"check took {elapsed:.1f}s: the three signals were probed one after another"
