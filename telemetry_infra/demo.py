@@ -209,12 +209,15 @@ def _export_line(
     where = ", ".join(url_without_password(endpoint) for endpoint in endpoints)
     if not probe_errors and not failures.failed and flushed:
         return f"{where} (all exports delivered)"
-    error = (
-        next(iter(probe_errors.values()), None) or failures.error or "the collector did not answer in time"
-    )
-    failed = f"{failures.failed} export(s) failed" if failures.failed else "exports not delivered"
+    error = next(iter(probe_errors.values()), None) or failures.error or "it did not answer in time"
+    if failures.failed:
+        outcome = f"{failures.failed} export(s) failed"
+    elif probe_errors:
+        outcome = "nothing delivered, it does not answer OTLP"
+    else:
+        outcome = "not everything was delivered before the demo stopped waiting"
     return (
-        f"{where}: FAILED, {failed}: {error}\n"
+        f"{where}: FAILED, {outcome}: {error}\n"
         f"{'':18}hint: is the collector up? `docker compose up -d`, then `telemetry-infra check`"
     )
 
