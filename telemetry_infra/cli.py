@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import sys
-import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
+from typing import Any
+
+from telemetry_infra.settings import (
+    SIGNALS,
+    Settings,
+    configuration_warnings,
+    unsupported_variables,
+    url_without_password,
+)
 
 __all__ = ["main"]
 
@@ -21,34 +27,61 @@ class CheckResult:
     ok: bool
     detail: str
     configured: bool = True
+    warning: bool = False  # worth a look, not a failure
 
     def line(self) -> str:
-        status = "-" if not self.configured else ("ok" if self.ok else "FAIL")
+        status = "-" if not self.configured else ("FAIL" if not self.ok else "WARN" if self.warning else "ok")
         return f"{self.name:<8} {status:<5} {self.detail}"
 
 
-def check_otlp(endpoint: str | None, timeout_s: float = 1.0) -> CheckResult:
-    if not endpoint:
-        return CheckResult(
-            "otlp", True, "no endpoint configured: nothing is exported (embedded default)", False
-        )
-    parts = urlsplit(endpoint)
-    port = parts.port or (443 if parts.scheme == "https" else 4317)
-    try:
-        with socket.create_connection((parts.hostname, port), timeout=timeout_s):
-            return CheckResult("otlp", True, f"{endpoint} accepts connections")
-    except OSError as exc:
-        return CheckResult("otlp", False, f"{endpoint} unreachable: {exc}")
+def check_otlp(settings: Settings, timeout_s: float = 3.0) -> list[CheckResult]:
+    """One result per OTLP endpoint: does it answer an empty export as an OTLP receiver does?"""
+    from telemetry_infra.otlp_probe import probe_all
+
+    if settings.sdk_disabled:
+        return [CheckResult("otlp", True, "OTEL_SDK_DISABLED=true: nothing is exported", False)]
+    if not settings.otlp:
+        console = [signal for signal in SIGNALS if settings.exports(signal, "console")]
+        where = f"{', '.join(console)} printed to the console" if console else "nothing is exported"
+        return [CheckResult("otlp", True, f"no endpoint configured: {where} (embedded default)", False)]
+    outcomes: dict[tuple[str, str, str | None], list[str]] = {}
+    for signal, error in probe_all(settings.otlp, timeout_s).items():
+        export = settings.otlp[signal]
+        outcomes.setdefault((export.base_endpoint, export.protocol, error), []).append(signal)
+    results = []
+    for (where, protocol, error), signals in outcomes.items():
+        name = f"{url_without_password(where)} ({protocol}; {', '.join(signals)})"
+        if error is None:
+            results.append(CheckResult("otlp", True, f"{name} answers OTLP exports"))
+        else:
+            results.append(CheckResult("otlp", False, f"{name} is not an OTLP receiver here: {error}"))
+    return results
 
 
-def check_redis(url: str | None, timeout_s: float = 1.0) -> CheckResult:
+def check_variables(env: Mapping[str, str] | None = None) -> list[CheckResult]:
+    """Variables that are set but have no effect, or whose value looks mistaken."""
+    warnings = configuration_warnings(env)
+    unsupported = unsupported_variables(env)
+    results = [
+        CheckResult("config", True, text, warning=True)
+        for name, text in warnings.items()
+        if name not in unsupported
+    ]
+    if unsupported:
+        detail = f"set but not supported (no effect): {', '.join(unsupported)}"
+        results.append(CheckResult("config", True, detail, warning=True))
+    return results
+
+
+def check_redis(url: str | None, timeout_s: float = 1.0, where: str = "REDIS_URL") -> CheckResult:
     if not url:
         return CheckResult("redis", True, "REDIS_URL not set: the cache would run in memory", False)
     import redis
 
-    from telemetry_infra.settings import url_without_password
-
-    client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+    try:
+        client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+    except ValueError as exc:  # malformed: exit 2, naming where it came from
+        raise ValueError(f"{where} is not a Redis URL ({url_without_password(url)!r}): {exc}") from None
     try:
         client.ping()
         return CheckResult("redis", True, f"{url_without_password(url)} answers PING")
@@ -59,25 +92,32 @@ def check_redis(url: str | None, timeout_s: float = 1.0) -> CheckResult:
 
 
 def check_log_dir(log_dir: str) -> CheckResult:
-    path = Path(log_dir)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-check-"):
-            pass
-        return CheckResult("logs", True, f"{path.resolve()} is writable")
-    except OSError as exc:
-        return CheckResult("logs", False, f"{path} is not writable: {exc}")
+    """Whether the log files can be written, without creating anything."""
+    path = Path(log_dir).absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        return CheckResult("logs", False, f"{path} cannot be a directory: {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return CheckResult("logs", False, f"{path} is not writable: no write permission on {existing}")
+    if existing == path:
+        return CheckResult("logs", True, f"{path} is writable")
+    return CheckResult(
+        "logs", True, f"{path} does not exist yet; it will be created ({existing} is writable)"
+    )
 
 
 def run_check(args: argparse.Namespace) -> int:
-    from telemetry_infra.settings import Settings
-
-    settings = Settings.resolve(otlp_endpoint=args.otlp_endpoint, log_dir=args.log_dir)
+    settings = Settings.resolve(otlp_endpoint=args.otlp_endpoint, log_dir=args.log_dir)  # exit 2 if malformed
     results = [
-        check_otlp(settings.otlp_endpoint),
-        check_redis(args.redis_url or os.environ.get("REDIS_URL")),
+        *check_otlp(settings, args.timeout),
+        check_redis(
+            args.redis_url or os.environ.get("REDIS_URL"),
+            args.timeout,
+            "--redis-url" if args.redis_url else "environment variable REDIS_URL",
+        ),
         check_log_dir(settings.log_dir),
     ]
+    results += check_variables()
     for result in results:
         print(result.line())
     return 0 if all(result.ok for result in results) else 1
@@ -93,26 +133,49 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--otlp-endpoint", help="default: OTEL_EXPORTER_OTLP_ENDPOINT")
     check.add_argument("--redis-url", help="default: REDIS_URL")
     check.add_argument("--log-dir", help="default: LOG_DIR or ./logs")
+    check.add_argument(
+        "--timeout",
+        type=_at_least(float, 0, exclusive=True),
+        default=3.0,
+        help="seconds to wait for each answer (default: 3)",
+    )
     check.set_defaults(run=run_check)
 
     demo = commands.add_parser(
         "demo", help="run a small simulated service that emits logs, traces and metrics"
     )
-    demo.add_argument("--requests", type=_positive_int, default=50, help="how many requests (default: 50)")
+    demo.add_argument(
+        "--requests", type=_at_least(int, 1), default=50, help="how many requests (default: 50)"
+    )
     demo.add_argument("--redis-url", help="default: REDIS_URL; without it the cache runs in memory")
     demo.add_argument("--forever", action="store_true", help="keep serving until interrupted (for compose)")
     demo.add_argument("--interval", type=float, default=None, help="seconds between requests")
     demo.add_argument("--log-dir", help="default: LOG_DIR or ./logs")
     demo.add_argument("--verbose", action="store_true", help="also print every log record to the console")
+    demo.add_argument(
+        "--traces",
+        type=_at_least(int, 0),
+        default=None,
+        help="print the first N traces as trees (default: 1 when nothing is exported over OTLP, else 0)",
+    )
     demo.set_defaults(run=run_demo)
     return parser
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def _at_least(kind: Callable[[str], Any], minimum: float, *, exclusive: bool = False) -> Callable[[str], Any]:
+    """An argparse ``type``: a number of ``kind`` from ``minimum`` (above it when ``exclusive``)."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+        if value < minimum or (exclusive and value == minimum):
+            bound = f"more than {minimum}" if exclusive else f"at least {minimum}"
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {text!r}")
+        return value
+
+    return parse
 
 
 def run_demo(args: argparse.Namespace) -> int:

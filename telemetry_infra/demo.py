@@ -9,21 +9,24 @@ exports wherever ``OTEL_EXPORTER_OTLP_ENDPOINT`` points.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import random
 import sys
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 
 from telemetry_infra import CacheManager, get_logger, request_context
 from telemetry_infra.settings import url_without_password
 
-__all__ = ["DemoSummary", "run_demo"]
+__all__ = ["DemoSummary", "ExportFailures", "TraceRecorder", "format_trace", "run_demo"]
 
 #: Borough-block-lot ids the simulated clients ask for; few, so the cache gets hits.
 PROPERTIES = [f"10{block:04d}{lot:04d}" for block in range(1, 5) for lot in range(1, 4)]
@@ -47,9 +50,12 @@ class PropertyNotFound(LookupError):
 
 async def _load_property(bbl: str) -> dict[str, Any]:
     log = get_logger("api.nyc_data_client")
-    await asyncio.sleep(random.uniform(0.002, 0.01))  # the "remote API"
-    if bbl == FAILING_PROPERTY:
-        raise PropertyNotFound(f"no property with BBL {bbl}")
+    tracer = trace.get_tracer("telemetry_infra.demo")
+    with tracer.start_as_current_span("GET nyc-data-api /properties", kind=trace.SpanKind.CLIENT) as span:
+        span.set_attribute("bbl", bbl)
+        await asyncio.sleep(random.uniform(0.002, 0.01))  # the "remote API"
+        if bbl == FAILING_PROPERTY:
+            raise PropertyNotFound(f"no property with BBL {bbl}")
     violations = random.randint(0, 12)
     log.info("API request successful", extra={"bbl": bbl, "records": violations})
     return {"bbl": bbl, "violations": violations, "fetched_at": time.time()}
@@ -126,7 +132,99 @@ async def run_demo(
     return summary
 
 
-def _print_summary(summary: DemoSummary, telemetry: Any, redis_url: str | None, out: TextIO) -> None:
+class TraceRecorder(SpanProcessor):
+    """Keeps the spans of the first ``limit`` traces in memory, to print them as trees."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.spans: dict[int, list[ReadableSpan]] = {}
+
+    def on_end(self, span: ReadableSpan) -> None:
+        trace_id = span.context.trace_id
+        if trace_id in self.spans or len(self.spans) < self.limit:
+            self.spans.setdefault(trace_id, []).append(span)
+
+    def traces(self) -> list[list[ReadableSpan]]:
+        return list(self.spans.values())
+
+
+def _span_note(span: ReadableSpan) -> str:
+    attributes = span.attributes or {}
+    notes = []
+    if "cache.hit" in attributes:
+        notes.append("hit" if attributes["cache.hit"] else "miss")
+    if attributes.get("cache.backend"):
+        notes.append(str(attributes["cache.backend"]))
+    if span.status.status_code is trace.StatusCode.ERROR:
+        notes.append(f"ERROR: {span.status.description}" if span.status.description else "ERROR")
+    return ", ".join(notes)
+
+
+def format_trace(spans: Sequence[ReadableSpan]) -> list[str]:
+    """One trace as an indented tree: span name, duration, cache hit/miss, error."""
+    children: dict[int | None, list[ReadableSpan]] = {}
+    ids = {span.context.span_id for span in spans}
+    for span in sorted(spans, key=lambda s: s.start_time or 0):
+        parent = span.parent.span_id if span.parent and span.parent.span_id in ids else None
+        children.setdefault(parent, []).append(span)
+    lines = [f"trace {format(spans[0].context.trace_id, '032x')}"]
+
+    def walk(parent: int | None, prefix: str) -> None:
+        kids = children.get(parent, [])
+        for index, span in enumerate(kids):
+            last = index == len(kids) - 1
+            millis = ((span.end_time or 0) - (span.start_time or 0)) / 1e6
+            connector = "" if parent is None else ("└─ " if last else "├─ ")
+            label = f"{prefix}{connector}{span.name}"
+            lines.append(f"{label:<52} {millis:8.2f} ms  {_span_note(span)}".rstrip())
+            walk(span.context.span_id, "" if parent is None else prefix + ("   " if last else "│  "))
+
+    walk(None, "")
+    return lines
+
+
+class ExportFailures(logging.Handler):
+    """Counts the exports the SDK's OTLP exporters report as failed, and keeps the last error."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.failed = 0
+        self.error: str | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if message.startswith("Failed to export"):
+            self.failed += 1
+        if self.error is None or message.startswith("Transient error"):
+            self.error = message.split(" encountered while exporting")[0].removeprefix("Transient error ")
+
+
+def _export_line(
+    telemetry: Any, failures: ExportFailures, probe_errors: dict[str, str], flushed: bool
+) -> str:
+    settings = telemetry.settings
+    if not settings.otlp:
+        return NOT_EXPORTED
+    endpoints = sorted({export.base_endpoint for export in settings.otlp.values()})
+    where = ", ".join(url_without_password(endpoint) for endpoint in endpoints)
+    if not probe_errors and not failures.failed and flushed:
+        return f"{where} (all exports delivered)"
+    error = next(iter(probe_errors.values()), None) or failures.error or "it did not answer in time"
+    if failures.failed:
+        outcome = f"{failures.failed} export(s) failed"
+    elif probe_errors:
+        outcome = "nothing delivered, it does not answer OTLP"
+    else:
+        outcome = "not everything was delivered before the demo stopped waiting"
+    return (
+        f"{where}: FAILED, {outcome}: {error}\n"
+        f"{'':18}hint: is the collector up? `docker compose up -d`, then `telemetry-infra check`"
+    )
+
+
+def _print_summary(
+    summary: DemoSummary, telemetry: Any, redis_url: str | None, out: TextIO, exported: str
+) -> None:
     settings = telemetry.settings
     stats = summary.stats
     if summary.backend == "redis":
@@ -144,12 +242,20 @@ def _print_summary(summary: DemoSummary, telemetry: Any, redis_url: str | None, 
         f"{stats.get('misses', 0)} misses)",
         f"  cache backend   {backend}",
         f"  traces          {', '.join(summary.trace_ids)}",
-        f"  exported to     {settings.otlp_endpoint or NOT_EXPORTED}",
+        f"  exported to     {exported}",
         f"  logs            {Path(settings.log_dir).resolve()} (app.log, error.log, api.log, model.log)",
     ]
     if telemetry.metrics_url:
         lines.append(f"  metrics         {telemetry.metrics_url}")
     out.write("\n".join(lines) + "\n")
+
+
+def _probe_endpoints(telemetry: Any) -> dict[str, str]:
+    """Errors of the OTLP endpoints that do not answer an empty export within a second."""
+    from telemetry_infra.otlp_probe import probe_all
+
+    results = probe_all(telemetry.settings.otlp, timeout_s=1.0)
+    return {signal: error for signal, error in results.items() if error is not None}
 
 
 def main(args: Any) -> int:
@@ -164,14 +270,26 @@ def main(args: Any) -> int:
         log_dir=args.log_dir,
         console_logs=args.verbose,
     )
+    failures = ExportFailures()
+    logging.getLogger("opentelemetry.exporter").addHandler(failures)
+    probe_errors = _probe_endpoints(telemetry)
+    shown = args.traces if args.traces is not None else (0 if telemetry.settings.exports("traces") else 1)
+    recorder = TraceRecorder(shown)
+    if shown and telemetry.enabled:  # an SDK TracerProvider when enabled
+        telemetry.tracer_provider.add_span_processor(recorder)  # type: ignore[attr-defined]
     try:
         summary = asyncio.run(
             run_demo(args.requests, redis_url=redis_url, forever=args.forever, interval_s=interval)
         )
     except KeyboardInterrupt:
+        ti.shutdown(timeout_s=1 if probe_errors else 5)
         return 0
-    finally:
-        telemetry.force_flush(timeout_s=5)
-    _print_summary(summary, telemetry, redis_url, sys.stdout)
-    ti.shutdown(timeout_s=5)
+    # an endpoint that did not answer the probe gets one second, not the exporters' retries
+    flushed = ti.shutdown(timeout_s=1 if probe_errors else 5)
+    for spans in recorder.traces():
+        sys.stdout.write("\n" + "\n".join("  " + line for line in format_trace(spans)) + "\n")
+    _print_summary(
+        summary, telemetry, redis_url, sys.stdout, _export_line(telemetry, failures, probe_errors, flushed)
+    )
+    logging.getLogger("opentelemetry.exporter").removeHandler(failures)
     return 0

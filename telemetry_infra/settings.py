@@ -16,9 +16,26 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-__all__ = ["LOG_LEVELS", "OTLP_PROTOCOLS", "Settings", "url_without_password"]
+__all__ = [
+    "EXPORTERS",
+    "LOG_LEVELS",
+    "OTLP_PROTOCOLS",
+    "SIGNALS",
+    "BatchSettings",
+    "OTLPExport",
+    "Settings",
+    "configuration_warnings",
+    "unsupported_variables",
+    "url_without_password",
+]
 
 OTLP_PROTOCOLS = ("grpc", "http/protobuf")
+OTLP_COMPRESSIONS = ("none", "gzip", "deflate")
+SIGNALS = ("traces", "metrics", "logs")
+EXPORTERS = ("otlp", "console", "none")
+#: Where an OTLP exporter sends when its signal is selected (OTEL_*_EXPORTER=otlp) but no
+#: endpoint is set, as the spec says; without either, the signal is not exported.
+DEFAULT_ENDPOINTS = {"grpc": "http://localhost:4317", "http/protobuf": "http://localhost:4318"}
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 DEVELOPMENT_ENVIRONMENTS = frozenset({"development", "dev", "local"})
 _TRUE = frozenset({"1", "true", "yes", "on"})
@@ -138,6 +155,134 @@ def _parse_level(value: Any, where: str) -> str:
     return level
 
 
+def _parse_non_negative_int(value: Any, where: str) -> int:
+    try:
+        number = int(str(value).strip())
+    except (TypeError, ValueError):
+        raise ValueError(f"{where} must be a non-negative integer, got {value!r}") from None
+    if number < 0:
+        raise ValueError(f"{where} must be a non-negative integer, got {value!r}")
+    return number
+
+
+def _parse_choice(value: Any, where: str, choices: tuple[str, ...]) -> str:
+    text = str(value).strip().lower()
+    if text not in choices:
+        raise ValueError(f"{where} must be one of {', '.join(choices)}, got {value!r}")
+    return text
+
+
+def _parse_exporters(value: Any, where: str) -> tuple[str, ...]:
+    """``otlp``, ``console``, ``none`` or a comma-separated list of the first two."""
+    names = [part.strip().lower() for part in str(value).split(",") if part.strip()]
+    unknown = [name for name in names if name not in EXPORTERS]
+    if not names or unknown:
+        raise ValueError(
+            f"{where} must be one of {', '.join(EXPORTERS)} (or a comma-separated list), got {value!r}"
+        )
+    if "none" in names:
+        if len(names) > 1:
+            raise ValueError(f"{where}: 'none' cannot be combined with other exporters, got {value!r}")
+        return ()
+    return tuple(dict.fromkeys(names))
+
+
+def _parse_file(value: Any, where: str) -> str:
+    path = os.fspath(value).strip()
+    if not os.path.isfile(path):
+        raise ValueError(f"{where} must name a readable PEM file, got {path!r} (no such file)")
+    return path
+
+
+#: Samplers the SDK's TracerProvider builds from OTEL_TRACES_SAMPLER, and which take a ratio.
+SAMPLERS = (
+    "always_on",
+    "always_off",
+    "traceidratio",
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "parentbased_traceidratio",
+)
+_RATIO_SAMPLERS = ("traceidratio", "parentbased_traceidratio")
+
+#: Attribute and span limits: validated here, applied by the SDK (SpanLimits, LogLimits).
+LIMIT_VARIABLES = (
+    "OTEL_ATTRIBUTE_COUNT_LIMIT",
+    "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT",
+    "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT",
+    "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT",
+    "OTEL_SPAN_EVENT_COUNT_LIMIT",
+    "OTEL_SPAN_LINK_COUNT_LIMIT",
+    "OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT",
+    "OTEL_LINK_ATTRIBUTE_COUNT_LIMIT",
+    "OTEL_LOGRECORD_ATTRIBUTE_COUNT_LIMIT",
+    "OTEL_LOGRECORD_ATTRIBUTE_VALUE_LENGTH_LIMIT",
+)
+
+
+#: Variables the SDK reads itself, and the values it accepts: validated here so that a typo
+#: fails ``configure()`` and ``telemetry-infra check`` instead of being logged and ignored.
+SDK_CHOICES = {
+    "OTEL_METRICS_EXEMPLAR_FILTER": ("always_on", "always_off", "trace_based"),
+    "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE": ("cumulative", "delta", "lowmemory"),
+    "OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION": (
+        "explicit_bucket_histogram",
+        "base2_exponential_bucket_histogram",
+    ),
+}
+
+
+def _validate_sdk_variables(env: Mapping[str, str]) -> None:
+    for variable in LIMIT_VARIABLES:
+        if env.get(variable, "").strip():
+            _parse_non_negative_int(env[variable], f"environment variable {variable}")
+    for variable, choices in SDK_CHOICES.items():
+        if env.get(variable, "").strip():
+            _parse_choice(env[variable], f"environment variable {variable}", choices)
+
+
+@dataclass(frozen=True)
+class OTLPExport:
+    """Where and how one signal is exported over OTLP, resolved for that signal."""
+
+    signal: str
+    #: gRPC: ``scheme://host:port``; HTTP: the full URL, ``/v1/<signal>`` included.
+    endpoint: str
+    protocol: str = "grpc"
+    headers: Mapping[str, str] = field(default_factory=dict)
+    timeout_s: float = 10.0
+    compression: str = "none"
+    #: PEM files: the CA that signs the collector's certificate, and the client's for mTLS.
+    certificate: str | None = None
+    client_key: str | None = None
+    client_certificate: str | None = None
+
+    @property
+    def tls(self) -> bool:
+        return self.endpoint.startswith("https://")
+
+    @property
+    def base_endpoint(self) -> str:
+        """The endpoint without the ``/v1/<signal>`` path, for messages."""
+        return self.endpoint.removesuffix(f"/v1/{self.signal}")
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    """A batch processor's settings (``OTEL_BSP_*`` for spans, ``OTEL_BLRP_*`` for logs)."""
+
+    schedule_delay_ms: int
+    export_timeout_ms: int
+    max_queue_size: int
+    max_export_batch_size: int
+
+
+_BATCH_DEFAULTS = {
+    "OTEL_BSP": BatchSettings(5000, 30_000, 2048, 512),
+    "OTEL_BLRP": BatchSettings(1000, 30_000, 2048, 512),
+}
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything ``configure()`` and ``setup_logging()`` need, resolved and validated."""
@@ -147,6 +292,7 @@ class Settings:
     environment: str = "development"
     log_level: str = "INFO"
     log_dir: str = "./logs"
+    #: The general endpoint (argument or OTEL_EXPORTER_OTLP_ENDPOINT); see :attr:`otlp`.
     otlp_endpoint: str | None = None
     otlp_protocol: str = "grpc"
     otlp_headers: Mapping[str, str] = field(default_factory=dict)
@@ -154,10 +300,19 @@ class Settings:
     resource_attributes: Mapping[str, str] = field(default_factory=dict)
     sdk_disabled: bool = False
     metric_export_interval_ms: int = 60_000
+    metric_export_timeout_ms: int = 30_000
     prometheus_port: int | None = None
     prometheus_host: str = "127.0.0.1"
     instrument_redis: bool = True
     capture_uncaught_exceptions: bool = True
+    #: Per signal: the exporters selected (``otlp``, ``console``), empty for none.
+    exporters: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    #: Per signal that exports over OTLP: where and how.
+    otlp: Mapping[str, OTLPExport] = field(default_factory=dict)
+    span_batch: BatchSettings = _BATCH_DEFAULTS["OTEL_BSP"]
+    log_batch: BatchSettings = _BATCH_DEFAULTS["OTEL_BLRP"]
+    sampler: str = "parentbased_always_on"
+    sampler_arg: float | None = None
 
     @property
     def json_logs(self) -> bool:
@@ -166,7 +321,11 @@ class Settings:
 
     @property
     def exports_over_network(self) -> bool:
-        return self.otlp_endpoint is not None and not self.sdk_disabled
+        return bool(self.otlp) and not self.sdk_disabled
+
+    def exports(self, signal: str, exporter: str = "otlp") -> bool:
+        """Whether ``signal`` (traces, metrics, logs) goes to ``exporter`` (otlp, console)."""
+        return not self.sdk_disabled and exporter in self.exporters.get(signal, ())
 
     @classmethod
     def resolve(
@@ -181,6 +340,13 @@ class Settings:
         otlp_protocol: str | None = None,
         otlp_headers: Mapping[str, str] | str | None = None,
         otlp_timeout_s: float | None = None,
+        otlp_compression: str | None = None,
+        otlp_certificate: str | os.PathLike[str] | None = None,
+        otlp_client_key: str | os.PathLike[str] | None = None,
+        otlp_client_certificate: str | os.PathLike[str] | None = None,
+        traces_exporter: str | None = None,
+        metrics_exporter: str | None = None,
+        logs_exporter: str | None = None,
         resource_attributes: Mapping[str, Any] | None = None,
         sdk_disabled: bool | None = None,
         metric_export_interval_ms: int | None = None,
@@ -210,41 +376,302 @@ class Settings:
         environment_value, _ = pick(environment, "environment", "ENVIRONMENT", None)
         environment_value = environment_value or resource.get("deployment.environment.name") or "development"
 
-        level, where = pick(log_level, "log_level", "LOG_LEVEL", "INFO")
+        level, where_level = pick(log_level, "log_level", "LOG_LEVEL", "INFO")
         directory, _ = pick(log_dir, "log_dir", "LOG_DIR", "./logs")
 
-        endpoint, where_endpoint = pick(otlp_endpoint, "otlp_endpoint", "OTEL_EXPORTER_OTLP_ENDPOINT", None)
-        protocol, where_protocol = pick(otlp_protocol, "otlp_protocol", "OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
-        protocol = str(protocol).strip().lower()
-        if protocol not in OTLP_PROTOCOLS:
-            raise ValueError(f"{where_protocol} must be one of {', '.join(OTLP_PROTOCOLS)}, got {protocol!r}")
-        headers, where_headers = pick(otlp_headers, "otlp_headers", "OTEL_EXPORTER_OTLP_HEADERS", "")
-
+        otlp_arguments = {
+            "ENDPOINT": ("otlp_endpoint", otlp_endpoint),
+            "PROTOCOL": ("otlp_protocol", otlp_protocol),
+            "HEADERS": ("otlp_headers", otlp_headers),
+            "TIMEOUT": ("otlp_timeout_s", otlp_timeout_s),
+            "COMPRESSION": ("otlp_compression", otlp_compression),
+            "CERTIFICATE": ("otlp_certificate", otlp_certificate),
+            "CLIENT_KEY": ("otlp_client_key", otlp_client_key),
+            "CLIENT_CERTIFICATE": ("otlp_client_certificate", otlp_client_certificate),
+        }
+        general = _resolve_otlp(None, otlp_arguments, env)
         disabled, where_disabled = pick(sdk_disabled, "sdk_disabled", "OTEL_SDK_DISABLED", False)
+        selected = {"traces": traces_exporter, "metrics": metrics_exporter, "logs": logs_exporter}
+        exporters: dict[str, tuple[str, ...]] = {}
+        otlp: dict[str, OTLPExport] = {}
+        for signal in SIGNALS:
+            resolved = _resolve_otlp(signal, otlp_arguments, env)
+            names, where = pick(
+                selected[signal], f"{signal}_exporter", f"OTEL_{signal.upper()}_EXPORTER", None
+            )
+            chosen = _parse_exporters(names, where) if names else (("otlp",) if resolved.endpoint else ())
+            exporters[signal] = chosen
+            if "otlp" in chosen:
+                otlp[signal] = resolved.export(signal)
+
         interval, where_interval = pick(
             metric_export_interval_ms, "metric_export_interval_ms", "OTEL_METRIC_EXPORT_INTERVAL", 60_000
         )
+        metric_timeout, where_metric_timeout = pick(
+            None, "metric_export_timeout", "OTEL_METRIC_EXPORT_TIMEOUT", 30_000
+        )
         port, where_port = pick(prometheus_port, "prometheus_port", "OTEL_EXPORTER_PROMETHEUS_PORT", None)
         host, _ = pick(prometheus_host, "prometheus_host", "OTEL_EXPORTER_PROMETHEUS_HOST", "127.0.0.1")
-        timeout = float(otlp_timeout_s) if otlp_timeout_s is not None else 10.0
-        if timeout <= 0:
-            raise ValueError(f"argument 'otlp_timeout_s' must be positive, got {otlp_timeout_s!r}")
+        sampler, sampler_arg = _resolve_sampler(env)
+        _validate_sdk_variables(env)
 
         return cls(
             service_name=str(name),
             service_version=str(version),
             environment=str(environment_value).strip(),
-            log_level=_parse_level(level, where),
+            log_level=_parse_level(level, where_level),
             log_dir=os.fspath(directory),
-            otlp_endpoint=_parse_endpoint(endpoint, where_endpoint) if endpoint else None,
-            otlp_protocol=protocol,
-            otlp_headers=_parse_mapping(headers, where_headers),
-            otlp_timeout_s=timeout,
+            otlp_endpoint=general.endpoint,
+            otlp_protocol=general.protocol,
+            otlp_headers=general.headers,
+            otlp_timeout_s=general.timeout_s,
             resource_attributes=resource,
             sdk_disabled=_parse_bool(disabled, where_disabled),
             metric_export_interval_ms=_parse_positive_int(interval, where_interval),
+            metric_export_timeout_ms=_parse_positive_int(metric_timeout, where_metric_timeout),
             prometheus_port=_parse_port(port, where_port) if port is not None else None,
             prometheus_host=str(host),
             instrument_redis=instrument_redis,
             capture_uncaught_exceptions=capture_uncaught_exceptions,
+            exporters=exporters,
+            otlp=otlp,
+            span_batch=_resolve_batch("OTEL_BSP", env),
+            log_batch=_resolve_batch("OTEL_BLRP", env),
+            sampler=sampler,
+            sampler_arg=sampler_arg,
         )
+
+
+@dataclass(frozen=True)
+class _ResolvedOTLP:
+    """One signal's (or the general) OTLP options before the exporter is chosen."""
+
+    endpoint: str | None
+    endpoint_is_general: bool
+    protocol: str
+    headers: Mapping[str, str]
+    timeout_s: float
+    compression: str
+    certificate: str | None
+    client_key: str | None
+    client_certificate: str | None
+
+    def export(self, signal: str) -> OTLPExport:
+        endpoint = self.endpoint or DEFAULT_ENDPOINTS[self.protocol]
+        if self.protocol != "grpc" and (self.endpoint_is_general or not self.endpoint):
+            endpoint = f"{endpoint}/v1/{signal}"  # the spec: only the general endpoint gets the path
+        return OTLPExport(
+            signal=signal,
+            endpoint=endpoint,
+            protocol=self.protocol,
+            headers=self.headers,
+            timeout_s=self.timeout_s,
+            compression=self.compression,
+            certificate=self.certificate,
+            client_key=self.client_key,
+            client_certificate=self.client_certificate,
+        )
+
+
+def _resolve_otlp(
+    signal: str | None, arguments: Mapping[str, tuple[str, Any]], env: Mapping[str, str]
+) -> _ResolvedOTLP:
+    """argument > ``OTEL_EXPORTER_OTLP_<SIGNAL>_<KEY>`` > ``OTEL_EXPORTER_OTLP_<KEY>`` > default."""
+
+    def pick(key: str) -> tuple[Any, str, bool]:
+        """``(value, where, general)``; ``general`` is False only for a per-signal variable."""
+        name, argument = arguments[key]
+        if argument is not None:
+            return argument, f"argument {name!r}", True
+        variables = [f"OTEL_EXPORTER_OTLP_{key}"]
+        if signal:
+            variables.insert(0, f"OTEL_EXPORTER_OTLP_{signal.upper()}_{key}")
+        for variable in variables:
+            if env.get(variable, "").strip():
+                return env[variable].strip(), f"environment variable {variable}", variable == variables[-1]
+        return None, "", True
+
+    protocol, where, _ = pick("PROTOCOL")
+    protocol = _parse_choice(protocol, where, OTLP_PROTOCOLS) if protocol is not None else "grpc"
+    endpoint, where, general = pick("ENDPOINT")
+    headers, where_headers, _ = pick("HEADERS")
+    timeout, where_timeout, _ = pick("TIMEOUT")
+    compression, where_compression, _ = pick("COMPRESSION")
+    files = {key: pick(key) for key in ("CERTIFICATE", "CLIENT_KEY", "CLIENT_CERTIFICATE")}
+    paths = {key: _parse_file(value, where) if value else None for key, (value, where, _) in files.items()}
+    if bool(paths["CLIENT_KEY"]) != bool(paths["CLIENT_CERTIFICATE"]):
+        raise ValueError(
+            "OTLP client TLS needs both a client key and a client certificate "
+            "(OTEL_EXPORTER_OTLP_CLIENT_KEY and OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE), got only one"
+        )
+    insecure = _resolve_insecure(signal, env)
+    return _ResolvedOTLP(
+        endpoint=_parse_endpoint(endpoint, where) if endpoint else None,
+        endpoint_is_general=general,
+        protocol=protocol,
+        headers=_parse_mapping(headers, where_headers) if headers else {},
+        timeout_s=_parse_timeout(timeout, where_timeout) if timeout is not None else 10.0,
+        compression=_parse_choice(compression, where_compression, OTLP_COMPRESSIONS)
+        if compression
+        else "none",
+        certificate=None if insecure else paths["CERTIFICATE"],
+        client_key=None if insecure else paths["CLIENT_KEY"],
+        client_certificate=None if insecure else paths["CLIENT_CERTIFICATE"],
+    )
+
+
+def _resolve_insecure(signal: str | None, env: Mapping[str, str]) -> bool:
+    """``OTEL_EXPORTER_OTLP_[<SIGNAL>_]INSECURE``: validated; the URL scheme decides.
+
+    The spec applies it only to endpoints given without a scheme, and ours always have
+    one (``http://`` is plaintext, ``https://`` is TLS). ``true`` drops the certificates.
+    """
+    variables = ["OTEL_EXPORTER_OTLP_INSECURE"]
+    if signal:
+        variables.insert(0, f"OTEL_EXPORTER_OTLP_{signal.upper()}_INSECURE")
+    for variable in variables:
+        if env.get(variable, "").strip():
+            return _parse_bool(env[variable], f"environment variable {variable}")
+    return False
+
+
+def _parse_timeout(value: Any, where: str) -> float:
+    """The argument is in seconds; the OTEL_* variables in milliseconds, as the spec says."""
+    in_milliseconds = where.startswith("environment")
+    unit = "milliseconds" if in_milliseconds else "seconds"
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where} must be a positive number of {unit}, got {value!r}") from None
+    if not number > 0 or number == float("inf"):
+        raise ValueError(f"{where} must be a positive number of {unit}, got {value!r}")
+    return number / 1000 if in_milliseconds else number
+
+
+def _resolve_batch(prefix: str, env: Mapping[str, str]) -> BatchSettings:
+    default = _BATCH_DEFAULTS[prefix]
+    values: dict[str, int] = {}
+    for name, key in (
+        ("schedule_delay_ms", "SCHEDULE_DELAY"),
+        ("export_timeout_ms", "EXPORT_TIMEOUT"),
+        ("max_queue_size", "MAX_QUEUE_SIZE"),
+        ("max_export_batch_size", "MAX_EXPORT_BATCH_SIZE"),
+    ):
+        variable = f"{prefix}_{key}"
+        text = env.get(variable, "").strip()
+        values[name] = (
+            _parse_positive_int(text, f"environment variable {variable}") if text else getattr(default, name)
+        )
+    if values["max_export_batch_size"] > values["max_queue_size"]:
+        raise ValueError(
+            f"environment variable {prefix}_MAX_EXPORT_BATCH_SIZE ({values['max_export_batch_size']}) "
+            f"must not exceed {prefix}_MAX_QUEUE_SIZE ({values['max_queue_size']})"
+        )
+    return BatchSettings(**values)
+
+
+def _resolve_sampler(env: Mapping[str, str]) -> tuple[str, float | None]:
+    name = env.get("OTEL_TRACES_SAMPLER", "").strip().lower() or "parentbased_always_on"
+    if name not in SAMPLERS:
+        raise ValueError(
+            f"environment variable OTEL_TRACES_SAMPLER must be one of {', '.join(SAMPLERS)}, "
+            f"got {env['OTEL_TRACES_SAMPLER']!r}"
+        )
+    text = env.get("OTEL_TRACES_SAMPLER_ARG", "").strip()
+    if name not in _RATIO_SAMPLERS or not text:
+        return name, 1.0 if name in _RATIO_SAMPLERS else None
+    try:
+        ratio = float(text)
+    except ValueError:
+        ratio = -1.0
+    if not 0.0 <= ratio <= 1.0:
+        raise ValueError(
+            f"environment variable OTEL_TRACES_SAMPLER_ARG must be a ratio from 0 to 1, got {text!r}"
+        )
+    return name, ratio
+
+
+# ------------------------------------------------------------- unsupported variables
+
+_OTLP_KEYS = (
+    "ENDPOINT",
+    "PROTOCOL",
+    "HEADERS",
+    "TIMEOUT",
+    "COMPRESSION",
+    "CERTIFICATE",
+    "CLIENT_KEY",
+    "CLIENT_CERTIFICATE",
+    "INSECURE",
+)
+
+#: Every OTEL_* variable that configure() reads, or that the SDK parts it builds read.
+HONOURED_VARIABLES = frozenset(
+    {
+        *(f"OTEL_EXPORTER_OTLP_{key}" for key in _OTLP_KEYS),
+        *(f"OTEL_EXPORTER_OTLP_{s.upper()}_{key}" for s in SIGNALS for key in _OTLP_KEYS),
+        *(f"OTEL_{s.upper()}_EXPORTER" for s in SIGNALS),
+        *(
+            f"{prefix}_{key}"
+            for prefix in _BATCH_DEFAULTS
+            for key in ("SCHEDULE_DELAY", "EXPORT_TIMEOUT", "MAX_QUEUE_SIZE", "MAX_EXPORT_BATCH_SIZE")
+        ),
+        *LIMIT_VARIABLES,
+        "OTEL_SERVICE_NAME",
+        "OTEL_RESOURCE_ATTRIBUTES",
+        "OTEL_SDK_DISABLED",
+        "OTEL_TRACES_SAMPLER",
+        "OTEL_TRACES_SAMPLER_ARG",
+        "OTEL_METRIC_EXPORT_INTERVAL",
+        "OTEL_METRIC_EXPORT_TIMEOUT",
+        "OTEL_EXPORTER_PROMETHEUS_PORT",
+        "OTEL_EXPORTER_PROMETHEUS_HOST",
+        # read by the SDK pieces configure() builds
+        "OTEL_PROPAGATORS",
+        "OTEL_METRICS_EXEMPLAR_FILTER",
+        "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE",
+        "OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION",
+    }
+)
+
+#: Prefixes that belong to instrumentations and the auto-instrumentation agent: theirs to judge.
+_FOREIGN_PREFIXES = ("OTEL_PYTHON_", "OTEL_INSTRUMENTATION_", "OTEL_SEMCONV_")
+
+
+def unsupported_variables(env: Mapping[str, str] | None = None) -> list[str]:
+    """OTEL_* variables set in ``env`` that neither configure() nor the SDK parts it builds read."""
+    env = os.environ if env is None else env
+    return sorted(
+        name
+        for name, value in env.items()
+        if name.startswith("OTEL_")
+        and value.strip()
+        and name not in HONOURED_VARIABLES
+        and not name.startswith(_FOREIGN_PREFIXES)
+    )
+
+
+#: Below this, an OTLP timeout from the environment was most likely meant in seconds.
+_SUSPICIOUS_TIMEOUT_MS = 100
+
+
+def configuration_warnings(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``{variable: warning}`` for variables that are set but have no effect, or look mistaken."""
+    env = os.environ if env is None else env
+    warnings = {
+        name: f"{name} is set but not supported by telemetry_infra.configure(); it has no effect"
+        for name in unsupported_variables(env)
+    }
+    timeouts = ["OTEL_EXPORTER_OTLP_TIMEOUT", *(f"OTEL_EXPORTER_OTLP_{s.upper()}_TIMEOUT" for s in SIGNALS)]
+    for name in timeouts:
+        try:
+            value = float(env.get(name, "").strip() or "inf")
+        except ValueError:
+            continue  # Settings.resolve() rejects it
+        if value < _SUSPICIOUS_TIMEOUT_MS:
+            warnings[name] = (
+                f"{name}={env[name].strip()} is read as milliseconds, as the OpenTelemetry spec says "
+                f"(the Python SDK's own exporters read seconds); for {env[name].strip()} s set "
+                f"{value * 1000:g}"
+            )
+    return warnings

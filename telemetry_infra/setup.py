@@ -28,11 +28,13 @@ from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, V
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.sampling import Sampler
 from opentelemetry.sdk.version import __version__ as sdk_version
 
+from telemetry_infra.otlp_tls import grpc_credentials, requests_session
 from telemetry_infra.preaggregated import SECONDS_BUCKETS, WithPreaggregated, reset_all
 from telemetry_infra.prometheus import PrometheusBridge, serve_metrics
-from telemetry_infra.settings import Settings
+from telemetry_infra.settings import SIGNALS, BatchSettings, OTLPExport, Settings, configuration_warnings
 from telemetry_infra.switchable_providers import SwitchableMeterProvider, SwitchableTracerProvider
 
 __all__ = ["SECONDS_BUCKETS", "Telemetry", "configure", "get_telemetry", "shutdown"]
@@ -162,36 +164,105 @@ def _resource(settings: Settings) -> Resource:
     return Resource(attributes)
 
 
-def _signal_url(settings: Settings, signal: str) -> str:
-    """gRPC takes the bare endpoint; HTTP needs the per-signal path."""
-    endpoint = settings.otlp_endpoint or ""
-    if settings.otlp_protocol == "grpc":
-        return endpoint
-    return f"{endpoint}/v1/{signal}"
+def _grpc_exporter(export: OTLPExport) -> Any:
+    import grpc
+
+    if export.signal == "traces":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as exporter
+    elif export.signal == "metrics":
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as exporter  # type: ignore[assignment]
+    else:
+        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as exporter  # type: ignore[assignment]
+    compression = {"gzip": grpc.Compression.Gzip, "deflate": grpc.Compression.Deflate}
+    return exporter(
+        endpoint=export.endpoint,
+        insecure=not export.tls,
+        credentials=grpc_credentials(export) if export.tls else None,
+        headers=dict(export.headers),
+        timeout=export.timeout_s,
+        compression=compression.get(export.compression, grpc.Compression.NoCompression),
+    )
+
+
+def _http_exporter(export: OTLPExport) -> Any:
+    from opentelemetry.exporter.otlp.proto.http import Compression
+
+    if export.signal == "traces":
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as exporter
+    elif export.signal == "metrics":
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as exporter  # type: ignore[assignment]
+    else:
+        from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter as exporter  # type: ignore[assignment]
+    compression = {"gzip": Compression.Gzip, "deflate": Compression.Deflate}
+    return exporter(
+        endpoint=export.endpoint,
+        session=requests_session(export) if export.certificate else None,
+        certificate_file=export.certificate,
+        client_key_file=export.client_key,
+        client_certificate_file=export.client_certificate,
+        headers=dict(export.headers),
+        timeout=export.timeout_s,
+        compression=compression.get(export.compression, Compression.NoCompression),
+    )
+
+
+def otlp_exporter(export: OTLPExport) -> Any:
+    """The SDK's OTLP exporter for one signal, configured from its resolved settings.
+
+    Everything is passed explicitly, so the SDK's own reading of the environment (which
+    takes ``OTEL_EXPORTER_OTLP_TIMEOUT`` in seconds, not the spec's milliseconds) never
+    applies.
+    """
+    return _grpc_exporter(export) if export.protocol == "grpc" else _http_exporter(export)
 
 
 def _exporters(settings: Settings) -> tuple[Any, Any, Any]:
-    """(span, metric, log) OTLP exporters for the configured protocol."""
-    common: dict[str, Any] = {"headers": dict(settings.otlp_headers), "timeout": settings.otlp_timeout_s}
-    if settings.otlp_protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
-        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    """(span, metric, log) OTLP exporters; ``None`` for a signal not exported over OTLP."""
+    built = [otlp_exporter(settings.otlp[signal]) if signal in settings.otlp else None for signal in SIGNALS]
+    return built[0], built[1], built[2]
 
-        common["insecure"] = (settings.otlp_endpoint or "").startswith("http://")
-    else:
-        from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter  # type: ignore[assignment]
-        from opentelemetry.exporter.otlp.proto.http.metric_exporter import (  # type: ignore[assignment]
-            OTLPMetricExporter,
-        )
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # type: ignore[assignment]
-            OTLPSpanExporter,
-        )
+
+def _console_exporters(settings: Settings) -> tuple[Any, Any, Any]:
+    """(span, metric, log) console exporters for the signals whose ``OTEL_*_EXPORTER`` has ``console``."""
+    from opentelemetry.sdk._logs.export import ConsoleLogRecordExporter
+    from opentelemetry.sdk.metrics.export import ConsoleMetricExporter
+    from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
+    def wanted(signal: str, factory: Callable[[], Any]) -> Any:
+        return factory() if settings.exports(signal, "console") else None
+
     return (
-        OTLPSpanExporter(endpoint=_signal_url(settings, "traces"), **common),
-        OTLPMetricExporter(endpoint=_signal_url(settings, "metrics"), **common),
-        OTLPLogExporter(endpoint=_signal_url(settings, "logs"), **common),
+        wanted("traces", ConsoleSpanExporter),
+        wanted("metrics", ConsoleMetricExporter),
+        wanted("logs", ConsoleLogRecordExporter),
     )
+
+
+def _sampler(settings: Settings) -> Sampler:
+    """OTEL_TRACES_SAMPLER(_ARG), validated by Settings; parent-based, always on by default."""
+    from opentelemetry.sdk.trace import sampling
+
+    fixed = {
+        "always_on": sampling.ALWAYS_ON,
+        "always_off": sampling.ALWAYS_OFF,
+        "parentbased_always_on": sampling.DEFAULT_ON,
+        "parentbased_always_off": sampling.DEFAULT_OFF,
+    }
+    if settings.sampler in fixed:
+        return fixed[settings.sampler]
+    ratio = settings.sampler_arg if settings.sampler_arg is not None else 1.0
+    if settings.sampler == "traceidratio":
+        return sampling.TraceIdRatioBased(ratio)
+    return sampling.ParentBasedTraceIdRatio(ratio)
+
+
+def _batch_options(batch: BatchSettings) -> dict[str, Any]:
+    return {
+        "schedule_delay_millis": batch.schedule_delay_ms,
+        "export_timeout_millis": batch.export_timeout_ms,
+        "max_queue_size": batch.max_queue_size,
+        "max_export_batch_size": batch.max_export_batch_size,
+    }
 
 
 def _views() -> list[View]:
@@ -207,21 +278,29 @@ def _build(settings: Settings) -> Telemetry:
     # shutdown_on_exit=False: our own atexit shutdown() is bounded; the SDK's hooks join
     # export threads that a hanging collector holds for a whole export timeout or more.
     # Sampler: OTEL_TRACES_SAMPLER(_ARG), parent-based by default.
-    tracer_provider = TracerProvider(resource=resource, shutdown_on_exit=False)
+    tracer_provider = TracerProvider(resource=resource, sampler=_sampler(settings), shutdown_on_exit=False)
     logger_provider = LoggerProvider(resource=resource, shutdown_on_exit=False)
     bridge = PrometheusBridge(resource)
     readers: list[MetricReader] = [bridge]
-    exporters: tuple[Any, ...] = ()
-    if settings.exports_over_network:
-        exporters = span_exporter, metric_exporter, log_exporter = _exporters(settings)
-        tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter))
-        logger_provider.add_log_record_processor(BatchLogRecordProcessor(log_exporter))
-        readers.append(
-            PeriodicExportingMetricReader(
-                WithPreaggregated(metric_exporter, resource),
-                export_interval_millis=settings.metric_export_interval_ms,
+    exporters: list[Any] = []
+    for span_exporter, metric_exporter, log_exporter in (_exporters(settings), _console_exporters(settings)):
+        if span_exporter is not None:
+            tracer_provider.add_span_processor(
+                BatchSpanProcessor(span_exporter, **_batch_options(settings.span_batch))
             )
-        )
+        if log_exporter is not None:
+            logger_provider.add_log_record_processor(
+                BatchLogRecordProcessor(log_exporter, **_batch_options(settings.log_batch))
+            )
+        if metric_exporter is not None:
+            readers.append(
+                PeriodicExportingMetricReader(
+                    WithPreaggregated(metric_exporter, resource),
+                    export_interval_millis=settings.metric_export_interval_ms,
+                    export_timeout_millis=settings.metric_export_timeout_ms,
+                )
+            )
+        exporters.extend(e for e in (span_exporter, metric_exporter, log_exporter) if e is not None)
     meter_provider = MeterProvider(
         resource=resource, metric_readers=readers, views=_views(), shutdown_on_exit=False
     )
@@ -233,7 +312,7 @@ def _build(settings: Settings) -> Telemetry:
         logger_provider=logger_provider,
         resource=resource,
         prometheus_bridge=bridge,
-        _exporters=exporters,
+        _exporters=tuple(exporters),
     )
 
 
@@ -258,19 +337,38 @@ _globals_installed = False
 _atexit_registered = False
 
 
-def _install_globals() -> None:
-    """Install the switchable providers as OTel's globals, once per process."""
+def _install_globals() -> bool:
+    """Install the switchable providers as OTel's globals, once per process.
+
+    ``True`` the first time, when another provider had been set already (warned about
+    by the caller once logging is set up, so the warning reaches the user's log).
+    """
     global _globals_installed
     if _globals_installed:
-        return
+        return False
     _globals_installed = True
+    if _foreign_providers():
+        return True
     trace.set_tracer_provider(_tracer_provider)
     metrics.set_meter_provider(_meter_provider)
-    if trace.get_tracer_provider() is not _tracer_provider:
-        _log.warning(
-            "another OpenTelemetry tracer provider was set before telemetry_infra.configure(); "
-            "spans from tracers taken from the global provider will not reach our exporters"
-        )
+    return False
+
+
+def _foreign_providers() -> bool:
+    """Whether something (the SDK's own configurator, usually) already set OTel's global providers."""
+    tracer_provider = trace.get_tracer_provider()
+    return (
+        not isinstance(tracer_provider, trace.ProxyTracerProvider) and tracer_provider is not _tracer_provider
+    )
+
+
+def _warn_foreign_providers() -> None:
+    _log.warning(
+        "another OpenTelemetry tracer provider was set before telemetry_infra.configure(): spans, "
+        "metrics and log records from the global providers will not reach telemetry_infra's exporters "
+        "or /metrics. Under opentelemetry-instrument with opentelemetry-distro installed too, set "
+        "OTEL_PYTHON_DISTRO=telemetry_infra."
+    )
 
 
 def _attach_logging(telemetry: Telemetry, console: bool) -> None:
@@ -287,10 +385,21 @@ def _attach_logging(telemetry: Telemetry, console: bool) -> None:
         logs.install_exception_hooks()
     else:
         logs.uninstall_exception_hooks()
-    if settings.exports_over_network:
+    if settings.exports("logs", "otlp") or settings.exports("logs", "console"):
         handler = logs.OTLPLogHandler(telemetry.logger_provider)
         logging.getLogger().addHandler(handler)
         telemetry._log_handler = handler
+
+
+_warned_variables: set[str] = set()
+
+
+def _warn_about_variables() -> None:
+    """One warning per process for each OTEL_* variable that nothing reads or that looks mistaken."""
+    for name, warning in configuration_warnings().items():
+        if name not in _warned_variables:
+            _warned_variables.add(name)
+            _log.warning("%s", warning)
 
 
 def _instrument_redis(enabled: bool) -> None:
@@ -316,6 +425,13 @@ def configure(
     service_version: str | None = None,
     otlp_headers: Mapping[str, str] | str | None = None,
     otlp_timeout_s: float | None = None,
+    otlp_compression: str | None = None,
+    otlp_certificate: str | os.PathLike[str] | None = None,
+    otlp_client_key: str | os.PathLike[str] | None = None,
+    otlp_client_certificate: str | os.PathLike[str] | None = None,
+    traces_exporter: str | None = None,
+    metrics_exporter: str | None = None,
+    logs_exporter: str | None = None,
     metric_export_interval_ms: int | None = None,
     prometheus_host: str | None = None,
     sdk_disabled: bool | None = None,
@@ -328,9 +444,17 @@ def configure(
 
     Every argument falls back to its environment variable (``OTEL_SERVICE_NAME``,
     ``OTEL_EXPORTER_OTLP_ENDPOINT``, ``OTEL_EXPORTER_OTLP_PROTOCOL``, ``ENVIRONMENT``,
-    ``LOG_LEVEL``, ``LOG_DIR``, ...), then to a default. With no OTLP endpoint
-    nothing is sent over the network and everything else works. Raises
+    ``LOG_LEVEL``, ``LOG_DIR``, ...), then to a default; the per-signal
+    ``OTEL_EXPORTER_OTLP_<SIGNAL>_*`` variables and ``OTEL_<SIGNAL>_EXPORTER`` are
+    honoured as the OpenTelemetry spec defines them (timeouts in milliseconds). With
+    no OTLP endpoint nothing is sent over the network and everything else works. Raises
     ``ValueError`` naming the argument or variable when a value is malformed.
+
+    ``otlp_timeout_s`` is in seconds. ``otlp_certificate`` is the PEM file of the CA
+    that signed the collector's certificate (``https://`` endpoints);
+    ``otlp_client_key`` and ``otlp_client_certificate`` together enable mutual TLS.
+    ``traces_exporter``/``metrics_exporter``/``logs_exporter`` take ``otlp``,
+    ``console``, ``none`` or a list such as ``"otlp,console"``.
 
     ``setup_logs=False`` leaves the logging configuration alone (no console or file
     handlers, no OTLP log export); ``console_logs=False`` keeps the files and OTLP
@@ -346,6 +470,13 @@ def configure(
         otlp_protocol=otlp_protocol,
         otlp_headers=otlp_headers,
         otlp_timeout_s=otlp_timeout_s,
+        otlp_compression=otlp_compression,
+        otlp_certificate=otlp_certificate,
+        otlp_client_key=otlp_client_key,
+        otlp_client_certificate=otlp_client_certificate,
+        traces_exporter=traces_exporter,
+        metrics_exporter=metrics_exporter,
+        logs_exporter=logs_exporter,
         resource_attributes=resource_attributes,
         sdk_disabled=sdk_disabled,
         metric_export_interval_ms=metric_export_interval_ms,
@@ -360,8 +491,7 @@ def configure(
         telemetry = _disabled(settings) if settings.sdk_disabled else _build(settings)
         if previous is not None:
             previous._release_process_hooks()  # its port and root handler, before ours take them
-        if not settings.sdk_disabled:
-            _install_globals()
+        foreign = not settings.sdk_disabled and _install_globals()
         _tracer_provider.switch(telemetry.tracer_provider)
         _meter_provider.switch(telemetry.meter_provider)
         if not settings.sdk_disabled:
@@ -370,6 +500,9 @@ def configure(
             _serve(telemetry)
         if setup_logs:
             _attach_logging(telemetry, console_logs)
+        _warn_about_variables()
+        if foreign:
+            _warn_foreign_providers()
         _current = telemetry
         if not _atexit_registered:
             atexit.register(shutdown)

@@ -33,6 +33,7 @@ __all__ = [
     "ReceivedSpan",
     "RedisServer",
     "RedisServerNotFound",
+    "ServerTLS",
     "free_port",
 ]
 
@@ -349,17 +350,58 @@ def _decode_logs(request: Any, transport: str) -> list[ReceivedLogRecord]:
 T = TypeVar("T")
 
 
+@dataclass(frozen=True)
+class ServerTLS:
+    """PEM files for a TLS receiver: its certificate and key, and the CA of accepted clients.
+
+    With ``client_ca`` set, clients must present a certificate it signed (mutual TLS).
+    """
+
+    certificate: str
+    private_key: str
+    client_ca: str | None = None
+
+    def read(self) -> tuple[bytes, bytes, bytes | None]:
+        def read(path: str) -> bytes:
+            with open(path, "rb") as file:
+                return file.read()
+
+        return (
+            read(self.certificate),
+            read(self.private_key),
+            read(self.client_ca) if self.client_ca else None,
+        )
+
+    def ssl_context(self) -> Any:
+        import ssl
+
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(self.certificate, self.private_key)
+        if self.client_ca:
+            context.verify_mode = ssl.CERT_REQUIRED
+            context.load_verify_locations(self.client_ca)
+        return context
+
+
+class _QuietHTTPServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a client that fails the TLS handshake or hangs up is the client's problem
+
+
 class OTLPReceiver:
     """An in-process OTLP endpoint: gRPC and HTTP/protobuf, traces, metrics and logs.
 
     Point an exporter at :attr:`grpc_endpoint` or :attr:`http_endpoint`; read what
     arrived with :meth:`spans`, :meth:`metric_points`, :meth:`logs`, or wait for it
     with the ``wait_for_*`` methods. Set :attr:`unavailable` to answer every export
-    with gRPC ``UNAVAILABLE`` / HTTP 503 (a collector in trouble).
+    with gRPC ``UNAVAILABLE`` / HTTP 503 (a collector in trouble). With ``tls`` both
+    ports speak TLS only (mutual TLS when it names a client CA) and the endpoints are
+    ``https://``; use a ``host`` the certificate names.
     """
 
-    def __init__(self, host: str = "127.0.0.1") -> None:
+    def __init__(self, host: str = "127.0.0.1", tls: ServerTLS | None = None) -> None:
         self.host = host
+        self.tls = tls
         self.unavailable = False
         self._lock = threading.Condition()
         self._spans: list[ReceivedSpan] = []
@@ -372,12 +414,16 @@ class OTLPReceiver:
         self.http_port = 0
 
     @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
+
+    @property
     def grpc_endpoint(self) -> str:
-        return f"http://{self.host}:{self.grpc_port}"
+        return f"{self.scheme}://{self.host}:{self.grpc_port}"
 
     @property
     def http_endpoint(self) -> str:
-        return f"http://{self.host}:{self.http_port}"
+        return f"{self.scheme}://{self.host}:{self.http_port}"
 
     def endpoint(self, protocol: str) -> str:
         """The endpoint for an OTLP protocol name: ``grpc`` or ``http/protobuf``."""
@@ -496,7 +542,14 @@ class OTLPReceiver:
             base = getattr(module, f"{service}Servicer")
             servicer = type(f"_{service}", (base,), {"Export": handler(kind, response)})()
             getattr(module, f"add_{service}Servicer_to_server")(servicer, server)
-        self.grpc_port = server.add_insecure_port(f"{self.host}:0")
+        if self.tls is None:
+            self.grpc_port = server.add_insecure_port(f"{self.host}:0")
+        else:
+            certificate, key, client_ca = self.tls.read()
+            credentials = grpc.ssl_server_credentials(
+                [(key, certificate)], root_certificates=client_ca, require_client_auth=client_ca is not None
+            )
+            self.grpc_port = server.add_secure_port(f"{self.host}:0", credentials)
         server.start()
         self._grpc_server = server
 
@@ -549,8 +602,10 @@ class OTLPReceiver:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        server = ThreadingHTTPServer((self.host, 0), Handler)
+        server = _QuietHTTPServer((self.host, 0), Handler)
         server.daemon_threads = True
+        if self.tls is not None:  # handshakes happen in the handler threads, on first read
+            server.socket = self.tls.ssl_context().wrap_socket(server.socket, server_side=True)
         self.http_port = server.server_address[1]
         threading.Thread(target=server.serve_forever, name="otlp-http-receiver", daemon=True).start()
         self._http_server = server

@@ -21,8 +21,13 @@ def instrument_app(
     """Add :class:`TelemetryMiddleware` to a FastAPI/Starlette ``app`` and mount ``/metrics``.
 
     ``metrics_path=None`` leaves ``/metrics`` out. By default ``/metrics`` gets no span.
-    Returns the app.
+    An app that ``opentelemetry-instrument`` (FastAPIInstrumentor) already wrapped is
+    unwrapped first: one SERVER span and one set of HTTP metrics per request. Returns the app.
     """
+    if getattr(app, "_is_instrumented_by_opentelemetry", False):
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+        FastAPIInstrumentor.uninstrument_app(app)
     if metrics_path:
         app.add_route(metrics_path, metrics_asgi_app(), include_in_schema=False)
         excluded_urls = ",".join(filter(None, (excluded_urls, metrics_path)))

@@ -18,7 +18,7 @@ RENAMES = [
     ("exporters", "otlp", "otlp_grpc", (0, 144, 0)),
     ("exporters", "otlphttp", "otlp_http", (0, 144, 0)),
     ("processors", "resourcedetection", "resource_detection", (0, 153, 0)),
-    ("connectors", "spanmetrics", "span_metrics", (0, 154, 0)),
+    ("connectors", "spanmetrics", "span_metrics", (0, 151, 0)),
 ]
 
 

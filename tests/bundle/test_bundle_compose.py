@@ -131,3 +131,19 @@ def test_grafana_lets_anonymous_users_view_only(services: dict[str, Any]) -> Non
     environment = services["grafana"]["environment"]
     assert environment["GF_AUTH_ANONYMOUS_ENABLED"] == "true"
     assert environment["GF_AUTH_ANONYMOUS_ORG_ROLE"] == "Viewer"
+
+
+# The newest release of each image confirmed published (Docker Hub tags / GitHub releases);
+# a pin above it may not exist and `docker compose pull` would fail.
+CONFIRMED_RELEASES = {
+    "grafana/loki": (3, 7, 6),
+    "grafana/grafana": (13, 2, 0),
+}
+
+
+def test_images_are_pinned_to_confirmed_releases(services: dict[str, Any]) -> None:
+    for service in services.values():
+        name, _, tag = service.get("image", "").rpartition(":")
+        if name in CONFIRMED_RELEASES:
+            version = tuple(int(part) for part in tag.lstrip("v").split("-")[0].split("."))
+            assert version <= CONFIRMED_RELEASES[name], f"{name}:{tag} is not a confirmed release"

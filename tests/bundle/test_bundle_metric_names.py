@@ -252,3 +252,40 @@ def test_dashboard_metrics_are_in_the_packages_own_exposition(
     }
     wanted, _ = dashboard_reads(dashboards)
     assert wanted <= exposed, f"queried but not exposed for scraping: {sorted(wanted - exposed)}"
+
+
+# ------------------------------------------------------------------ Grafana: traces to metrics
+
+
+def span_metrics_points(collector_config: dict[str, Any]) -> list[ReceivedMetricPoint]:
+    """What the collector's span_metrics connector emits, as its configuration shapes it."""
+    connector = collector_config["connectors"]["span_metrics"]
+    namespace = connector.get("namespace", "traces.span.metrics")
+    unit = (connector.get("histogram") or {}).get("unit", "ms")  # the connector's default unit
+    keys = ["service.name", "span.name", "span.kind", "status.code"]
+    keys += [dimension["name"] for dimension in connector.get("dimensions", [])]
+    common: dict[str, Any] = {"attributes": dict.fromkeys(keys, ""), "resource": {}, "scope": "span_metrics"}
+    return [
+        ReceivedMetricPoint(name=f"{namespace}.calls", kind="sum", unit="", is_monotonic=True, **common),
+        ReceivedMetricPoint(name=f"{namespace}.duration", kind="histogram", unit=unit, **common),
+    ]
+
+
+def test_trace_to_metrics_queries_read_what_prometheus_stores(
+    exported: Exported,
+    prometheus_config: dict[str, Any],
+    collector_config: dict[str, Any],
+    datasources: list[dict[str, Any]],
+) -> None:
+    (jaeger,) = [source for source in datasources if source["type"] == "jaeger"]
+    links = jaeger["jsonData"]["tracesToMetrics"]
+    assert links["queries"], "trace to metrics has no queries: Grafana would show a link to nothing"
+    produced = Exported(exported.points + span_metrics_points(collector_config), exported.exposition)
+    stored_names, stored_labels = stored_by_prometheus(produced, prometheus_config)
+    tags = [tag.get("value") or tag["key"] for tag in links["tags"]]
+    assert set(tags) <= stored_labels
+    for query in links["queries"]:
+        expr = query["query"].replace("$$__tags", ", ".join(f'{tag}=""' for tag in tags))
+        names, labels = promql_parts(expr.replace("$${__span.name}", "x"))
+        assert names and names <= stored_names, f"{query['name']}: {sorted(names - stored_names)}"
+        assert labels <= stored_labels, f"{query['name']}: {sorted(labels - stored_labels)}"

@@ -6,13 +6,14 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from telemetry_infra.testing import OTLPReceiver, RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 _INHERITED_CONFIG = (
-    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    *(name for name in os.environ if name.startswith("OTEL_")),
     "REDIS_URL",
     "OTEL_SERVICE_NAME",
     "LOG_DIR",
@@ -70,7 +71,8 @@ def test_demo_exports_request_traces_with_cache_spans_under_them(
 ) -> None:
     result = _demo(tmp_path, "--requests", "10", OTEL_EXPORTER_OTLP_ENDPOINT=otlp_receiver.grpc_endpoint)
     assert result.returncode == 0, result.stderr
-    assert _summary(result)["exported to"] == otlp_receiver.grpc_endpoint
+    assert _summary(result)["exported to"] == f"{otlp_receiver.grpc_endpoint} (all exports delivered)"
+    assert "\n  trace " not in result.stdout  # exported: no tree unless --traces asks
     requests = otlp_receiver.wait_for_spans(lambda s: s.kind == "SERVER", count=10)
     assert {s.resource["service.name"] for s in requests} == {"telemetry-infra-demo"}
     by_id = {s.span_id: s for s in otlp_receiver.spans()}
@@ -87,3 +89,31 @@ def test_fastapi_example_runs_to_completion(tmp_path: Path) -> None:
     statuses = [line.split()[0] for line in result.stdout.splitlines() if line[:3].isdigit()]
     assert statuses == ["200", "200", "422", "200"]
     assert "cache_hits_total" in result.stdout
+
+
+def test_demo_prints_a_request_trace_as_a_tree_on_the_embedded_default(tmp_path: Path) -> None:
+    result = _demo(tmp_path, "--requests", "10", "--traces", "6")
+    assert result.returncode == 0, result.stderr
+    trees = result.stdout.split("telemetry-infra demo: done")[0].strip().split("\n\n")
+    assert len(trees) == 6
+    first = trees[0].splitlines()
+    assert first[0].strip().startswith("trace ") and len(first[0].split()[1]) == 32
+    assert first[1].strip().startswith("GET /properties/{bbl}") and first[1].rstrip().endswith("ms")
+    assert "├─ cache.get" in first[2] and first[2].rstrip().endswith("miss, memory")
+    failed = trees[5]  # the request for the missing property
+    assert "GET /properties/{bbl}" in failed and "ERROR: property not found" in failed
+    assert "└─ GET nyc-data-api /properties" in failed and "ERROR: PropertyNotFound" in failed
+    default = _demo(tmp_path, "--requests", "3")
+    assert default.stdout.count("\n  trace ") == 1
+
+
+def test_demo_says_when_export_fails_and_does_not_wait_for_a_dead_endpoint(tmp_path: Path) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    result = _demo(tmp_path, "--requests", "10", OTEL_EXPORTER_OTLP_ENDPOINT=dead)
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0, result.stderr
+    exported = result.stdout.split("exported to", 1)[1]
+    assert exported.strip().startswith(f"{dead}: FAILED") and "UNAVAILABLE" in exported
+    assert "hint: is the collector up?" in exported
+    assert elapsed < 7, f"the demo took {elapsed:.1f}s against a dead endpoint"
