@@ -2,6 +2,8 @@
 
 * :class:`RedisServer` starts a private ``redis-server`` on a free loopback port,
   and can kill, restart and pause it to stage outages.
+* :class:`RedisCluster` (3 primaries, 3 replicas) and :class:`RedisSentinel` (primary,
+  replica, 3 Sentinels) are local topologies of such servers, with ``kill_primary()``.
 * :class:`OTLPReceiver` is an in-process OTLP endpoint (gRPC and HTTP/protobuf)
   that decodes what arrives into plain Python values.
 
@@ -21,16 +23,21 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from telemetry_infra.redis_topologies import RedisCluster, RedisSentinel
 
 __all__ = [
     "OTLPReceiver",
     "ReceivedLogRecord",
     "ReceivedMetricPoint",
     "ReceivedSpan",
+    "RedisCluster",
+    "RedisSentinel",
     "RedisServer",
     "RedisServerNotFound",
     "ServerTLS",
@@ -77,10 +84,19 @@ class RedisServer:
     unreachable while it keeps its data (``CLIENT PAUSE``).
     """
 
-    def __init__(self, port: int | None = None, host: str = "127.0.0.1", executable: str | None = None):
+    def __init__(
+        self,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        executable: str | None = None,
+        extra_args: Sequence[str] = (),
+        config_file: str | None = None,
+    ):
         import os
 
         self.host = host
+        self.extra_args = list(extra_args)
+        self.config_file = config_file
         self.port = port or free_port(host)
         found = executable or os.environ.get("REDIS_SERVER_BIN") or shutil.which("redis-server")
         if not found:
@@ -102,6 +118,7 @@ class RedisServer:
             return self
         args = [
             self.executable,
+            *([self.config_file] if self.config_file else []),  # it must come first
             "--port", str(self.port),
             "--bind", self.host,
             "--save", "",
@@ -111,6 +128,7 @@ class RedisServer:
             "--protected-mode", "no",
             "--loglevel", "warning",
             "--enable-debug-command", "local",
+            *self.extra_args,
         ]  # fmt: skip
         self._process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         if not _wait_for_port(self.host, self.port, timeout_s, up=True):
@@ -624,3 +642,12 @@ class OTLPReceiver:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def __getattr__(name: str) -> Any:
+    # The topologies are built from RedisServer, so they live in a module that imports this one.
+    if name in ("RedisCluster", "RedisSentinel"):
+        from telemetry_infra import redis_topologies
+
+        return getattr(redis_topologies, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -15,8 +15,21 @@ def compose() -> dict[str, Any]:
 
 
 @pytest.fixture(scope="session")
-def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def all_services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every compose service, those of optional profiles (``--profile scale``) included."""
     return compose["services"]
+
+
+@pytest.fixture(scope="session")
+def services(all_services: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The services ``docker compose up`` starts (no profile)."""
+    return {name: service for name, service in all_services.items() if not service.get("profiles")}
+
+
+@pytest.fixture(scope="session")
+def scale_services(all_services: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The agents and gateways that ``docker compose --profile scale up`` adds."""
+    return {name: s for name, s in all_services.items() if "scale" in s.get("profiles", [])}
 
 
 @pytest.fixture(scope="session")

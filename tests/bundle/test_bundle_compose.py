@@ -43,8 +43,8 @@ def test_services_of_the_stack(services: dict[str, Any]) -> None:
     assert set(services) == {"redis", "otel-collector", "jaeger", "prometheus", "loki", "grafana", "demo"}
 
 
-def test_every_image_is_pinned_to_a_release(services: dict[str, Any]) -> None:
-    for name, service in services.items():
+def test_every_image_is_pinned_to_a_release(all_services: dict[str, Any]) -> None:
+    for name, service in all_services.items():
         if "build" in service:
             continue
         assert image_is_pinned(service["image"]), f"{name}: {service['image']}"
@@ -83,8 +83,8 @@ def test_host_ports_are_the_ones_design_fixes(services: dict[str, Any]) -> None:
         assert published.get(DESIGN_ENTRIES[entry]) == port, entry
 
 
-def test_mounted_files_exist_and_are_read_only(services: dict[str, Any]) -> None:
-    mounts = [(name, volume) for name, s in services.items() for volume in s.get("volumes", [])]
+def test_mounted_files_exist_and_are_read_only(all_services: dict[str, Any]) -> None:
+    mounts = [(name, volume) for name, s in all_services.items() for volume in s.get("volumes", [])]
     assert mounts
     for name, volume in mounts:
         source, target, mode = volume.split(":")
@@ -93,15 +93,15 @@ def test_mounted_files_exist_and_are_read_only(services: dict[str, Any]) -> None
         assert mode == "ro", f"{name}: {target} is writable"
 
 
-def test_depends_on_uses_conditions_a_service_can_meet(services: dict[str, Any]) -> None:
-    for name, service in services.items():
+def test_depends_on_uses_conditions_a_service_can_meet(all_services: dict[str, Any]) -> None:
+    for name, service in all_services.items():
         depends_on = service.get("depends_on", {})
         assert isinstance(depends_on, dict), f"{name}: depends_on without conditions"
         for dependency, spec in depends_on.items():
-            assert dependency in services, f"{name} depends on unknown {dependency}"
+            assert dependency in all_services, f"{name} depends on unknown {dependency}"
             assert spec["condition"] in CONDITIONS
             if spec["condition"] == "service_healthy":
-                assert "healthcheck" in services[dependency], f"{dependency} has no healthcheck to pass"
+                assert "healthcheck" in all_services[dependency], f"{dependency} has no healthcheck to pass"
 
 
 def test_demo_starts_after_redis_and_collector(services: dict[str, Any]) -> None:
