@@ -8,6 +8,7 @@ the backends' business (``failover.FailoverBackend`` over Redis and memory).
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 import time
@@ -96,6 +97,7 @@ class CacheManager:
         signing_key: str | bytes | None = None,
         socket_timeout: float = 1.0,
         socket_connect_timeout: float = 1.0,
+        pool_timeout: float = 5.0,
         health_check_interval: float = 30,
         failure_threshold: int = 3,
         probe_interval: float = 1.0,
@@ -124,14 +126,16 @@ class CacheManager:
         self._failover: FailoverBackend | None = None
         self._backend: Backend = self._memory
         if redis_url is not None:
-            client = create_client(
+            connect = functools.partial(
+                create_client,
                 redis_url,
                 max_connections=max_connections,
                 socket_timeout=self.socket_timeout,
                 socket_connect_timeout=_seconds(socket_connect_timeout, "socket_connect_timeout"),
+                pool_timeout=_seconds(pool_timeout, "pool_timeout"),
                 health_check_interval=health_check_interval,
             )
-            redis_backend = RedisBackend(client)
+            redis_backend = RedisBackend(connect)
             self._failover = failover = FailoverBackend(
                 redis_backend,
                 self._memory,
