@@ -51,7 +51,7 @@ _running_loop = asyncio.get_running_loop
 
 #: True while a write or removal runs: it keeps its place in the pool's queue for as
 #: long as it takes, because dropping it would leave a stale value in Redis.
-_writing: contextvars.ContextVar[bool] = contextvars.ContextVar("telemetry_infra_cache_writing", default=False)
+_writing: contextvars.ContextVar[bool] = contextvars.ContextVar("cache_writing", default=False)
 
 
 class FairConnectionPool(aioredis.ConnectionPool):
