@@ -20,7 +20,7 @@ import contextvars
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -179,15 +179,33 @@ def create_client(
 
 
 class _LoopClient:
-    """The client (and pool) of one event loop."""
+    """The client (and pool) of one event loop.
 
-    __slots__ = ("client", "loop", "mset_script", "pool")
+    ``closer`` is an async generator parked at its ``yield``: ``asyncio.run()``, an
+    ``asyncio.Runner`` (pytest-asyncio's loops) and ``loop.shutdown_asyncgens()`` close
+    every such generator while the loop still runs, and closing this one closes the
+    client. So a loop's connections are released when the loop ends, not left to the
+    garbage collector.
+    """
+
+    __slots__ = ("client", "closer", "loop", "mset_script", "pool")
 
     def __init__(self, loop: asyncio.AbstractEventLoop | None, client: aioredis.Redis) -> None:
         self.loop = loop
         self.client = client
         self.pool: FairConnectionPool = client.connection_pool
         self.mset_script = client.register_script(_MSET_WITH_TTL)
+        self.closer = _closed_with_its_loop(client)
+
+
+async def _closed_with_its_loop(client: aioredis.Redis) -> AsyncIterator[None]:
+    try:
+        yield
+    finally:
+        try:
+            await client.aclose()
+        except (RedisError, OSError) as exc:
+            logger.debug("closing Redis connections failed: %r", exc)
 
 
 class RedisBackend:
@@ -207,51 +225,55 @@ class RedisBackend:
         self._scan_count = scan_count
         self._refuse_waiters: Callable[[], bool] = lambda: False
         self._lock = threading.Lock()
-        self._unbound: aioredis.Redis | None = connect()
+        self._spare: aioredis.Redis | None = connect()
+        self._max_connections: int = self._spare.connection_pool.max_connections
         self._by_loop: dict[asyncio.AbstractEventLoop, _LoopClient] = {}
-        self._bound = _LoopClient(None, self._unbound)  # the last loop used: one check per call
+        # the loop used last and its client: a call from that loop costs one identity check
+        self._bound = _LoopClient(None, self._spare)
 
-    def _here(self) -> _LoopClient:
-        """The client of the running loop, made on the loop's first call."""
+    async def _bind(self) -> _LoopClient:
+        """The running loop's client, made on the loop's first call."""
         loop = _running_loop()
         with self._lock:
             bound = self._by_loop.get(loop)
-            if bound is None:
+            made = bound is None
+            if made:
                 self._forget_closed_loops()
-                client, self._unbound = self._unbound or self._connect(), None
+                client, self._spare = self._spare or self._connect(), None
                 client.connection_pool.refuse_waiters = self._refuse_waiters
                 bound = self._by_loop[loop] = _LoopClient(loop, client)
+        if made:
+            await bound.closer.asend(None)  # registers it with the loop's shutdown_asyncgens()
         self._bound = bound
         return bound
 
     def _forget_closed_loops(self) -> None:
-        # their connections cannot be closed any more (that needs their loop); the
-        # sockets go with the transports when the closed loop is collected
+        # ended without shutdown_asyncgens(): closing needs the loop, the collector does the rest
         for loop in [loop for loop in self._by_loop if loop.is_closed()]:
             del self._by_loop[loop]
 
-    @property
-    def client(self) -> aioredis.Redis:
-        """The running loop's client."""
+    async def _client(self) -> aioredis.Redis:
         bound = self._bound
-        return bound.client if bound.loop is _running_loop() else self._here().client
+        if bound.loop is not _running_loop():
+            bound = await self._bind()
+        return bound.client
 
     async def get(self, key: str) -> bytes | None:
         bound = self._bound
         if bound.loop is not _running_loop():
-            bound = self._here()
+            bound = await self._bind()
         return await bound.client.execute_command("GET", key)
 
     async def mget(self, keys: Sequence[str]) -> list[bytes | None]:
         bound = self._bound
         if bound.loop is not _running_loop():
-            bound = self._here()
+            bound = await self._bind()
         return await bound.client.execute_command("MGET", *keys)
 
     async def set(self, key: str, payload: bytes, ttl: float | None) -> None:
         bound = self._bound
         if bound.loop is not _running_loop():
-            bound = self._here()
+            bound = await self._bind()
         token = _writing.set(True)
         try:
             if ttl is None:
@@ -267,7 +289,7 @@ class RedisBackend:
         args.extend(payload for _, payload in items)
         bound = self._bound
         if bound.loop is not _running_loop():
-            bound = self._here()
+            bound = await self._bind()
         token = _writing.set(True)
         try:
             await bound.mset_script(keys=keys, args=args)
@@ -275,7 +297,7 @@ class RedisBackend:
             _writing.reset(token)
 
     async def delete(self, key: str) -> bool:
-        client = self.client
+        client = await self._client()
         token = _writing.set(True)
         try:
             return bool(await client.execute_command("UNLINK", key))
@@ -283,7 +305,7 @@ class RedisBackend:
             _writing.reset(token)
 
     async def delete_many(self, keys: Sequence[str]) -> int:
-        client = self.client
+        client = await self._client()
         removed = 0
         token = _writing.set(True)
         try:
@@ -294,11 +316,12 @@ class RedisBackend:
         return removed
 
     async def exists(self, key: str) -> bool:
-        return bool(await self.client.execute_command("EXISTS", key))
+        client = await self._client()
+        return bool(await client.execute_command("EXISTS", key))
 
     async def clear(self, pattern: str) -> int:
         """``SCAN MATCH`` + ``UNLINK``; each round trip unlinks one page and fetches the next."""
-        client = self.client
+        client = await self._client()
         token = _writing.set(True)
         try:
             return await self._clear(client, pattern)
@@ -321,17 +344,22 @@ class RedisBackend:
         return removed
 
     async def ping(self) -> None:
-        await self.client.execute_command("PING")
+        client = await self._client()
+        await client.execute_command("PING")
 
     def fail_fast_when(self, unreachable: Callable[[], bool]) -> None:
         """Calls still queued for a connection fail at once while ``unreachable()`` is true."""
-        self._refuse_waiters = unreachable
         with self._lock:
+            self._refuse_waiters = unreachable
             for bound in self._by_loop.values():
                 bound.pool.refuse_waiters = unreachable
 
     def connections(self) -> tuple[int, int, int]:
-        """``(used, idle, max)`` connections over the pools of all loops, for the pool gauges."""
+        """``(used, idle, max)`` over the pools of the loops alive now, for the pool gauges.
+
+        ``max_connections`` bounds each loop's pool: with two threads running a loop each,
+        the process may hold twice as many.
+        """
         with self._lock:
             pools = [bound.pool for bound in self._by_loop.values() if not bound.loop.is_closed()]
         used = idle = 0
@@ -341,36 +369,26 @@ class RedisBackend:
             idle += available
         return used, idle, self._max_connections * max(1, len(pools))
 
-    @property
-    def _max_connections(self) -> int:
-        return self._bound.pool.max_connections
-
     async def reconnect(self) -> None:
         """Drop idle connections: after an outage they are dead and would each fail once."""
-        await self._here().pool.disconnect(inuse_connections=False)
+        client = await self._client()
+        await client.connection_pool.disconnect(inuse_connections=False)
 
     async def close(self) -> None:
-        """Close the pool of every loop that can still run code; forget the others."""
+        """Close the connections of every loop that still runs; forget those of ended loops."""
         running = _running_loop()
         with self._lock:
             clients, self._by_loop = list(self._by_loop.values()), {}
-            self._unbound = None
+            self._spare = None
         for bound in clients:
             loop = bound.loop
             if loop is running:
-                await _close_quietly(bound.client)
+                await bound.closer.aclose()
             elif loop is not None and loop.is_running():
-                # another thread's loop: its connections may only be touched there
-                done = asyncio.run_coroutine_threadsafe(_close_quietly(bound.client), loop)
+                # another thread's loop: its connections may only be touched from there
+                closing = asyncio.run_coroutine_threadsafe(bound.closer.aclose(), loop)
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(asyncio.wrap_future(done), 1.0)
-
-
-async def _close_quietly(client: aioredis.Redis) -> None:
-    try:
-        await client.aclose()
-    except (RedisError, OSError) as exc:
-        logger.debug("closing Redis connections failed: %r", exc)
+                    await asyncio.wait_for(asyncio.wrap_future(closing), 1.0)
 
 
 def _milliseconds(ttl: float) -> int:
