@@ -159,13 +159,19 @@ class CacheManager:
     # -- lifecycle ------------------------------------------------------------------
 
     async def initialize(self) -> None:
-        """Check Redis once; when it does not answer, start on memory and keep probing."""
+        """Check Redis once; when it does not answer, start on memory and keep probing.
+
+        Optional: without it the first call connects. The manager may be used from any
+        event loop (each gets its own connection pool), so one made at import time works
+        across ``asyncio.run()`` calls, pytest-asyncio's per-test loops and threads.
+        """
         if self._failover is not None:
             with self._telemetry.untraced():
                 await self._failover.connect(self.socket_timeout)
 
     async def close(self) -> None:
-        """Release connections and the probe task; later calls raise ``CacheClosedError``."""
+        """Release connections (of every loop still running) and the probe task; later calls
+        raise ``CacheClosedError``. May be called from any loop."""
         backend, self._backend = self._backend, _Closed()
         if not isinstance(backend, _Closed):
             await backend.close()

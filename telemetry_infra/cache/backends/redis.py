@@ -67,6 +67,9 @@ class FairConnectionPool(aioredis.ConnectionPool):
 
     A read queues at most ``pool_timeout`` seconds, then gets ``CachePoolExhaustedError``
     (busy pool: back-pressure, not an outage). Writes queue without a bound.
+
+    Release skips redis-py's after-release event, whose only listener re-authenticates
+    connections of streaming credential providers (``create_client`` configures none).
     """
 
     def __init__(self, *, pool_timeout: float, **kwargs: Any) -> None:
