@@ -16,6 +16,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import telemetry_infra as ti
+from telemetry_infra.cache.backends.redis import create_client
 
 MISSING = object()
 
@@ -81,6 +82,38 @@ async def test_bursts_with_cancelled_callers_never_wait_for_a_free_connection(re
         assert len(values) >= 1500 and all(value == {"v": 1} for value in values)
         stats = cache.get_stats()
         assert (stats["fallbacks"], stats["errors"]) == (0, 0)
+
+
+async def test_connection_handed_to_a_caller_cancelled_before_it_ran_goes_to_the_next(redis_server):
+    """The exact lost wake-up of ``asyncio.Condition`` on CPython < 3.13: the first waiter
+    is handed a connection and cancelled in the same loop iteration."""
+    client = create_client(
+        redis_server.url,
+        max_connections=2,
+        socket_timeout=1.0,
+        socket_connect_timeout=1.0,
+        health_check_interval=30,
+        pool_timeout=1.0,
+    )
+    pool = client.connection_pool
+    held = [await pool.get_connection(), await pool.get_connection()]
+    waited: dict[str, float] = {}
+
+    async def waiter(name: str) -> None:
+        started = time.perf_counter()
+        connection = await pool.get_connection()
+        waited[name] = time.perf_counter() - started
+        await pool.release(connection)
+
+    first, second = asyncio.create_task(waiter("first")), asyncio.create_task(waiter("second"))
+    await asyncio.sleep(0.01)  # both queue
+    await pool.release(held.pop())
+    first.cancel()
+    await asyncio.gather(first, second, return_exceptions=True)
+    assert first.cancelled() and waited["second"] < 0.2
+    assert pool.usage() == (1, 1)  # the cancelled caller leaked nothing
+    await pool.release(held.pop())
+    await client.aclose()
 
 
 async def test_burst_of_big_reads_waits_its_turn_instead_of_opening_the_breaker(redis_server, namespace):
