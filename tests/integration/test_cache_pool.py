@@ -49,7 +49,8 @@ def small_pool(url: str, namespace: str, **options) -> ti.CacheManager:
 
 async def test_bursts_with_cancelled_callers_never_wait_for_a_free_connection(redis_server, namespace):
     """Callers with deadlines give up first at the head of the queue, just as a connection
-    is handed to them: the connection must go on to the next caller, not sit idle."""
+    is handed to them: the connection must go on to the next caller, not sit idle (a lost
+    wake-up shows as calls stalled for the whole 1 s wait bound, then an opened breaker)."""
     rng = random.Random(12)
     async with small_pool(redis_server.url, namespace, socket_timeout=1.0) as cache:
         await cache.set("present", {"v": 1})
@@ -78,7 +79,7 @@ async def test_bursts_with_cancelled_callers_never_wait_for_a_free_connection(re
         latencies.sort()
         p99 = latencies[int(len(latencies) * 0.99)]
         slowest = latencies[-1]
-        assert p99 < 0.4, f"p99 {p99:.3f}s, slowest {slowest:.3f}s: calls waited for a free connection"
+        assert p99 < 0.6, f"p99 {p99:.3f}s, slowest {slowest:.3f}s: calls waited for a free connection"
         assert len(values) >= 1500 and all(value == {"v": 1} for value in values)
         stats = cache.get_stats()
         assert (stats["fallbacks"], stats["errors"]) == (0, 0)
