@@ -9,7 +9,7 @@ import asyncio
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 
@@ -96,11 +96,28 @@ def test_successive_asyncio_runs_one_ending_with_the_breaker_open(redis_restarta
     assert cache.get_stats()["fallbacks"] == 1
 
 
+def run_in_threads(work: Callable[[int], Awaitable[None]], count: int) -> list[BaseException]:
+    """``asyncio.run(work(n))`` in ``count`` threads at once; what escaped from them."""
+    failures: list[BaseException] = []
+
+    def run(thread: int) -> None:
+        try:
+            asyncio.run(work(thread))
+        except BaseException as exc:  # the point of these tests: nothing may escape
+            failures.append(exc)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    return failures
+
+
 def test_two_threads_with_their_own_loops_share_one_manager(redis_server):
     cache = ti.CacheManager(
         redis_url=redis_server.url, namespace=f"threads-{uuid.uuid4().hex[:8]}", max_connections=2
     )
-    failures: list[BaseException] = []
     wrong: list[tuple[str, object]] = []
 
     async def work(thread: int) -> None:
@@ -112,17 +129,7 @@ def test_two_threads_with_their_own_loops_share_one_manager(redis_server):
                 wrong.append((key, found))
             await asyncio.gather(cache.mget([f"t{thread}:{i}" for i in range(7)]), cache.exists(key))
 
-    def run(thread: int) -> None:
-        try:
-            asyncio.run(work(thread))
-        except BaseException as exc:  # the point of the test: nothing may escape
-            failures.append(exc)
-
-    threads = [threading.Thread(target=run, args=(t,)) for t in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
+    failures = run_in_threads(work, 2)
     asyncio.run(cache.clear())
     asyncio.run(cache.close())
     assert failures == [] and wrong == []
@@ -136,7 +143,6 @@ def test_threads_share_the_memory_store_safely(redis):
     their own, on overlapping keys, with evictions and expiries: nothing escapes to a caller."""
     url = f"redis://127.0.0.1:{ti.testing.free_port()}/0" if redis == "down" else None
     cache = ti.CacheManager(redis_url=url, memory_cache_size=50, telemetry=False, **TIMEOUTS)
-    failures: list[BaseException] = []
 
     async def work(thread: int) -> None:
         for n in range(20_000):
@@ -146,17 +152,7 @@ def test_threads_share_the_memory_store_safely(redis):
                 await cache.delete(f"k{n % 200}")
                 await cache.mget([f"k{i}" for i in range(10)])
 
-    def run(thread: int) -> None:
-        try:
-            asyncio.run(work(thread))
-        except BaseException as exc:  # the point of the test: nothing may escape
-            failures.append(exc)
-
-    threads = [threading.Thread(target=run, args=(t,)) for t in range(3)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
+    failures = run_in_threads(work, 3)
     asyncio.run(cache.close())
     assert failures == []
     assert cache.get_stats()["evictions"] > 0
