@@ -47,8 +47,8 @@ class CachePoolExhaustedError(CacheError):
         self.max_connections = max_connections
         super().__init__(
             f"all {max_connections} pooled Redis connections stayed busy for {waited:g} s "
-            "(pool_timeout); the read was answered as a miss. Raise max_connections or "
-            "pool_timeout, or lower the concurrency of cache calls"
+            "(pool_timeout), so a read gave up and counts as a miss; Redis itself answers. "
+            "Raise max_connections or pool_timeout, or make fewer cache calls at once"
         )
 
 
