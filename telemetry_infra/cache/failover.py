@@ -185,10 +185,14 @@ class FailoverBackend:
         return in_memory
 
     async def ping(self) -> None:
+        if self.breaker.is_open:
+            self.breaker.keep_probing()
         await self.primary.ping()
 
     async def connect(self, timeout: float) -> BaseException | None:
         """Check Redis once (at startup); open the breaker when it does not answer."""
+        if self.breaker.is_open:  # opened under a loop that may have ended since
+            self.breaker.keep_probing()
         try:
             await asyncio.wait_for(self.primary.ping(), timeout)
         except (*OUTAGE_ERRORS, *BACKEND_ERRORS) as exc:

@@ -96,6 +96,29 @@ def test_successive_asyncio_runs_one_ending_with_the_breaker_open(redis_restarta
     assert cache.get_stats()["fallbacks"] == 1
 
 
+@pytest.mark.parametrize("call", ["initialize", "health_check"])
+def test_a_new_loop_that_only_checks_redis_resumes_probing(redis_restartable, call):
+    """The breaker opened at startup under a loop that has ended; the next loop calls
+    only ``initialize()`` (or ``health_check()``) and waits: Redis must be probed again."""
+    cache = ti.CacheManager(redis_url=redis_restartable.url, namespace="checks", **TIMEOUTS)
+
+    async def waits_for_redis() -> float:
+        await getattr(cache, call)()
+        started = time.monotonic()
+        while cache.fallback_active:
+            if time.monotonic() - started > 3.0:
+                break
+            await asyncio.sleep(0.05)
+        return time.monotonic() - started
+
+    redis_restartable.kill()
+    asyncio.run(cache.initialize())
+    assert cache.fallback_active
+    redis_restartable.start()
+    assert asyncio.run(waits_for_redis()) < 1.0, "the breaker never closed: nobody probes Redis"
+    asyncio.run(cache.close())
+
+
 def run_in_threads(work: Callable[[int], Awaitable[None]], count: int) -> list[BaseException]:
     """``asyncio.run(work(n))`` in ``count`` threads at once; what escaped from them."""
     failures: list[BaseException] = []
