@@ -50,6 +50,7 @@ class MemoryBackend:
         self.max_ttl = float(max_ttl)
         self._entries = _ReportingLRU(maxsize, on_evict)
         self._lock = threading.Lock()
+        self._acquire, self._release = self._lock.acquire, self._lock.release
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -59,12 +60,15 @@ class MemoryBackend:
         return payload, max_ttl if ttl is None or ttl > max_ttl else ttl
 
     async def get(self, key: str) -> bytes | None:
-        # not Cache.get(): it checks expiry twice (__contains__, then __getitem__)
-        with self._lock:
-            try:
-                return self._entries[key][0]
-            except KeyError:
-                return None
+        # not Cache.get(): it checks expiry twice (__contains__, then __getitem__);
+        # acquire/release spelt out: half the cost of ``with`` on the hottest path
+        self._acquire()
+        try:
+            return self._entries[key][0]
+        except KeyError:
+            return None
+        finally:
+            self._release()
 
     async def mget(self, keys: Sequence[str]) -> list[bytes | None]:
         return [await self.get(key) for key in keys]
