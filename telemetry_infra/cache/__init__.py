@@ -6,6 +6,7 @@ from telemetry_infra.cache.errors import (
     CacheClosedError,
     CacheDecodeError,
     CacheError,
+    CachePoolExhaustedError,
     CacheSerializationError,
 )
 from telemetry_infra.cache.manager import CacheManager
@@ -16,6 +17,7 @@ __all__ = [
     "CacheDecodeError",
     "CacheError",
     "CacheManager",
+    "CachePoolExhaustedError",
     "CacheSerializationError",
     "cached",
     "get_default_cache_manager",

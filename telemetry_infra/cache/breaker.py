@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 from collections.abc import Awaitable, Callable
@@ -27,6 +28,12 @@ class CircuitBreaker:
     pays for no call). While open, ``is_open`` is True and callers skip the network. A background
     task calls ``probe`` every ``probe_interval`` seconds; when it returns True the
     breaker closes. Listeners hear ``(is_open, cause)`` on every transition.
+
+    The probe task runs on the loop of the call that opened the breaker. When that
+    loop ends (``asyncio.run()`` returning, a pytest-asyncio test finishing) the task
+    dies with it; callers served from memory call ``keep_probing()``, which starts a
+    new one on their own loop. Only the newest probe task probes: an older one still
+    alive on another loop stops at its next turn.
     """
 
     def __init__(
@@ -75,13 +82,28 @@ class CircuitBreaker:
             self.probe_interval,
         )
         self._notify(cause)
+        self._start_probing()
+
+    def keep_probing(self) -> None:
+        """Restart the probe on the running loop if its task died or its loop no longer runs.
+
+        Called while the breaker is open by every operation served from memory (it costs
+        a few attribute reads): without it a breaker opened under a loop that has since
+        ended would stay open for good.
+        """
+        prober = self._prober
+        if prober is not None and not prober.done() and prober.get_loop().is_running():
+            return
+        self.blocks_writes = True  # an interrupted recovery starts again from the open state
+        self._start_probing()
+
+    def _start_probing(self) -> None:
         # the probe outlives the call that tripped the breaker: it must not run in its context
         loop = asyncio.get_running_loop()
         self._prober = self._task_context().run(loop.create_task, self._probe_until_closed())
 
     def _close(self) -> None:
         self.is_open = self.blocks_writes = False
-        self.blocks_writes = False
         self.failures = 0
         logger.warning("Redis reachable again; cache back on Redis")
         self._notify(None)
@@ -91,9 +113,12 @@ class CircuitBreaker:
             listener(self.is_open, cause)
 
     async def _probe_until_closed(self) -> None:
-        while self.is_open:
+        me = asyncio.current_task()
+        while self.is_open and self._prober is me:
             await asyncio.sleep(self.probe_interval)
-            if not await self._probe():
+            if self._prober is not me:
+                return  # superseded by a probe on another loop
+            if not await self._probe() or self._prober is not me:
                 continue
             self.blocks_writes = False
             if await self._recover():
@@ -102,17 +127,23 @@ class CircuitBreaker:
                 self.blocks_writes = True
 
     async def stop(self) -> None:
-        """Cancel the background probe (used on close)."""
+        """Cancel the background probe (used on close), whichever loop it runs on."""
         prober, self._prober = self._prober, None
         if prober is None or prober.done():
             return
-        prober.cancel()
-        try:
-            await prober
-        except asyncio.CancelledError:
-            pass
-        except RuntimeError:  # the task belongs to a loop that has already closed
-            pass
+        loop = prober.get_loop()
+        if loop is asyncio.get_running_loop():
+            prober.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await prober
+            return
+        # Another thread's loop, or one that no longer runs. A task may only be touched
+        # from its loop's thread; unreferenced, it would stop at its next turn anyway.
+        with contextlib.suppress(RuntimeError):  # that loop closed meanwhile
+            if loop.is_running():
+                loop.call_soon_threadsafe(prober.cancel)
+            elif not loop.is_closed():
+                prober.cancel()
 
 
 def _describe(cause: BaseException | None) -> str:

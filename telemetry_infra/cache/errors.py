@@ -3,8 +3,13 @@
 ``OUTAGE_ERRORS`` are failures that mean "Redis cannot be reached right now": they
 feed the circuit breaker and the operation is served from memory instead.
 ``BACKEND_ERRORS`` are everything else a backend may raise (a server-side error
-such as ``WRONGTYPE`` or ``OOM``): counted, logged, and the operation degrades to
-its "nothing happened" result. Callers never see either.
+such as ``WRONGTYPE`` or ``OOM``, or ``CachePoolExhaustedError``: every pooled
+connection stayed busy): counted, logged, and the operation degrades to its
+"nothing happened" result. Callers never see either.
+
+Pool exhaustion is local back-pressure, not evidence of an outage: Redis is
+answering, this process just asks more of it than ``max_connections`` carry, so
+it never feeds the breaker.
 """
 
 from __future__ import annotations
@@ -21,8 +26,31 @@ __all__ = [
     "CacheClosedError",
     "CacheDecodeError",
     "CacheError",
+    "CachePoolExhaustedError",
     "CacheSerializationError",
 ]
+
+
+class CacheError(Exception):
+    """Base class of the errors raised by the cache."""
+
+
+class CachePoolExhaustedError(CacheError):
+    """No pooled Redis connection came free within ``pool_timeout`` while Redis was answering.
+
+    Never reaches callers: the read becomes a miss, counted under its own
+    ``error.type``. Deliberately not a ``TimeoutError``/``OSError``: those mean an outage.
+    """
+
+    def __init__(self, waited: float, max_connections: int) -> None:
+        self.waited = waited
+        self.max_connections = max_connections
+        super().__init__(
+            f"all {max_connections} pooled Redis connections stayed busy for {waited:g} s "
+            "(pool_timeout), so a read gave up and counts as a miss; Redis itself answers. "
+            "Raise max_connections or pool_timeout, or make fewer cache calls at once"
+        )
+
 
 OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
     RedisConnectionError,
@@ -30,11 +58,7 @@ OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
     asyncio.TimeoutError,
     OSError,
 )
-BACKEND_ERRORS: tuple[type[BaseException], ...] = (RedisError,)
-
-
-class CacheError(Exception):
-    """Base class of the errors raised by the cache."""
+BACKEND_ERRORS: tuple[type[BaseException], ...] = (RedisError, CachePoolExhaustedError)
 
 
 class CacheSerializationError(CacheError, TypeError):

@@ -78,6 +78,7 @@ class FailoverBackend:
 
     async def get(self, key: str) -> bytes | None:
         if self.breaker.is_open:
+            self.breaker.keep_probing()
             return await self.memory.get(key)
         try:
             payload = await self.primary.get(key)
@@ -89,6 +90,7 @@ class FailoverBackend:
 
     async def mget(self, keys: Sequence[str]) -> list[bytes | None]:
         if self.breaker.is_open:
+            self.breaker.keep_probing()
             return await self.memory.mget(keys)
         try:
             payloads = await self.primary.mget(keys)
@@ -100,6 +102,7 @@ class FailoverBackend:
 
     async def exists(self, key: str) -> bool:
         if self.breaker.is_open:
+            self.breaker.keep_probing()
             return await self.memory.exists(key)
         try:
             found = await self.primary.exists(key)
@@ -120,6 +123,7 @@ class FailoverBackend:
                 if len(self.memory):
                     await self.memory.delete(key)
                 return
+        self.breaker.keep_probing()
         self.journal.record_keys((key,))
         await self.memory.set(key, payload, ttl)
 
@@ -134,6 +138,7 @@ class FailoverBackend:
                 if len(self.memory):
                     await self.memory.delete_many([key for key, _ in items])
                 return
+        self.breaker.keep_probing()
         self.journal.record_keys([key for key, _ in items])
         await self.memory.mset(items, ttl)
 
@@ -147,6 +152,7 @@ class FailoverBackend:
             else:
                 self.breaker.failures = 0
                 return removed or in_memory
+        self.breaker.keep_probing()
         self.journal.record_keys((key,))
         return in_memory
 
@@ -160,6 +166,7 @@ class FailoverBackend:
             else:
                 self.breaker.failures = 0
                 return max(removed, in_memory)
+        self.breaker.keep_probing()
         self.journal.record_keys(keys)
         return in_memory
 
@@ -173,14 +180,19 @@ class FailoverBackend:
             else:
                 self.breaker.failures = 0
                 return max(removed, in_memory)
+        self.breaker.keep_probing()
         self.journal.record_pattern(pattern)
         return in_memory
 
     async def ping(self) -> None:
+        if self.breaker.is_open:
+            self.breaker.keep_probing()
         await self.primary.ping()
 
     async def connect(self, timeout: float) -> BaseException | None:
         """Check Redis once (at startup); open the breaker when it does not answer."""
+        if self.breaker.is_open:  # opened under a loop that may have ended since
+            self.breaker.keep_probing()
         try:
             await asyncio.wait_for(self.primary.ping(), timeout)
         except (*OUTAGE_ERRORS, *BACKEND_ERRORS) as exc:

@@ -8,6 +8,7 @@ the backends' business (``failover.FailoverBackend`` over Redis and memory).
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 import time
@@ -96,6 +97,7 @@ class CacheManager:
         signing_key: str | bytes | None = None,
         socket_timeout: float = 1.0,
         socket_connect_timeout: float = 1.0,
+        pool_timeout: float = 5.0,
         health_check_interval: float = 30,
         failure_threshold: int = 3,
         probe_interval: float = 1.0,
@@ -130,14 +132,16 @@ class CacheManager:
         self._failover: FailoverBackend | None = None
         self._backend: Backend = self._memory
         if redis_url is not None:
-            client = create_client(
+            connect = functools.partial(
+                create_client,
                 redis_url,
                 max_connections=max_connections,
                 socket_timeout=self.socket_timeout,
                 socket_connect_timeout=_seconds(socket_connect_timeout, "socket_connect_timeout"),
+                pool_timeout=_seconds(pool_timeout, "pool_timeout"),
                 health_check_interval=health_check_interval,
             )
-            redis_backend = RedisBackend(client)
+            redis_backend = RedisBackend(connect)
             self._failover = failover = FailoverBackend(
                 redis_backend,
                 self._memory,
@@ -161,13 +165,19 @@ class CacheManager:
     # -- lifecycle ------------------------------------------------------------------
 
     async def initialize(self) -> None:
-        """Check Redis once; when it does not answer, start on memory and keep probing."""
+        """Check Redis once; when it does not answer, start on memory and keep probing.
+
+        Optional: without it the first call connects. The manager may be used from any
+        event loop (each gets its own connection pool), so one made at import time works
+        across ``asyncio.run()`` calls, pytest-asyncio's per-test loops and threads.
+        """
         if self._failover is not None:
             with self._telemetry.untraced():
                 await self._failover.connect(self.socket_timeout)
 
     async def close(self) -> None:
-        """Release connections and the probe task; later calls raise ``CacheClosedError``."""
+        """Release connections (of every loop still running) and the probe task; later calls
+        raise ``CacheClosedError``. May be called from any loop."""
         backend, self._backend = self._backend, _Closed()
         if not isinstance(backend, _Closed):
             await backend.close()

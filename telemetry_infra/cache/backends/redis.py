@@ -1,4 +1,9 @@
-"""Redis store on ``redis.asyncio`` with a ``BlockingConnectionPool``.
+"""Redis store on ``redis.asyncio``: one bounded, fair connection pool per event loop.
+
+Asyncio connections belong to the loop that opened them, so the backend keeps a
+client (and pool) per running loop, made on first use there: a module-level
+manager works across ``asyncio.run()`` calls, pytest-asyncio's per-test loops and
+threads with loops of their own. Clients of loops that have closed are dropped.
 
 Batch writes go through one Lua script call (``SET ... PX`` per key, executed
 server-side), so ``mset`` with a TTL is one command and one reply instead of a
@@ -9,13 +14,22 @@ may only touch keys of one hash slot, so batches must be split per slot there;
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import asyncio
+import contextlib
+import contextvars
+import logging
+import threading
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+
+from telemetry_infra.cache.errors import CachePoolExhaustedError
 
 __all__ = ["RedisBackend", "create_client"]
 
@@ -32,39 +46,112 @@ return #KEYS
 """
 
 
-class _FastPathBlockingPool(aioredis.BlockingConnectionPool):
-    """``BlockingConnectionPool`` whose uncontended checkout skips the wait machinery.
+logger = logging.getLogger("telemetry_infra.cache")
+_running_loop = asyncio.get_running_loop
 
-    The stock checkout enters a condition and an ``async_timeout`` on every call,
-    which costs more than the rest of the cache together. When a connection is free
-    and nobody is queued, take it directly; otherwise queue as usual (FIFO, timeout).
+#: True while a write or removal runs: it keeps its place in the pool's queue for as
+#: long as it takes, because dropping it would leave a stale value in Redis.
+_writing: contextvars.ContextVar[bool] = contextvars.ContextVar("cache_writing", default=False)
+
+
+class FairConnectionPool(aioredis.ConnectionPool):
+    """A bounded pool whose callers queue first come, first served, and never miss a wake-up.
+
+    redis-py's ``BlockingConnectionPool`` waits on an ``asyncio.Condition``; on CPython
+    before 3.13 a waiter cancelled after ``notify()`` swallows the wake-up, and a free
+    connection sits idle while the queue waits out its timeout. Here ``release()``
+    hands the connection itself to the first waiter still waiting (it resolves that
+    waiter's future), and a waiter cancelled after the hand-over passes it on. Release
+    never suspends before the connection has an owner, so cancelling a caller cannot
+    leak a connection either. An uncontended checkout never touches the queue.
+
+    A read queues at most ``pool_timeout`` seconds, then gets ``CachePoolExhaustedError``
+    (busy pool: back-pressure, not an outage). Writes queue without a bound.
+
+    Release skips redis-py's after-release event, whose only listener re-authenticates
+    connections of streaming credential providers (``create_client`` configures none).
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._queued = 0
+    def __init__(self, *, pool_timeout: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.pool_timeout = pool_timeout
+        self._waiters: deque[asyncio.Future[Any]] = deque()
         self.refuse_waiters: Callable[[], bool] = lambda: False
 
-    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
-        if self._queued or self._in_maintenance or not self.can_get_connection():
-            self._queued += 1
-            try:
-                connection = await super().get_connection(*args, **kwargs)
-            finally:
-                self._queued -= 1
-            if self.refuse_waiters():
-                # Redis went away while this call queued for a connection: another
-                # socket timeout on top of the wait would break the caller's latency bound.
-                await self.release(connection)
-                raise RedisConnectionError("Redis stopped answering while this call waited for a connection")
-            return connection
-        connection = self.get_available_connection()
+    async def get_connection(self, *_deprecated: Any, **_options: Any) -> Any:
+        if self._waiters or not self.can_get_connection():
+            connection = await self._wait_for_connection()
+        else:
+            connection = self.get_available_connection()
         try:
             await self.ensure_connection(connection)
         except BaseException:
-            await self.release(connection)
+            self._hand_over(connection)
             raise
         return connection
+
+    async def _wait_for_connection(self) -> Any:
+        waiters = self._waiters
+        while waiters and waiters[0].done():
+            waiters.popleft()
+        if not waiters and self.can_get_connection():
+            return self.get_available_connection()
+        loop = _running_loop()
+        waiter: asyncio.Future[Any] = loop.create_future()
+        waiters.append(waiter)
+        timer = None if _writing.get() else loop.call_later(self.pool_timeout, self._expire, waiter)
+        try:
+            connection = await waiter
+        except BaseException:
+            self._leave(waiter)
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+        if self.refuse_waiters():
+            # Redis went away while this call queued for a connection: another
+            # socket timeout on top of the wait would break the caller's latency bound.
+            self._hand_over(connection)
+            raise RedisConnectionError("Redis stopped answering while this call waited for a connection")
+        return connection
+
+    def _expire(self, waiter: asyncio.Future[Any]) -> None:
+        if not waiter.done():
+            waiter.set_exception(CachePoolExhaustedError(self.pool_timeout, self.max_connections))
+
+    def _leave(self, waiter: asyncio.Future[Any]) -> None:
+        """The waiting call ended without its connection (cancelled or expired)."""
+        if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+            self._hand_over(waiter.result())  # handed over, then cancelled: pass it on
+            return
+        with contextlib.suppress(ValueError):
+            self._waiters.remove(waiter)
+
+    def _hand_over(self, connection: Any) -> None:
+        """Give ``connection`` (in use by the caller) to the first live waiter, else back to the pool."""
+        waiters = self._waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(connection)
+                return
+        self._in_use_connections.discard(connection)
+        self._available_connections.append(connection)
+
+    async def release(self, connection: Any) -> None:
+        if connection not in self._in_use_connections:
+            return  # released twice, or after disconnect(): it has no owner to hand over
+        if not connection.should_reconnect():
+            self._hand_over(connection)
+            return
+        try:
+            await connection.disconnect()
+        finally:
+            self._hand_over(connection)
+
+    def usage(self) -> tuple[int, int]:
+        """``(used, idle)`` connections."""
+        return len(self._in_use_connections), len(self._available_connections)
 
 
 def create_client(
@@ -74,17 +161,18 @@ def create_client(
     socket_timeout: float,
     socket_connect_timeout: float,
     health_check_interval: float,
+    pool_timeout: float,
 ) -> aioredis.Redis:
     """A client whose calls fail fast: short timeouts, no retries, bounded pool.
 
-    Bursts beyond ``max_connections`` wait for a free connection (at most
-    ``socket_timeout``) instead of failing. Retries are off: the circuit breaker
+    Bursts beyond ``max_connections`` queue for a free connection (reads at most
+    ``pool_timeout``) instead of failing. Retries are off: the circuit breaker
     decides what to do about a failure, and a retry would only double the wait.
     """
-    pool = _FastPathBlockingPool.from_url(
+    pool = FairConnectionPool.from_url(
         url,
         max_connections=max_connections,
-        timeout=socket_timeout,
+        pool_timeout=pool_timeout,
         socket_timeout=socket_timeout,
         socket_connect_timeout=socket_connect_timeout,
         health_check_interval=health_check_interval,
@@ -93,9 +181,41 @@ def create_client(
     return aioredis.Redis.from_pool(pool)
 
 
+class _LoopClient:
+    """The client (and pool) of one event loop.
+
+    ``closer`` is an async generator parked at its ``yield``: ``asyncio.run()``, an
+    ``asyncio.Runner`` (pytest-asyncio's loops) and ``loop.shutdown_asyncgens()`` close
+    every such generator while the loop still runs, and closing this one closes the
+    client. So a loop's connections are released when the loop ends, not left to the
+    garbage collector.
+    """
+
+    __slots__ = ("client", "closer", "loop", "mset_script", "pool")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop | None, client: aioredis.Redis) -> None:
+        self.loop = loop
+        self.client = client
+        self.pool: FairConnectionPool = client.connection_pool
+        self.mset_script = client.register_script(_MSET_WITH_TTL)
+        self.closer = _closed_with_its_loop(client)
+
+
+async def _closed_with_its_loop(client: aioredis.Redis) -> AsyncIterator[None]:
+    try:
+        yield
+    finally:
+        try:
+            await client.aclose()
+        except (RedisError, OSError) as exc:
+            logger.debug("closing Redis connections failed: %r", exc)
+
+
 class RedisBackend:
     """Payloads stored as plain Redis strings under their full keys.
 
+    ``connect()`` makes a client; it is called once per event loop that uses the
+    backend (the first client is made at once, so a bad URL fails at construction).
     Commands go through ``client.execute_command`` looked up at each call, never a
     saved bound method: opentelemetry-instrumentation-redis patches the class,
     possibly after this backend was created.
@@ -103,47 +223,119 @@ class RedisBackend:
 
     name = "redis"
 
-    def __init__(self, client: aioredis.Redis, *, scan_count: int = 1000) -> None:
-        self.client = client
+    def __init__(self, connect: Callable[[], aioredis.Redis], *, scan_count: int = 1000) -> None:
+        self._connect = connect
         self._scan_count = scan_count
-        self._mset_script = client.register_script(_MSET_WITH_TTL)
+        self._refuse_waiters: Callable[[], bool] = lambda: False
+        self._lock = threading.Lock()
+        self._spare: aioredis.Redis | None = connect()
+        self._max_connections: int = self._spare.connection_pool.max_connections
+        self._by_loop: dict[asyncio.AbstractEventLoop, _LoopClient] = {}
+        # the loop used last and its client: a call from that loop costs one identity check
+        self._bound = _LoopClient(None, self._spare)
+
+    async def _bind(self) -> _LoopClient:
+        """The running loop's client, made on the loop's first call."""
+        loop = _running_loop()
+        with self._lock:
+            bound = self._by_loop.get(loop)
+            made = bound is None
+            if made:
+                self._forget_closed_loops()
+                client, self._spare = self._spare or self._connect(), None
+                client.connection_pool.refuse_waiters = self._refuse_waiters
+                bound = self._by_loop[loop] = _LoopClient(loop, client)
+        if made:
+            await bound.closer.asend(None)  # registers it with the loop's shutdown_asyncgens()
+        self._bound = bound
+        return bound
+
+    def _forget_closed_loops(self) -> None:
+        # ended without shutdown_asyncgens(): closing needs the loop, the collector does the rest
+        for loop in [loop for loop in self._by_loop if loop.is_closed()]:
+            del self._by_loop[loop]
+
+    async def _client(self) -> aioredis.Redis:
+        bound = self._bound
+        if bound.loop is not _running_loop():
+            bound = await self._bind()
+        return bound.client
 
     async def get(self, key: str) -> bytes | None:
-        return await self.client.execute_command("GET", key)
+        bound = self._bound
+        if bound.loop is not _running_loop():
+            bound = await self._bind()
+        return await bound.client.execute_command("GET", key)
 
     async def mget(self, keys: Sequence[str]) -> list[bytes | None]:
-        return await self.client.execute_command("MGET", *keys)
+        bound = self._bound
+        if bound.loop is not _running_loop():
+            bound = await self._bind()
+        return await bound.client.execute_command("MGET", *keys)
 
     async def set(self, key: str, payload: bytes, ttl: float | None) -> None:
-        if ttl is None:
-            await self.client.execute_command("SET", key, payload)
-        else:
-            await self.client.execute_command("SET", key, payload, "PX", _milliseconds(ttl))
+        bound = self._bound
+        if bound.loop is not _running_loop():
+            bound = await self._bind()
+        token = _writing.set(True)
+        try:
+            if ttl is None:
+                await bound.client.execute_command("SET", key, payload)
+            else:
+                await bound.client.execute_command("SET", key, payload, "PX", _milliseconds(ttl))
+        finally:
+            _writing.reset(token)
 
     async def mset(self, items: Sequence[tuple[str, bytes]], ttl: float | None) -> None:
         keys = [key for key, _ in items]
         args: list[Any] = [0 if ttl is None else _milliseconds(ttl)]
         args.extend(payload for _, payload in items)
-        await self._mset_script(keys=keys, args=args)
+        bound = self._bound
+        if bound.loop is not _running_loop():
+            bound = await self._bind()
+        token = _writing.set(True)
+        try:
+            await bound.mset_script(keys=keys, args=args)
+        finally:
+            _writing.reset(token)
 
     async def delete(self, key: str) -> bool:
-        return bool(await self.client.execute_command("UNLINK", key))
+        client = await self._client()
+        token = _writing.set(True)
+        try:
+            return bool(await client.execute_command("UNLINK", key))
+        finally:
+            _writing.reset(token)
 
     async def delete_many(self, keys: Sequence[str]) -> int:
+        client = await self._client()
         removed = 0
-        for start in range(0, len(keys), self._scan_count):
-            removed += await self.client.execute_command("UNLINK", *keys[start : start + self._scan_count])
+        token = _writing.set(True)
+        try:
+            for start in range(0, len(keys), self._scan_count):
+                removed += await client.execute_command("UNLINK", *keys[start : start + self._scan_count])
+        finally:
+            _writing.reset(token)
         return removed
 
     async def exists(self, key: str) -> bool:
-        return bool(await self.client.execute_command("EXISTS", key))
+        client = await self._client()
+        return bool(await client.execute_command("EXISTS", key))
 
     async def clear(self, pattern: str) -> int:
         """``SCAN MATCH`` + ``UNLINK``; each round trip unlinks one page and fetches the next."""
-        cursor, keys = await self.client.scan(0, match=pattern, count=self._scan_count)
+        client = await self._client()
+        token = _writing.set(True)
+        try:
+            return await self._clear(client, pattern)
+        finally:
+            _writing.reset(token)
+
+    async def _clear(self, client: aioredis.Redis, pattern: str) -> int:
+        cursor, keys = await client.scan(0, match=pattern, count=self._scan_count)
         removed = 0
         while keys or cursor:
-            pipe = self.client.pipeline(transaction=False)
+            pipe = client.pipeline(transaction=False)
             if keys:
                 pipe.unlink(*keys)
             if cursor:
@@ -155,23 +347,51 @@ class RedisBackend:
         return removed
 
     async def ping(self) -> None:
-        await self.client.execute_command("PING")
+        client = await self._client()
+        await client.execute_command("PING")
 
     def fail_fast_when(self, unreachable: Callable[[], bool]) -> None:
         """Calls still queued for a connection fail at once while ``unreachable()`` is true."""
-        self.client.connection_pool.refuse_waiters = unreachable
+        with self._lock:
+            self._refuse_waiters = unreachable
+            for bound in self._by_loop.values():
+                bound.pool.refuse_waiters = unreachable
 
     def connections(self) -> tuple[int, int, int]:
-        """``(used, idle, max)`` connections of the pool, for the pool gauges."""
-        pool = self.client.connection_pool
-        return len(pool._in_use_connections), len(pool._available_connections), pool.max_connections
+        """``(used, idle, max)`` over the pools of the loops alive now, for the pool gauges.
+
+        ``max_connections`` bounds each loop's pool: with two threads running a loop each,
+        the process may hold twice as many.
+        """
+        with self._lock:
+            pools = [bound.pool for bound in self._by_loop.values() if not bound.loop.is_closed()]
+        used = idle = 0
+        for pool in pools:
+            in_use, available = pool.usage()
+            used += in_use
+            idle += available
+        return used, idle, self._max_connections * max(1, len(pools))
 
     async def reconnect(self) -> None:
         """Drop idle connections: after an outage they are dead and would each fail once."""
-        await self.client.connection_pool.disconnect(inuse_connections=False)
+        client = await self._client()
+        await client.connection_pool.disconnect(inuse_connections=False)
 
     async def close(self) -> None:
-        await self.client.aclose()
+        """Close the connections of every loop that still runs; forget those of ended loops."""
+        running = _running_loop()
+        with self._lock:
+            clients, self._by_loop = list(self._by_loop.values()), {}
+            self._spare = None
+        for bound in clients:
+            loop = bound.loop
+            if loop is running:
+                await bound.closer.aclose()
+            elif loop is not None and loop.is_running():
+                # another thread's loop: its connections may only be touched from there
+                closing = asyncio.run_coroutine_threadsafe(bound.closer.aclose(), loop)
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(asyncio.wrap_future(closing), 1.0)
 
 
 def _milliseconds(ttl: float) -> int:
