@@ -158,6 +158,7 @@ class Settings:
     prometheus_host: str = "127.0.0.1"
     instrument_redis: bool = True
     capture_uncaught_exceptions: bool = True
+    fast_export: bool = True
 
     @property
     def json_logs(self) -> bool:
@@ -188,6 +189,7 @@ class Settings:
         prometheus_host: str | None = None,
         instrument_redis: bool = True,
         capture_uncaught_exceptions: bool = True,
+        fast_export: bool | None = None,
         env: Mapping[str, str] | None = None,
     ) -> Settings:
         """Resolve every setting: argument > environment variable > default."""
@@ -226,6 +228,7 @@ class Settings:
         )
         port, where_port = pick(prometheus_port, "prometheus_port", "OTEL_EXPORTER_PROMETHEUS_PORT", None)
         host, _ = pick(prometheus_host, "prometheus_host", "OTEL_EXPORTER_PROMETHEUS_HOST", "127.0.0.1")
+        fast, where_fast = pick(fast_export, "fast_export", "TELEMETRY_FAST_EXPORT", True)
         timeout = float(otlp_timeout_s) if otlp_timeout_s is not None else 10.0
         if timeout <= 0:
             raise ValueError(f"argument 'otlp_timeout_s' must be positive, got {otlp_timeout_s!r}")
@@ -247,4 +250,5 @@ class Settings:
             prometheus_host=str(host),
             instrument_redis=instrument_redis,
             capture_uncaught_exceptions=capture_uncaught_exceptions,
+            fast_export=_parse_bool(fast, where_fast),
         )

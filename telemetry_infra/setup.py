@@ -30,6 +30,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.version import __version__ as sdk_version
 
+from telemetry_infra.otlp_wire.exporters import FastLogExporter, FastSpanExporter
 from telemetry_infra.preaggregated import SECONDS_BUCKETS, WithPreaggregated, reset_all
 from telemetry_infra.prometheus import PrometheusBridge, serve_metrics
 from telemetry_infra.settings import Settings
@@ -58,6 +59,7 @@ class Telemetry:
     metrics_url: str | None = None
     _stop_server: Callable[[], None] | None = field(default=None, repr=False)
     _log_handler: Any = field(default=None, repr=False)  # logs.OTLPLogHandler
+    _fast_log_exporter: Any = field(default=None, repr=False)  # otlp_wire.FastLogExporter, for the handler
     _exporters: tuple[Any, ...] = field(default=(), repr=False)
     _closed: bool = field(default=False, repr=False)
 
@@ -212,8 +214,12 @@ def _build(settings: Settings) -> Telemetry:
     bridge = PrometheusBridge(resource)
     readers: list[MetricReader] = [bridge]
     exporters: tuple[Any, ...] = ()
+    fast_logs = None
     if settings.exports_over_network:
         exporters = span_exporter, metric_exporter, log_exporter = _exporters(settings)
+        if settings.fast_export:  # our encoders, through the same exporters (see otlp_wire)
+            span_exporter = FastSpanExporter.wrap(span_exporter)
+            log_exporter = fast_logs = FastLogExporter.wrap(log_exporter, resource) or log_exporter
         tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter))
         logger_provider.add_log_record_processor(BatchLogRecordProcessor(log_exporter))
         readers.append(
@@ -234,6 +240,7 @@ def _build(settings: Settings) -> Telemetry:
         resource=resource,
         prometheus_bridge=bridge,
         _exporters=exporters,
+        _fast_log_exporter=fast_logs if isinstance(fast_logs, FastLogExporter) else None,
     )
 
 
@@ -288,7 +295,7 @@ def _attach_logging(telemetry: Telemetry, console: bool) -> None:
     else:
         logs.uninstall_exception_hooks()
     if settings.exports_over_network:
-        handler = logs.OTLPLogHandler(telemetry.logger_provider)
+        handler = logs.OTLPLogHandler(telemetry.logger_provider, exporter=telemetry._fast_log_exporter)
         logging.getLogger().addHandler(handler)
         telemetry._log_handler = handler
 
@@ -323,6 +330,7 @@ def configure(
     capture_uncaught_exceptions: bool = True,
     setup_logs: bool = True,
     console_logs: bool = True,
+    fast_export: bool | None = None,
 ) -> Telemetry:
     """Set up traces, metrics and logs for this process; replace any earlier setup.
 
@@ -335,6 +343,11 @@ def configure(
     ``setup_logs=False`` leaves the logging configuration alone (no console or file
     handlers, no OTLP log export); ``console_logs=False`` keeps the files and OTLP
     export but prints nothing to the console.
+
+    ``fast_export`` (``TELEMETRY_FAST_EXPORT``, default on) encodes spans and log
+    records with our own OTLP encoders (:mod:`telemetry_infra.otlp_wire`) and sends
+    them through the same SDK exporters; ``False`` is the SDK's own encoding path.
+    Metrics always take the SDK's path.
     """
     settings = Settings.resolve(
         service_name,
@@ -353,6 +366,7 @@ def configure(
         prometheus_host=prometheus_host,
         instrument_redis=instrument_redis,
         capture_uncaught_exceptions=capture_uncaught_exceptions,
+        fast_export=fast_export,
     )
     global _current, _atexit_registered
     with _lock:

@@ -47,12 +47,12 @@ class _Sender:
             return stock()
         try:
             payload = encode()
-        except Exception as error:  # noqa: BLE001 - what the SDK's encoder refuses as well
+        except Exception as error:  # what the SDK's encoder refuses as well
             _log.error("Failed to encode %s batch: %s", self._what, error)
             return False
         try:
             return transport.send(payload, count)
-        except Exception as error:  # noqa: BLE001 - the SDK's internals changed under us
+        except Exception as error:  # the SDK's internals changed under us
             self.transport = None
             _log.warning(
                 "fast OTLP export of %s failed (%r); using the SDK's encoder from now on", self._what, error

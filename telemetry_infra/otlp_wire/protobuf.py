@@ -213,7 +213,7 @@ def attributes_field(field_tag: bytes, attributes: Mapping[str, Any] | None) -> 
                 continue
         try:
             body = key_value(key, value)
-        except Exception as error:  # noqa: BLE001 - the SDK's encoder leaves such an attribute out too
+        except Exception as error:  # the SDK's encoder leaves such an attribute out too
             _report(key, value, error)
             continue
         field = field_tag + varint(len(body)) + body

@@ -194,5 +194,3 @@ def encode_spans(spans: Sequence[ReadableSpan]) -> bytes:
         else:
             add(span.resource, span.instrumentation_scope, _encode_span_public(span))
     return encode_request(groups)
-
-

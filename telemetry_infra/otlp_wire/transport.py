@@ -91,8 +91,15 @@ class GrpcTransport:
         success = exporter._result.SUCCESS
         self._exporter = exporter
         self._success = success
-        exporter._translate_data = lambda data: data.payload if data.__class__ is EncodedRequest else translate(data)
-        exporter._count_data = lambda data: data.count if data.__class__ is EncodedRequest else count(data)
+
+        def translate_data(data: Any) -> Any:
+            return data.payload if data.__class__ is EncodedRequest else translate(data)
+
+        def count_data(data: Any) -> int:
+            return data.count if data.__class__ is EncodedRequest else count(data)
+
+        exporter._translate_data = translate_data
+        exporter._count_data = count_data
         exporter._stub = stub_class  # the mixin builds its client from it again when it reconnects
         exporter._client = stub_class(exporter._channel)
 
@@ -142,18 +149,25 @@ class HttpTransport:
         self._exporter.shutdown()
 
 
+_warned = False
+
+
+def _warn_once(reason: str) -> None:
+    global _warned
+    if not _warned:
+        _warned = True
+        _log.warning("fast OTLP export unavailable (%s); exporting with the SDK's own encoders", reason)
+
+
 def transport_for(exporter: Any) -> Transport | None:
-    """A transport through ``exporter``, or ``None`` (with a warning) when its SDK is not one we know."""
+    """A transport through ``exporter``, or ``None`` (with one warning) when its SDK is not one we know."""
     module = type(exporter).__module__
     kind = GrpcTransport if ".grpc" in module else HttpTransport if ".http" in module else None
     if kind is None:
-        _log.warning("fast OTLP export: %s is not an OTLP exporter; using the SDK's encoder", type(exporter))
+        _warn_once(f"{type(exporter).__name__} is not an OTLP exporter we know")
         return None
     try:
         return kind(exporter)
-    except Exception as error:  # noqa: BLE001 - any surprise in the SDK's internals: its own path
-        _log.warning(
-            "fast OTLP export unavailable with this opentelemetry-exporter-otlp (%s); using the SDK's encoder",
-            error,
-        )
+    except Exception as error:  # any surprise in the SDK's internals: its own path
+        _warn_once(f"this opentelemetry-exporter-otlp's internals differ: {error}")
         return None
