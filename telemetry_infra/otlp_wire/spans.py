@@ -39,19 +39,20 @@ _REMOTE_FLAGS = b"\x85\x01" + pack_fixed32(0x300)
 # Span.Link.flags=6 (fixed32)
 _LINK_LOCAL_FLAGS = b"\x35" + pack_fixed32(0x100)
 _LINK_REMOTE_FLAGS = b"\x35" + pack_fixed32(0x300)
-_trace_states: dict[Any, bytes] = {}
+_trace_states: dict[int, tuple[Any, bytes]] = {}
 
 
 def _trace_state(trace_state: Any) -> bytes:
-    """Span.trace_state=3, as the SDK writes it (``k=v,k2=v2``)."""
+    """Span.trace_state=3, as the SDK writes it (``k=v,k2=v2``); cached per object, shared by a trace."""
     if not trace_state:
         return b""
-    field = _trace_states.get(trace_state)
-    if field is None:
-        field = string_field(b"\x1a", ",".join(f"{key}={value}" for key, value in trace_state.items()))
-        if len(_trace_states) >= 1024:
-            _trace_states.clear()
-        _trace_states[trace_state] = field
+    cached = _trace_states.get(id(trace_state))
+    if cached is not None and cached[0] is trace_state:
+        return cached[1]
+    field = string_field(b"\x1a", ",".join(f"{key}={value}" for key, value in trace_state.items()))
+    if len(_trace_states) >= 1024:
+        _trace_states.clear()
+    _trace_states[id(trace_state)] = (trace_state, field)  # holds it: its id cannot be reused meanwhile
     return field
 
 
