@@ -59,13 +59,22 @@ class Telemetry:
     metrics_url: str | None = None
     _stop_server: Callable[[], None] | None = field(default=None, repr=False)
     _log_handler: Any = field(default=None, repr=False)  # logs.OTLPLogHandler
-    _fast_log_exporter: Any = field(default=None, repr=False)  # otlp_wire.FastLogExporter, for the handler
+    _fast_exporters: tuple[Any, ...] = field(default=(), repr=False)  # otlp_wire's, spans then logs
     _exporters: tuple[Any, ...] = field(default=(), repr=False)
     _closed: bool = field(default=False, repr=False)
 
     @property
     def enabled(self) -> bool:
         return not self.settings.sdk_disabled
+
+    @property
+    def fast_export(self) -> bool:
+        """Whether spans and log records leave through our own encoders (``configure(fast_export=...)``).
+
+        ``False`` without an endpoint, with ``fast_export=False``, or once the SDK's
+        exporter internals turned out not to be the ones we know (then the SDK's path is used).
+        """
+        return bool(self._fast_exporters) and all(exporter.fast for exporter in self._fast_exporters)
 
     def prometheus_text(self, openmetrics: bool = False) -> str:
         """The current Prometheus exposition (OpenMetrics, with exemplars, if asked)."""
@@ -214,12 +223,15 @@ def _build(settings: Settings) -> Telemetry:
     bridge = PrometheusBridge(resource)
     readers: list[MetricReader] = [bridge]
     exporters: tuple[Any, ...] = ()
-    fast_logs = None
+    fast: tuple[Any, ...] = ()
     if settings.exports_over_network:
         exporters = span_exporter, metric_exporter, log_exporter = _exporters(settings)
         if settings.fast_export:  # our encoders, through the same exporters (see otlp_wire)
-            span_exporter = FastSpanExporter.wrap(span_exporter)
-            log_exporter = fast_logs = FastLogExporter.wrap(log_exporter, resource) or log_exporter
+            fast = FastSpanExporter.wrap(span_exporter), FastLogExporter.wrap(log_exporter, resource)
+            if all(isinstance(exporter, (FastSpanExporter, FastLogExporter)) for exporter in fast):
+                span_exporter, log_exporter = fast
+            else:
+                fast = ()
         tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter))
         logger_provider.add_log_record_processor(BatchLogRecordProcessor(log_exporter))
         readers.append(
@@ -240,7 +252,7 @@ def _build(settings: Settings) -> Telemetry:
         resource=resource,
         prometheus_bridge=bridge,
         _exporters=exporters,
-        _fast_log_exporter=fast_logs if isinstance(fast_logs, FastLogExporter) else None,
+        _fast_exporters=fast,
     )
 
 
@@ -295,7 +307,8 @@ def _attach_logging(telemetry: Telemetry, console: bool) -> None:
     else:
         logs.uninstall_exception_hooks()
     if settings.exports_over_network:
-        handler = logs.OTLPLogHandler(telemetry.logger_provider, exporter=telemetry._fast_log_exporter)
+        fast_logs = telemetry._fast_exporters[1] if telemetry._fast_exporters else None
+        handler = logs.OTLPLogHandler(telemetry.logger_provider, exporter=fast_logs)
         logging.getLogger().addHandler(handler)
         telemetry._log_handler = handler
 

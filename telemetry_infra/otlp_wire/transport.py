@@ -152,6 +152,21 @@ class HttpTransport:
 _warned = False
 
 
+def _transport_class(exporter: Any) -> type[GrpcTransport] | type[HttpTransport] | None:
+    try:
+        from opentelemetry.exporter.otlp.proto.grpc.exporter import OTLPExporterMixin
+    except ImportError:  # pragma: no cover - the gRPC exporter is a dependency
+        OTLPExporterMixin = ()
+    if isinstance(exporter, OTLPExporterMixin):
+        return GrpcTransport
+    try:
+        from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    except ImportError:  # pragma: no cover - the HTTP exporter is a dependency
+        return None
+    return HttpTransport if isinstance(exporter, (OTLPSpanExporter, OTLPLogExporter)) else None
+
+
 def _warn_once(reason: str) -> None:
     global _warned
     if not _warned:
@@ -161,8 +176,7 @@ def _warn_once(reason: str) -> None:
 
 def transport_for(exporter: Any) -> Transport | None:
     """A transport through ``exporter``, or ``None`` (with one warning) when its SDK is not one we know."""
-    module = type(exporter).__module__
-    kind = GrpcTransport if ".grpc" in module else HttpTransport if ".http" in module else None
+    kind = _transport_class(exporter)
     if kind is None:
         _warn_once(f"{type(exporter).__name__} is not an OTLP exporter we know")
         return None
