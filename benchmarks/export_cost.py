@@ -114,9 +114,10 @@ class Receiver:
 
 def run_variant(variant: str, endpoints: dict[str, str], requests: int, log_dir: str) -> dict[str, Any]:
     """Child: configure for ``variant``, run the workload, print CPU per request."""
-    import telemetry_infra as ti
     from opentelemetry import trace
     from opentelemetry.trace import SpanKind
+
+    import telemetry_infra as ti
 
     kind, _, protocol = variant.rpartition("-")
     if variant == "none":
@@ -278,8 +279,9 @@ def report(results: dict[str, list[dict[str, Any]]], requests: int) -> None:
         )
         verdict = "met" if ratio <= TARGET_EXPORT_RATIO and complete else "NOT met"
         print(
-            f"{protocol}: fast export cost = {ratio:.2f}x stock's (per-round ratios "
-            f"{', '.join(f'{p:.2f}' for p in paired)}; target <= {TARGET_EXPORT_RATIO}, all arriving): {verdict}"
+            f"{protocol}: fast export cost = {ratio:.2f}x stock's "
+            f"(per-round ratios {', '.join(f'{p:.2f}' for p in paired)}; "
+            f"target <= {TARGET_EXPORT_RATIO}, all arriving): {verdict}"
         )
 
 
