@@ -29,20 +29,27 @@ __all__ = ["FastLogExporter", "FastSpanExporter"]
 _log = logging.getLogger(__name__)
 
 
-class _Sender:
-    """Encodes and sends; on a surprise from the SDK's internals, falls back to its path for good."""
+class _Wrapper:
+    """Around an SDK exporter: encodes and sends; on a surprise from its internals, uses its path for good."""
 
-    def __init__(self, exporter: Any, transport: Transport, what: str) -> None:
-        self.exporter = exporter
-        self.transport: Transport | None = transport
-        self._what = what
+    _what = ""
+
+    def __init__(self, exporter: Any, transport: Transport) -> None:
+        self._exporter = exporter
+        self._transport: Transport | None = transport
+
+    @property
+    def wrapped(self) -> Any:
+        """The SDK exporter it sends through."""
+        return self._exporter
 
     @property
     def fast(self) -> bool:
-        return self.transport is not None
+        """``False`` once it fell back to the SDK's path."""
+        return self._transport is not None
 
-    def send(self, encode: Callable[[], bytes], count: int, stock: Callable[[], bool]) -> bool:
-        transport = self.transport
+    def _send(self, encode: Callable[[], bytes], count: int, stock: Callable[[], bool]) -> bool:
+        transport = self._transport
         if transport is None:
             return stock()
         try:
@@ -53,41 +60,11 @@ class _Sender:
         try:
             return transport.send(payload, count)
         except Exception as error:  # the SDK's internals changed under us
-            self.transport = None
+            self._transport = None
             _log.warning(
                 "fast OTLP export of %s failed (%r); using the SDK's encoder from now on", self._what, error
             )
             return stock()
-
-
-class FastSpanExporter(SpanExporter):
-    """A span exporter that encodes with :func:`~.spans.encode_spans` and sends through ``exporter``."""
-
-    def __init__(self, exporter: SpanExporter, transport: Transport) -> None:
-        self._exporter = exporter
-        self._sender = _Sender(exporter, transport, "spans")
-
-    @classmethod
-    def wrap(cls, exporter: SpanExporter) -> SpanExporter:
-        """Ours around ``exporter``, or ``exporter`` itself when its SDK is not one we know."""
-        transport = transport_for(exporter)
-        return exporter if transport is None else cls(exporter, transport)
-
-    @property
-    def wrapped(self) -> SpanExporter:
-        return self._exporter
-
-    @property
-    def fast(self) -> bool:
-        """``False`` once it fell back to the SDK's path."""
-        return self._sender.fast
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        def stock() -> bool:
-            return self._exporter.export(spans) is SpanExportResult.SUCCESS
-
-        sent = self._sender.send(lambda: encode_spans(spans), len(spans), stock)
-        return SpanExportResult.SUCCESS if sent else SpanExportResult.FAILURE
 
     def shutdown(self) -> None:
         self._exporter.shutdown()
@@ -96,16 +73,36 @@ class FastSpanExporter(SpanExporter):
         return True
 
 
-class FastLogExporter(LogRecordExporter):
+class FastSpanExporter(_Wrapper, SpanExporter):
+    """A span exporter that encodes with :func:`~.spans.encode_spans` and sends through ``exporter``."""
+
+    _what = "spans"
+
+    @classmethod
+    def wrap(cls, exporter: SpanExporter) -> SpanExporter:
+        """Ours around ``exporter``, or ``exporter`` itself when its SDK is not one we know."""
+        transport = transport_for(exporter)
+        return exporter if transport is None else cls(exporter, transport)
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        def stock() -> bool:
+            return self._exporter.export(spans) is SpanExportResult.SUCCESS
+
+        sent = self._send(lambda: encode_spans(spans), len(spans), stock)
+        return SpanExportResult.SUCCESS if sent else SpanExportResult.FAILURE
+
+
+class FastLogExporter(_Wrapper, LogRecordExporter):
     """A log exporter that encodes with :mod:`~.logs` and sends through ``exporter``.
 
     As a LogRecordExporter it serves the logger provider's batch processor; our
     OTLP log handler uses :meth:`send_batch` with records it encoded itself.
     """
 
+    _what = "logs"
+
     def __init__(self, exporter: LogRecordExporter, transport: Transport, resource: Resource) -> None:
-        self._exporter = exporter
-        self._sender = _Sender(exporter, transport, "logs")
+        super().__init__(exporter, transport)
         self.resource = resource
 
     @classmethod
@@ -114,28 +111,13 @@ class FastLogExporter(LogRecordExporter):
         transport = transport_for(exporter)
         return None if transport is None else cls(exporter, transport, resource)
 
-    @property
-    def wrapped(self) -> LogRecordExporter:
-        return self._exporter
-
-    @property
-    def fast(self) -> bool:
-        """``False`` once it fell back to the SDK's path."""
-        return self._sender.fast
-
     def send_batch(self, batch: LogBatch, stock: Callable[[], bool]) -> bool:
         """Send records encoded by the caller; ``stock`` sends them the SDK's way instead."""
-        return self._sender.send(batch.encode, batch.count, stock)
+        return self._send(batch.encode, batch.count, stock)
 
     def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
         def stock() -> bool:
             return self._exporter.export(batch) is LogRecordExportResult.SUCCESS
 
-        sent = self._sender.send(lambda: encode_logs(batch), len(batch), stock)
+        sent = self._send(lambda: encode_logs(batch), len(batch), stock)
         return LogRecordExportResult.SUCCESS if sent else LogRecordExportResult.FAILURE
-
-    def shutdown(self) -> None:
-        self._exporter.shutdown()
-
-    def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        return True

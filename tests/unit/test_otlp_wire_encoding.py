@@ -121,6 +121,15 @@ def _scope(spec: tuple | None) -> InstrumentationScope | None:
     return None if spec is None else InstrumentationScope(*spec)
 
 
+def maybe_bounded(draw: st.DrawFn, items: list) -> object:
+    """``items`` as a list, or in the SDK's BoundedList (perhaps with some dropped)."""
+    if draw(st.booleans()):
+        return items
+    bounded = BoundedList(draw(st.integers(min_value=0, max_value=3)))
+    bounded.extend(items)
+    return bounded
+
+
 @st.composite
 def events(draw: st.DrawFn) -> object:
     items = draw(
@@ -134,11 +143,7 @@ def events(draw: st.DrawFn) -> object:
             max_size=3,
         )
     )
-    if draw(st.booleans()):
-        return items
-    bounded = BoundedList(draw(st.integers(min_value=0, max_value=3)))
-    bounded.extend(items)
-    return bounded
+    return maybe_bounded(draw, items)
 
 
 @st.composite
@@ -149,11 +154,7 @@ def links(draw: st.DrawFn) -> object:
             max_size=2,
         )
     )
-    if draw(st.booleans()):
-        return items
-    bounded = BoundedList(draw(st.integers(min_value=0, max_value=2)))
-    bounded.extend(items)
-    return bounded
+    return maybe_bounded(draw, items)
 
 
 @st.composite
