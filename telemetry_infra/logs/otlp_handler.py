@@ -289,7 +289,8 @@ class OTLPLogHandler(logging.Handler):
 
         def through_provider() -> bool:
             for pending in batched:
-                self._emit(pending)
+                with contextlib.suppress(Exception):  # as in _drain: a bad record must not stop the others
+                    self._emit(pending)
             self._flush_provider()
             return True
 
