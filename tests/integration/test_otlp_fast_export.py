@@ -259,3 +259,32 @@ def test_fast_export_setting_follows_argument_then_variable():
         Settings.resolve("s", env={"TELEMETRY_FAST_EXPORT": "maybe"})
     with pytest.raises(ValueError, match="'fast_export'"):
         Settings.resolve("s", fast_export="maybe")
+
+
+class _ChangedLogExportSignature(GrpcLogExporter):
+    def _export(self, data, timeout_millis):
+        return super()._export(data)
+
+    def export(self, batch):
+        return self._export(batch, 10_000)
+
+
+def test_the_handler_follows_its_exporter_back_to_the_sdk_path_without_losing_records(caplog):
+    resource = Resource({"service.name": "fast"})
+    with OTLPReceiver() as receiver:
+        exporter = FastLogExporter.wrap(
+            _ChangedLogExportSignature(endpoint=receiver.grpc_endpoint, insecure=True), resource
+        )
+        assert exporter is not None
+        provider = LoggerProvider(resource=resource)
+        provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))  # as configure() does
+        handler = OTLPLogHandler(provider, exporter=exporter)
+        with caplog.at_level(logging.WARNING, logger="telemetry_infra.otlp_wire"):
+            emit_records(handler, TracerProvider(resource=resource).get_tracer("tests"))
+            handler.flush()
+            emit_records(handler, TracerProvider(resource=resource).get_tracer("tests"))
+            handler.close()
+        assert len(receiver.wait_for_logs(count=6)) == 6 and handler.dropped == 0
+        assert not exporter.fast
+        assert len([r for r in caplog.records if "from now on" in r.getMessage()]) == 1
+        exporter.shutdown()
