@@ -287,4 +287,4 @@ def test_the_handler_follows_its_exporter_back_to_the_sdk_path_without_losing_re
         assert len(receiver.wait_for_logs(count=6)) == 6 and handler.dropped == 0
         assert not exporter.fast
         assert len([r for r in caplog.records if "from now on" in r.getMessage()]) == 1
-        exporter.shutdown()
+        provider.shutdown()  # and its exporter
