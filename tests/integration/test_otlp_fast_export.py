@@ -184,20 +184,25 @@ def test_an_sdk_whose_internals_differ_gets_its_own_path_with_one_warning(caplog
         assert len(warnings) == 1
 
 
-class _ChangedExportSignature(GrpcSpanExporter):
-    """A future SDK whose ``_export`` takes another argument, consistently in its own ``export``."""
+def changed_export_signature(exporter_class: type) -> type:
+    """A future SDK's exporter whose ``_export`` takes another argument, consistently in its ``export``."""
 
-    def _export(self, data, timeout_millis):
-        return super()._export(data)
+    class Changed(exporter_class):
+        def _export(self, data, timeout_millis):
+            return super()._export(data)
 
-    def export(self, spans):
-        return self._export(spans, 10_000)
+        def export(self, batch):
+            return self._export(batch, 10_000)
+
+    return Changed
 
 
 def test_a_send_that_fails_on_changed_internals_falls_back_without_losing_the_batch(caplog):
     spans = finished_spans()
     with OTLPReceiver() as receiver:
-        fast = FastSpanExporter.wrap(_ChangedExportSignature(endpoint=receiver.grpc_endpoint, insecure=True))
+        fast = FastSpanExporter.wrap(
+            changed_export_signature(GrpcSpanExporter)(endpoint=receiver.grpc_endpoint, insecure=True)
+        )
         assert isinstance(fast, FastSpanExporter)
         with caplog.at_level(logging.WARNING, logger="telemetry_infra.otlp_wire"):
             assert fast.export(spans) is SpanExportResult.SUCCESS
@@ -261,19 +266,12 @@ def test_fast_export_setting_follows_argument_then_variable():
         Settings.resolve("s", fast_export="maybe")
 
 
-class _ChangedLogExportSignature(GrpcLogExporter):
-    def _export(self, data, timeout_millis):
-        return super()._export(data)
-
-    def export(self, batch):
-        return self._export(batch, 10_000)
-
-
 def test_the_handler_follows_its_exporter_back_to_the_sdk_path_without_losing_records(caplog):
     resource = Resource({"service.name": "fast"})
     with OTLPReceiver() as receiver:
         exporter = FastLogExporter.wrap(
-            _ChangedLogExportSignature(endpoint=receiver.grpc_endpoint, insecure=True), resource
+            changed_export_signature(GrpcLogExporter)(endpoint=receiver.grpc_endpoint, insecure=True),
+            resource,
         )
         assert exporter is not None
         provider = LoggerProvider(resource=resource)
