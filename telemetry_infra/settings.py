@@ -313,6 +313,7 @@ class Settings:
     log_batch: BatchSettings = _BATCH_DEFAULTS["OTEL_BLRP"]
     sampler: str = "parentbased_always_on"
     sampler_arg: float | None = None
+    fast_export: bool = True
 
     @property
     def json_logs(self) -> bool:
@@ -354,6 +355,7 @@ class Settings:
         prometheus_host: str | None = None,
         instrument_redis: bool = True,
         capture_uncaught_exceptions: bool = True,
+        fast_export: bool | None = None,
         env: Mapping[str, str] | None = None,
     ) -> Settings:
         """Resolve every setting: argument > environment variable > default."""
@@ -414,6 +416,7 @@ class Settings:
         host, _ = pick(prometheus_host, "prometheus_host", "OTEL_EXPORTER_PROMETHEUS_HOST", "127.0.0.1")
         sampler, sampler_arg = _resolve_sampler(env)
         _validate_sdk_variables(env)
+        fast, where_fast = pick(fast_export, "fast_export", "TELEMETRY_FAST_EXPORT", True)
 
         return cls(
             service_name=str(name),
@@ -439,6 +442,7 @@ class Settings:
             log_batch=_resolve_batch("OTEL_BLRP", env),
             sampler=sampler,
             sampler_arg=sampler_arg,
+            fast_export=_parse_bool(fast, where_fast),
         )
 
 

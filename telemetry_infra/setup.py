@@ -32,6 +32,7 @@ from opentelemetry.sdk.trace.sampling import Sampler
 from opentelemetry.sdk.version import __version__ as sdk_version
 
 from telemetry_infra.otlp_tls import grpc_credentials, requests_session
+from telemetry_infra.otlp_wire.exporters import FastLogExporter, FastSpanExporter
 from telemetry_infra.preaggregated import SECONDS_BUCKETS, WithPreaggregated, reset_all
 from telemetry_infra.prometheus import PrometheusBridge, serve_metrics
 from telemetry_infra.settings import SIGNALS, BatchSettings, OTLPExport, Settings, configuration_warnings
@@ -60,12 +61,22 @@ class Telemetry:
     metrics_url: str | None = None
     _stop_server: Callable[[], None] | None = field(default=None, repr=False)
     _log_handler: Any = field(default=None, repr=False)  # logs.OTLPLogHandler
+    _fast_exporters: tuple[Any, ...] = field(default=(), repr=False)  # otlp_wire's, spans then logs
     _exporters: tuple[Any, ...] = field(default=(), repr=False)
     _closed: bool = field(default=False, repr=False)
 
     @property
     def enabled(self) -> bool:
         return not self.settings.sdk_disabled
+
+    @property
+    def fast_export(self) -> bool:
+        """Whether spans and log records leave through our own encoders (``configure(fast_export=...)``).
+
+        ``False`` without an endpoint, with ``fast_export=False``, or once the SDK's
+        exporter internals turned out not to be the ones we know (then the SDK's path is used).
+        """
+        return bool(self._fast_exporters) and all(exporter.fast for exporter in self._fast_exporters)
 
     def prometheus_text(self, openmetrics: bool = False) -> str:
         """The current Prometheus exposition (OpenMetrics, with exemplars, if asked)."""
@@ -222,6 +233,22 @@ def _exporters(settings: Settings) -> tuple[Any, Any, Any]:
     return built[0], built[1], built[2]
 
 
+def _fast_exporters(
+    settings: Settings, span_exporter: Any, log_exporter: Any, resource: Resource
+) -> tuple[Any, ...]:
+    """Our encoders in front of the OTLP span and log exporters, where their SDK is one we know."""
+    if not settings.fast_export:
+        return ()
+    fast: list[Any] = []
+    if span_exporter is not None:
+        wrapped = FastSpanExporter.wrap(span_exporter)
+        if wrapped is not span_exporter:
+            fast.append(wrapped)
+    if log_exporter is not None and (wrapped := FastLogExporter.wrap(log_exporter, resource)) is not None:
+        fast.append(wrapped)
+    return tuple(fast)
+
+
 def _console_exporters(settings: Settings) -> tuple[Any, Any, Any]:
     """(span, metric, log) console exporters for the signals whose ``OTEL_*_EXPORTER`` has ``console``."""
     from opentelemetry.sdk._logs.export import ConsoleLogRecordExporter
@@ -283,7 +310,17 @@ def _build(settings: Settings) -> Telemetry:
     bridge = PrometheusBridge(resource)
     readers: list[MetricReader] = [bridge]
     exporters: list[Any] = []
-    for span_exporter, metric_exporter, log_exporter in (_exporters(settings), _console_exporters(settings)):
+    span_otlp, metric_otlp, log_otlp = _exporters(settings)
+    fast = _fast_exporters(settings, span_otlp, log_otlp, resource)
+    for fast_exporter in fast:  # our encoders, through the same SDK exporters (see otlp_wire)
+        if isinstance(fast_exporter, FastSpanExporter):
+            span_otlp = fast_exporter
+        else:
+            log_otlp = fast_exporter
+    for span_exporter, metric_exporter, log_exporter in (
+        (span_otlp, metric_otlp, log_otlp),
+        _console_exporters(settings),
+    ):
         if span_exporter is not None:
             tracer_provider.add_span_processor(
                 BatchSpanProcessor(span_exporter, **_batch_options(settings.span_batch))
@@ -313,6 +350,7 @@ def _build(settings: Settings) -> Telemetry:
         resource=resource,
         prometheus_bridge=bridge,
         _exporters=tuple(exporters),
+        _fast_exporters=fast,
     )
 
 
@@ -386,7 +424,8 @@ def _attach_logging(telemetry: Telemetry, console: bool) -> None:
     else:
         logs.uninstall_exception_hooks()
     if settings.exports("logs", "otlp") or settings.exports("logs", "console"):
-        handler = logs.OTLPLogHandler(telemetry.logger_provider)
+        fast_logs = next((e for e in telemetry._fast_exporters if isinstance(e, FastLogExporter)), None)
+        handler = logs.OTLPLogHandler(telemetry.logger_provider, exporter=fast_logs)
         logging.getLogger().addHandler(handler)
         telemetry._log_handler = handler
 
@@ -439,6 +478,7 @@ def configure(
     capture_uncaught_exceptions: bool = True,
     setup_logs: bool = True,
     console_logs: bool = True,
+    fast_export: bool | None = None,
 ) -> Telemetry:
     """Set up traces, metrics and logs for this process; replace any earlier setup.
 
@@ -459,6 +499,11 @@ def configure(
     ``setup_logs=False`` leaves the logging configuration alone (no console or file
     handlers, no OTLP log export); ``console_logs=False`` keeps the files and OTLP
     export but prints nothing to the console.
+
+    ``fast_export`` (``TELEMETRY_FAST_EXPORT``, default on) encodes spans and log
+    records with our own OTLP encoders (:mod:`telemetry_infra.otlp_wire`) and sends
+    them through the same SDK exporters; ``False`` is the SDK's own encoding path.
+    Metrics always take the SDK's path.
     """
     settings = Settings.resolve(
         service_name,
@@ -484,6 +529,7 @@ def configure(
         prometheus_host=prometheus_host,
         instrument_redis=instrument_redis,
         capture_uncaught_exceptions=capture_uncaught_exceptions,
+        fast_export=fast_export,
     )
     global _current, _atexit_registered
     with _lock:

@@ -3,6 +3,10 @@
 The calling thread only captures what cannot wait (the message, the active
 OpenTelemetry context, the request context) and queues the record; a worker thread
 translates it and hands it to the LoggerProvider, whose batch processor exports it.
+Given a :class:`~telemetry_infra.otlp_wire.FastLogExporter` (``configure()``'s
+``fast_export``, the default), the worker instead encodes each record straight to
+OTLP bytes (no SDK log record objects) and sends them in batches of up to 512
+through that exporter; a batch the collector refuses is counted as dropped.
 Two rules keep a log storm from hurting the application or vanishing: the worker
 takes at most ``worker_share`` of the CPU while records wait (it rests between
 slices), and every 512 records it flushes the provider itself, so the SDK's batch
@@ -28,8 +32,12 @@ from typing import Any
 
 from opentelemetry import metrics
 from opentelemetry._logs import Logger, LoggerProvider, SeverityNumber
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context, get_current
 from opentelemetry.metrics import Observation
+from opentelemetry.sdk._logs import LogRecordLimits
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import get_current_span
 
 from telemetry_infra.logs.context import RequestContext, get_request_context
 from telemetry_infra.logs.records import (
@@ -40,6 +48,8 @@ from telemetry_infra.logs.records import (
     message_of,
     valid_text,
 )
+from telemetry_infra.otlp_wire.exporters import FastLogExporter
+from telemetry_infra.otlp_wire.logs import LogBatch, encode_log_record
 
 __all__ = ["EXPORTER_LOGGERS", "OTLPLogHandler"]
 
@@ -73,6 +83,16 @@ def severity_number(levelno: int) -> SeverityNumber:
         return SeverityNumber.FATAL4
     band, step = divmod(levelno, 10)
     return SeverityNumber(_SEVERITY_BASE[band * 10] + min(step, 3))
+
+
+_severity_values: dict[int, int] = {}
+
+
+def _severity_value(levelno: int) -> int:
+    value = _severity_values.get(levelno)
+    if value is None:
+        value = _severity_values[levelno] = severity_number(levelno).value
+    return value
 
 
 def attribute_value(value: Any) -> Any:
@@ -118,7 +138,10 @@ class _DroppedRecords:
             "telemetry_infra.logs.dropped",
             [lambda _options: [Observation(self.count)]],
             unit="{record}",
-            description="Log records not exported over OTLP because the export queue was full",
+            description=(
+                "Log records not exported over OTLP: the export queue was full, "
+                "or the collector did not accept them"
+            ),
         )
 
 
@@ -139,6 +162,9 @@ class OTLPLogHandler(logging.Handler):
     beyond that new ones are dropped (and counted in ``dropped``). While records
     wait, the worker uses at most ``worker_share`` of one CPU (0.25: about 12,000
     records a second here); :meth:`flush` and :meth:`close` do not wait for its rests.
+    With ``exporter`` (a :class:`~telemetry_infra.otlp_wire.FastLogExporter`) records
+    are encoded by the worker and sent through it, not through ``logger_provider``;
+    should the exporter fall back to the SDK's path, so does the handler.
     Never raises.
     """
 
@@ -148,6 +174,7 @@ class OTLPLogHandler(logging.Handler):
         level: int = logging.NOTSET,
         max_queue: int = 4096,
         worker_share: float = DEFAULT_WORKER_SHARE,
+        exporter: FastLogExporter | None = None,
     ) -> None:
         super().__init__(level)
         if not 0 < worker_share <= 1:
@@ -168,6 +195,14 @@ class OTLPLogHandler(logging.Handler):
         self._extras = ExtraFields(reserved=_OWN_ATTRIBUTES)
         self._loggers: dict[str, Logger] = {}  # the provider's get_logger takes a lock each call
         self.dropped = 0
+        self._fast = exporter
+        self._export = self._encode if exporter is not None else self._emit
+        self._batch = LogBatch()
+        self._batched: list[_Pending] = []  # what the batch holds, for the SDK's path should it fail
+        self._scopes: dict[str, InstrumentationScope] = {}
+        limits = LogRecordLimits()
+        self._max_attributes = limits.max_log_record_attributes
+        self._max_value_length = limits.max_log_record_attribute_length
         _dropped.export()
 
     def handle(self, record: logging.LogRecord) -> bool:
@@ -222,15 +257,47 @@ class OTLPLogHandler(logging.Handler):
             while self._pending:
                 started = time.thread_time()
                 for _ in range(min(_SLICE, len(self._pending))):
-                    with contextlib.suppress(Exception):  # a bad record must not stop the others
+                    try:
                         self._export(self._pending.popleft())
+                    except Exception:  # a bad record must not stop the others; it is counted
+                        self._count_dropped(1)
                     self._unflushed += 1
                 if self._unflushed >= _FLUSH_EVERY:
-                    self._flush_provider()
+                    self._hand_off()
                 if self._pending and self._rest_per_busy:
                     self._hurry.wait((time.thread_time() - started) * self._rest_per_busy)
+            if self._batched:  # the queue is empty: what was encoded leaves now
+                self._send_batch()
         finally:
             self._busy = False
+
+    def _count_dropped(self, count: int) -> None:
+        self.dropped += count
+        _dropped.count += count
+
+    def _hand_off(self) -> None:
+        if self._batched:
+            self._send_batch()
+        else:
+            self._flush_provider()
+
+    def _send_batch(self) -> None:
+        batch, batched = self._batch, self._batched
+        self._batch, self._batched, self._unflushed = LogBatch(), [], 0
+        exporter = self._fast
+        assert exporter is not None
+
+        def through_provider() -> bool:
+            for pending in batched:
+                with contextlib.suppress(Exception):  # as in _drain: a bad record must not stop the others
+                    self._emit(pending)
+            self._flush_provider()
+            return True
+
+        if not exporter.send_batch(batch, through_provider):
+            self._count_dropped(len(batched))
+        if not exporter.fast:
+            self._export = self._emit
 
     def _flush_provider(self) -> None:
         self._unflushed = 0
@@ -247,7 +314,44 @@ class OTLPLogHandler(logging.Handler):
                 self._loggers[name] = logger
         return logger
 
-    def _export(self, pending: _Pending) -> None:
+    def _scope(self, name: str) -> InstrumentationScope:
+        scope = self._scopes.get(name)
+        if scope is None:
+            scope = InstrumentationScope(name)
+            if len(self._scopes) < _MAX_LOGGERS:
+                self._scopes[name] = scope
+        return scope
+
+    def _encode(self, pending: _Pending) -> None:
+        """The fast path: the record as OTLP bytes, into the batch the worker sends next."""
+        record, body, otel_context, request = pending
+        attributes: Any = self._attributes(record, request)
+        dropped = 0
+        if len(attributes) > self._max_attributes or self._max_value_length is not None:
+            attributes = BoundedAttributes(  # the limits the SDK's log records apply
+                self._max_attributes, attributes, False, self._max_value_length, extended_attributes=True
+            )
+            dropped = attributes.dropped
+        span_context = get_current_span(otel_context).get_span_context()
+        encoded = encode_log_record(
+            int(record.created * 1e9),
+            time.time_ns(),
+            _severity_value(record.levelno),
+            _SEVERITY_TEXT.get(record.levelname, record.levelname),
+            valid_text(body),
+            attributes,
+            span_context.trace_id,
+            span_context.span_id,
+            span_context.trace_flags,
+            None,
+            dropped,
+        )
+        assert self._fast is not None
+        self._batch.add(self._fast.resource, self._scope(record.name), encoded)
+        self._batched.append(pending)
+
+    def _emit(self, pending: _Pending) -> None:
+        """The SDK's path: an SDK log record through the logger provider."""
         record, body, otel_context, request = pending
         self._logger(record.name).emit(
             timestamp=int(record.created * 1e9),

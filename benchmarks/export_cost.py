@@ -1,0 +1,429 @@
+"""What exporting telemetry over OTLP costs: our encoders, our stack on the SDK path, a stock SDK stack.
+
+    python benchmarks/export_cost.py [--requests 3000] [--rounds 5] [--micro-only]
+
+Workload per request: a SERVER span, a child ``cache.get`` span, two JSON log
+records (file handler, production JSON) made inside the request span. An OTLP
+receiver runs in its own process; every variant runs in a child process of its own,
+the variants interleaved round by round. A child's cost is the CPU time of the
+whole process (all threads: the export threads too) from just before the requests
+until everything was flushed, divided by the requests.
+
+Variants (``<variant>-<protocol>``):
+
+- ``none``: ``configure()`` without an endpoint (the in-process floor);
+- ``fast``: ``configure(endpoint, fast_export=True)``, our encoders (the default);
+- ``ours-sdk``: ``configure(endpoint, fast_export=False)``, our stack on the SDK's encoders;
+- ``stock``: ``configure()`` without an endpoint plus a stock SDK export stack:
+  BatchSpanProcessor + BatchLogRecordProcessor + OTLP exporters + the SDK's LoggingHandler.
+
+Export cost = variant - ``none`` (same round). Targets: ``fast`` <= 0.4x ``stock``
+on both protocols with every span and record arriving; our encoder alone >= 4x the
+SDK's (``encode_*(...).SerializeToString()``), per span and per log record (the
+micro-benchmark at the end, in this process).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+PROTOCOLS = {"grpc": "grpc", "http": "http/protobuf"}
+VARIANTS = ("none", "fast-grpc", "fast-http", "ours-sdk-grpc", "ours-sdk-http", "stock-grpc", "stock-http")
+WARMUP = 300
+TARGET_EXPORT_RATIO = 0.4
+TARGET_ENCODER_SPEEDUP = 4.0
+
+
+# ------------------------------------------------------------------- receiver
+
+
+def serve_receiver() -> None:
+    """Child: an OTLP receiver; prints its ports, then answers ``count``/``clear`` on stdin."""
+    from telemetry_infra.testing import OTLPReceiver
+
+    with OTLPReceiver() as receiver:
+        print(json.dumps({"grpc": receiver.grpc_endpoint, "http": receiver.http_endpoint}), flush=True)
+        for line in sys.stdin:
+            command = line.strip()
+            if command == "clear":
+                receiver.clear()
+                print("{}", flush=True)
+            elif command == "count":
+                spans = sum(1 for s in receiver.spans() if s.scope == "bench")
+                records = sum(1 for r in receiver.logs() if r.scope == "bench")
+                print(json.dumps({"spans": spans, "records": records}), flush=True)
+
+
+class Receiver:
+    def __init__(self) -> None:
+        self._process = subprocess.Popen(
+            [sys.executable, __file__, "--serve-receiver"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.endpoints: dict[str, str] = json.loads(self._ask(None))
+
+    def _ask(self, command: str | None) -> str:
+        assert self._process.stdin is not None and self._process.stdout is not None
+        if command is not None:
+            self._process.stdin.write(command + "\n")
+            self._process.stdin.flush()
+        return self._process.stdout.readline()
+
+    def clear(self) -> None:
+        self._ask("clear")
+
+    def count(self) -> dict[str, int]:
+        return json.loads(self._ask("count"))
+
+    def settled_count(
+        self, expected_spans: int, expected_records: int, timeout_s: float = 5.0
+    ) -> dict[str, int]:
+        """Counts once they stop changing (a request may still be in the receiver's decoder)."""
+        deadline = time.monotonic() + timeout_s
+        last = self.count()
+        while time.monotonic() < deadline:
+            if last["spans"] >= expected_spans and last["records"] >= expected_records:
+                return last
+            time.sleep(0.1)
+            now = self.count()
+            if now == last:
+                return now
+            last = now
+        return last
+
+    def close(self) -> None:
+        assert self._process.stdin is not None
+        self._process.stdin.close()
+        self._process.wait(10)
+
+
+# ------------------------------------------------------------------ workload
+
+
+def run_variant(variant: str, endpoints: dict[str, str], requests: int, log_dir: str) -> dict[str, Any]:
+    """Child: configure for ``variant``, run the workload, print CPU per request."""
+    from opentelemetry import trace
+    from opentelemetry.trace import SpanKind
+
+    import telemetry_infra as ti
+
+    kind, _, protocol = variant.rpartition("-")
+    if variant == "none":
+        kind, protocol = "none", "grpc"
+    endpoint = None if kind in ("none", "stock") else endpoints[protocol]
+    telemetry = ti.configure(
+        service_name="export-cost",
+        environment="production",
+        log_dir=log_dir,
+        console_logs=False,
+        otlp_endpoint=endpoint,
+        otlp_protocol=PROTOCOLS[protocol],
+        fast_export=kind == "fast",
+    )
+    stock_handler = (
+        attach_stock_stack(telemetry, PROTOCOLS[protocol], endpoints[protocol]) if kind == "stock" else None
+    )
+
+    tracer = trace.get_tracer("bench")
+    log = logging.getLogger("bench")
+
+    def request(n: int) -> None:
+        attributes = {"http.request.method": "GET", "http.route": "/items/{id}", "url.path": f"/items/{n}"}
+        with tracer.start_as_current_span(
+            "GET /items/{id}", kind=SpanKind.SERVER, attributes=attributes
+        ) as span:
+            key = f"item:{n % 500}"
+            cache = {
+                "cache.name": "items",
+                "cache.backend": "redis",
+                "cache.key": key,
+                "cache.hit": n % 4 != 0,
+            }
+            with tracer.start_as_current_span("cache.get", attributes=cache):
+                pass
+            log.info("cache lookup", extra={"cache_key": key, "hit": n % 4 != 0})
+            span.set_attribute("http.response.status_code", 200)
+            log.info("request handled", extra={"status": 200, "duration_ms": 1.25})
+
+    def flush() -> None:
+        telemetry.force_flush(30)
+        if stock_handler is not None:
+            stock_handler.flush()
+
+    for n in range(WARMUP):
+        request(n)
+    flush()
+    started = time.process_time()
+    for n in range(requests):
+        request(n)
+    flush()
+    cpu = time.process_time() - started
+    handler = telemetry._log_handler
+    dropped = getattr(handler, "dropped", 0)
+    fast_in_use = telemetry.fast_export
+    ti.shutdown(30)
+    return {"cpu_us": cpu / requests * 1e6, "handler_dropped": dropped, "fast_export": fast_in_use}
+
+
+def attach_stock_stack(telemetry: Any, protocol: str, endpoint: str) -> logging.Handler:
+    """The stock SDK export pipeline on our (endpoint-less) providers."""
+    from opentelemetry.sdk._logs import LoggingHandler
+    from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        spans, logs = (
+            OTLPSpanExporter(endpoint=endpoint, insecure=True),
+            OTLPLogExporter(endpoint=endpoint, insecure=True),
+        )
+    else:
+        from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter  # type: ignore[assignment]
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter  # type: ignore[assignment]
+
+        spans, logs = (
+            OTLPSpanExporter(endpoint=f"{endpoint}/v1/traces"),
+            OTLPLogExporter(endpoint=f"{endpoint}/v1/logs"),
+        )
+    telemetry.tracer_provider.add_span_processor(BatchSpanProcessor(spans))
+    telemetry.logger_provider.add_log_record_processor(BatchLogRecordProcessor(logs))
+    handler = LoggingHandler(logger_provider=telemetry.logger_provider)
+    logging.getLogger().addHandler(handler)
+    return handler
+
+
+# ------------------------------------------------------------------ measuring
+
+
+def measure(rounds: int, requests: int) -> dict[str, list[dict[str, Any]]]:
+    receiver = Receiver()
+    results: dict[str, list[dict[str, Any]]] = {variant: [] for variant in VARIANTS}
+    expected = (WARMUP + requests) * 2  # spans, and records
+    try:
+        with tempfile.TemporaryDirectory() as log_dir:
+            for round_number in range(rounds):
+                order = VARIANTS if round_number % 2 == 0 else tuple(reversed(VARIANTS))
+                for variant in order:
+                    receiver.clear()
+                    child = subprocess.run(
+                        [sys.executable, __file__, "--child", variant, "--requests", str(requests)],
+                        env={
+                            **os.environ,
+                            "BENCH_ENDPOINTS": json.dumps(receiver.endpoints),
+                            "BENCH_LOG_DIR": log_dir,
+                        },
+                        capture_output=True,
+                        text=True,
+                        check=True,
+                    )
+                    result = json.loads(child.stdout.strip().splitlines()[-1])
+                    if variant != "none":
+                        result.update(receiver.settled_count(expected, expected))
+                    results[variant].append(result)
+                    print(
+                        f"  round {round_number + 1} {variant:>14}: {result['cpu_us']:7.1f} µs/request",
+                        flush=True,
+                    )
+    finally:
+        receiver.close()
+    return results
+
+
+def report(results: dict[str, list[dict[str, Any]]], requests: int) -> None:
+    expected = (WARMUP + requests) * 2
+    rounds = len(results["none"])
+    floor = [r["cpu_us"] for r in results["none"]]
+    print(
+        f"\nCPU per request (all threads), median of {rounds} rounds; export cost = variant - none, per round"
+    )
+    print(f"{'variant':>14} {'µs/request':>11} {'export µs':>10} {'spans':>9} {'records':>9} {'counted':>8}")
+    export: dict[str, float] = {}
+    for variant in VARIANTS:
+        rows = results[variant]
+        cpu = statistics.median(r["cpu_us"] for r in rows)
+        if variant == "none":
+            print(f"{variant:>14} {cpu:11.1f}")
+            continue
+        export[variant] = statistics.median(r["cpu_us"] - f for r, f in zip(rows, floor, strict=True))
+        spans = min(r["spans"] for r in rows)
+        records = min(r["records"] for r in rows)
+        counted = max(r["handler_dropped"] for r in rows)
+        print(
+            f"{variant:>14} {cpu:11.1f} {export[variant]:10.1f} "
+            f"{spans / expected:9.1%} {records / expected:9.1%} {counted:8d}"
+        )
+    print(
+        "(arrivals: the fewest of any round, of the spans/records made; counted: the most records "
+        "our OTLP handler counted as dropped in a round)"
+    )
+    for protocol in PROTOCOLS:
+        paired = [
+            (f["cpu_us"] - n["cpu_us"]) / (s["cpu_us"] - n["cpu_us"])
+            for f, s, n in zip(
+                results[f"fast-{protocol}"], results[f"stock-{protocol}"], results["none"], strict=True
+            )
+        ]
+        ratio = export[f"fast-{protocol}"] / export[f"stock-{protocol}"]
+        complete = all(
+            r["spans"] >= expected and r["records"] >= expected for r in results[f"fast-{protocol}"]
+        )
+        verdict = "met" if ratio <= TARGET_EXPORT_RATIO and complete else "NOT met"
+        print(
+            f"{protocol}: fast export cost = {ratio:.2f}x stock's "
+            f"(per-round ratios {', '.join(f'{p:.2f}' for p in paired)}; "
+            f"target <= {TARGET_EXPORT_RATIO}, all arriving): {verdict}"
+        )
+
+
+# ------------------------------------------------------------- micro-benchmark
+
+
+def _best(call: Callable[[], object], items: int, repeat: int = 7, number: int = 20) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        started = time.perf_counter()
+        for _ in range(number):
+            call()
+        best = min(best, (time.perf_counter() - started) / number / items)
+    return best * 1e6
+
+
+def micro(batch: int = 512) -> None:
+    from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs as sdk_encode_logs
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans as sdk_encode_spans
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import SpanKind, set_span_in_context
+
+    from telemetry_infra.otlp_wire.logs import encode_log_record, encode_logs
+    from telemetry_infra.otlp_wire.spans import encode_spans
+
+    resource = Resource.create({"service.name": "export-cost", "service.version": "1.0"})
+    span_memory = InMemorySpanExporter()
+    tracer_provider = TracerProvider(resource=resource)
+    tracer_provider.add_span_processor(SimpleSpanProcessor(span_memory))
+    tracer = tracer_provider.get_tracer("bench")
+    log_memory = InMemoryLogRecordExporter()
+    logger_provider = LoggerProvider(resource=resource)
+    logger_provider.add_log_record_processor(SimpleLogRecordProcessor(log_memory))
+    logger = logger_provider.get_logger("bench")
+    values = []
+    for n in range(batch // 2):
+        attributes = {"http.request.method": "GET", "http.route": "/items/{id}", "url.path": f"/items/{n}"}
+        with tracer.start_as_current_span(
+            "GET /items/{id}", kind=SpanKind.SERVER, attributes=attributes
+        ) as span:
+            cache = {
+                "cache.name": "items",
+                "cache.backend": "redis",
+                "cache.key": f"item:{n}",
+                "cache.hit": True,
+            }
+            with tracer.start_as_current_span("cache.get", attributes=cache):
+                pass
+            span.set_attribute("http.response.status_code", 200)
+        context = span.get_span_context()
+        for message, extra in (
+            ("cache lookup", {"cache_key": f"item:{n}", "hit": True}),
+            ("request handled", {"status": 200}),
+        ):
+            attributes = {
+                "code.file.path": "/srv/app/handlers.py",
+                "code.function.name": "handle",
+                "code.line.number": 42,
+                "request_id": f"{context.trace_id:032x}",
+                **extra,
+            }
+            when = time.time_ns()
+            logger.emit(
+                timestamp=when,
+                observed_timestamp=when,
+                context=set_span_in_context(span),
+                severity_number=9,
+                severity_text="INFO",
+                body=message,
+                attributes=attributes,
+            )
+            values.append((when, when, 9, "INFO", message, attributes, context.trace_id, context.span_id, 1))
+    spans = span_memory.get_finished_spans()
+    records = log_memory.get_finished_logs()
+    scope = records[0].instrumentation_scope
+
+    def handler_path() -> bytes:  # what the OTLP handler does: plain values, no SDK record
+        from telemetry_infra.otlp_wire.logs import LogBatch
+
+        batch_ = LogBatch()
+        for value in values:
+            batch_.add(resource, scope, encode_log_record(*value))
+        return batch_.encode()
+
+    rows = (
+        (
+            "per span",
+            len(spans),
+            lambda: encode_spans(spans),
+            lambda: sdk_encode_spans(spans).SerializeToString(),
+        ),
+        (
+            "per log record",
+            len(records),
+            lambda: encode_logs(records),
+            lambda: sdk_encode_logs(records).SerializeToString(),
+        ),
+        (
+            "per log record (handler)",
+            len(values),
+            handler_path,
+            lambda: sdk_encode_logs(records).SerializeToString(),
+        ),
+    )
+    print(f"\nEncoder alone, batches of {batch}: best of 7 x 20 (µs per item)")
+    for name, items, ours, sdk in rows:
+        ours_us, sdk_us = _best(ours, items), _best(sdk, items)
+        speedup = sdk_us / ours_us
+        verdict = "met" if speedup >= TARGET_ENCODER_SPEEDUP else "NOT met"
+        print(
+            f"{name:>26}: ours {ours_us:5.2f}  SDK {sdk_us:5.2f}  {speedup:4.1f}x (target >= 4x): {verdict}"
+        )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=3000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--micro-only", action="store_true")
+    parser.add_argument("--serve-receiver", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.serve_receiver:
+        serve_receiver()
+        return
+    if args.child:
+        endpoints = json.loads(os.environ["BENCH_ENDPOINTS"])
+        print(json.dumps(run_variant(args.child, endpoints, args.requests, os.environ["BENCH_LOG_DIR"])))
+        return
+    if not args.micro_only:
+        report(measure(args.rounds, args.requests), args.requests)
+    micro()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""Log records straight to OTLP bytes: an ExportLogsServiceRequest, without protobuf objects.
+
+:func:`encode_log_record` takes plain values, so the OTLP log handler encodes what it
+queued without building SDK log record objects; :func:`encode_logs` takes the SDK's
+ReadableLogRecords (for the logger provider's own processor). Both decode to the
+message the SDK's ``encode_logs`` produces (property-tested).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from opentelemetry.sdk._logs import ReadableLogRecord
+
+from telemetry_infra.otlp_wire.grouping import ResourceGroups, encode_request
+from telemetry_infra.otlp_wire.protobuf import (
+    any_value,
+    attributes_field,
+    pack_fixed32,
+    pack_fixed64,
+    string_field,
+    varint,
+)
+
+__all__ = ["LogBatch", "encode_log_record", "encode_logs"]
+
+
+def encode_log_record(
+    time_unix_nano: int | None,
+    observed_time_unix_nano: int | None,
+    severity_number: int | None,
+    severity_text: str | None,
+    body: Any,
+    attributes: Mapping[str, Any] | None,
+    trace_id: int = 0,
+    span_id: int = 0,
+    flags: int = 0,
+    event_name: str | None = None,
+    dropped_attributes: int = 0,
+) -> bytes:
+    """One record as a ScopeLogs.log_records field (tag 2, length, LogRecord message).
+
+    ``body`` may be of any AnyValue type (``None`` included); raises like the SDK's
+    encoder for a body it cannot encode. Attributes it cannot encode are left out.
+    """
+    encoded_body = any_value(body)
+    parts = (
+        b"\x09" + pack_fixed64(time_unix_nano) if time_unix_nano else b"",  # time_unix_nano=1
+        b"\x10" + varint(int(severity_number)) if severity_number else b"",  # severity_number=2
+        string_field(b"\x1a", severity_text),  # severity_text=3
+        b"\x2a" + varint(len(encoded_body)) + encoded_body,  # body=5, written even when empty
+        attributes_field(b"\x32", attributes) if attributes else b"",  # attributes=6
+        b"\x38" + varint(dropped_attributes) if dropped_attributes else b"",  # dropped_attributes_count=7
+        b"\x45" + pack_fixed32(flags) if flags else b"",  # flags=8
+        b"\x4a\x10" + trace_id.to_bytes(16, "big") if trace_id else b"",  # trace_id=9
+        b"\x52\x08" + span_id.to_bytes(8, "big") if span_id else b"",  # span_id=10
+        b"\x59" + pack_fixed64(observed_time_unix_nano) if observed_time_unix_nano else b"",  # observed=11
+        string_field(b"\x62", event_name),  # event_name=12
+    )
+    record = b"".join(parts)
+    return b"\x12" + varint(len(record)) + record
+
+
+class LogBatch:
+    """Encoded records waiting to be sent, nested by resource and scope as OTLP wants them."""
+
+    __slots__ = ("_groups", "count")
+
+    def __init__(self) -> None:
+        self._groups = ResourceGroups()
+        self.count = 0
+
+    def add(self, resource: Any, scope: Any, encoded_record: bytes) -> None:
+        self._groups.add(resource, scope, encoded_record)
+        self.count += 1
+
+    def __len__(self) -> int:
+        return self.count
+
+    def encode(self) -> bytes:
+        """The ExportLogsServiceRequest, serialized."""
+        return encode_request(self._groups)
+
+
+def _encode_readable(readable: ReadableLogRecord) -> bytes:
+    record = readable.log_record
+    return encode_log_record(
+        record.timestamp,
+        record.observed_timestamp,
+        getattr(record.severity_number, "value", None),
+        record.severity_text,
+        record.body,
+        record.attributes,
+        record.trace_id or 0,
+        record.span_id or 0,
+        int(record.trace_flags or 0),
+        record.event_name,
+        readable.dropped_attributes,
+    )
+
+
+def encode_logs(records: Sequence[ReadableLogRecord]) -> bytes:
+    """An ExportLogsServiceRequest for the SDK's ``records``, serialized."""
+    batch = LogBatch()
+    for readable in records:
+        batch.add(readable.resource, readable.instrumentation_scope or None, _encode_readable(readable))
+    return batch.encode()
