@@ -7,6 +7,7 @@ from telemetry_infra.cache.errors import (
     CacheDecodeError,
     CacheError,
     CacheSerializationError,
+    CacheWriteError,
 )
 from telemetry_infra.cache.manager import CacheManager
 
@@ -17,6 +18,7 @@ __all__ = [
     "CacheError",
     "CacheManager",
     "CacheSerializationError",
+    "CacheWriteError",
     "cached",
     "get_default_cache_manager",
     "set_default_cache_manager",

@@ -3,8 +3,10 @@
 ``OUTAGE_ERRORS`` are failures that mean "Redis cannot be reached right now": they
 feed the circuit breaker and the operation is served from memory instead.
 ``BACKEND_ERRORS`` are everything else a backend may raise (a server-side error
-such as ``WRONGTYPE`` or ``OOM``): counted, logged, and the operation degrades to
-its "nothing happened" result. Callers never see either.
+such as ``WRONGTYPE``): counted, logged, and the operation degrades to its "nothing
+happened" result. Callers never see either, with one exception: a removal Redis
+refused (``OOM``, ``READONLY``...) raises ``CacheWriteError`` from ``delete``/``clear``,
+since a caller revoking an entry must know it is still there.
 """
 
 from __future__ import annotations
@@ -18,10 +20,12 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 __all__ = [
     "BACKEND_ERRORS",
     "OUTAGE_ERRORS",
+    "TIMEOUT_ERRORS",
     "CacheClosedError",
     "CacheDecodeError",
     "CacheError",
     "CacheSerializationError",
+    "CacheWriteError",
 ]
 
 OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
@@ -30,6 +34,9 @@ OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
     asyncio.TimeoutError,
     OSError,
 )
+#: Outage errors that do not prove an outage: Redis may only be slow, and a write may have
+#: landed. They count toward the breaker's threshold instead of opening it at once.
+TIMEOUT_ERRORS: tuple[type[BaseException], ...] = (RedisTimeoutError, asyncio.TimeoutError)
 BACKEND_ERRORS: tuple[type[BaseException], ...] = (RedisError,)
 
 
@@ -59,3 +66,17 @@ class CacheDecodeError(CacheError, ValueError):
 
 class CacheClosedError(CacheError, RuntimeError):
     """An operation was attempted on a ``CacheManager`` after ``close()``."""
+
+
+class CacheWriteError(CacheError):
+    """Redis refused or did not confirm a write or removal (``OOM``, ``READONLY``, a timeout...).
+
+    ``delete()`` and ``clear()`` raise it when the entry may still be readable by other
+    processes; ``set()``/``mset()`` return False instead. Either way this manager no longer
+    serves the old value. ``keys`` are the stored keys concerned; ``__cause__`` is
+    the error Redis answered, whose message is in ``str()``.
+    """
+
+    def __init__(self, message: str, keys: tuple[str, ...] = ()) -> None:
+        self.keys = keys
+        super().__init__(message)

@@ -149,19 +149,26 @@ async def test_open_breaker_skips_the_network(redis_restartable):
         redis_restartable.unpause()
 
 
-async def test_journal_overflow_falls_back_to_clearing_the_namespace(redis_restartable):
+async def test_full_journal_refuses_changes_instead_of_clearing_the_namespace(redis_restartable):
     raw = redis_restartable.client()
     async with manager(redis_restartable.url, failure_threshold=1, journal_size=3) as cache:
-        await cache.mset({f"k{i}": i for i in range(6)})
         redis_restartable.kill()
         await cache.get("k0")
+        assert cache.fallback_active
         redis_restartable.start()  # an empty Redis: seed it as if it had kept its data
-        raw.set("outage:survivor", b"x")
-        for i in range(5):
-            await cache.delete(f"k{i}")
-        assert cache.get_stats()["journal_overflowed"] == 2
+        raw.mset({f"outage:k{i}": b"old" for i in range(5)})
+        raw.set("outage:survivor", b"written by another process after the outage")
+        for i in range(3):
+            assert await cache.delete(f"k{i}") is False  # journaled, applied on recovery
+        for i in (3, 4):
+            with pytest.raises(ti.CacheWriteError, match="journal is full"):
+                await cache.delete(f"k{i}")
+        assert await cache.set("k5", "new") is False
+        assert cache.get_stats()["journal_overflowed"] == 3
         await wait_until(lambda: not cache.fallback_active, PROBE_INTERVAL + 1.0)
-        assert raw.exists("outage:survivor") == 0  # the overflowed journal cleared the namespace
+        assert raw.get("outage:survivor") is not None  # other writers' entries are not wiped
+        assert raw.exists("outage:k0", "outage:k1", "outage:k2") == 0
+        assert raw.exists("outage:k3", "outage:k4") == 2  # the caller was told these failed
 
 
 @pytest.mark.parametrize("operation", ["mget", "exists", "clear", "delete", "mset"])

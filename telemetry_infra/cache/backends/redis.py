@@ -2,14 +2,17 @@
 
 Batch writes go through one Lua script call (``SET ... PX`` per key, executed
 server-side), so ``mset`` with a TTL is one command and one reply instead of a
-pipeline of N commands and N replies. On Redis Cluster a script, like ``MGET``,
+pipeline of N commands and N replies. A batch larger than ``MSET_CHUNK_ITEMS``
+items or ``MSET_CHUNK_BYTES`` bytes is written as several such calls, one after
+the other, so that no single command can run past the socket timeout (and block
+the server for everyone else meanwhile). On Redis Cluster a script, like ``MGET``,
 may only touch keys of one hash slot, so batches must be split per slot there;
 ``clear`` is a per-node ``SCAN`` loop and runs on each primary.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -17,7 +20,12 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-__all__ = ["RedisBackend", "create_client"]
+__all__ = ["MSET_CHUNK_BYTES", "MSET_CHUNK_ITEMS", "RedisBackend", "create_client"]
+
+#: Most items one ``mset`` command carries: about a millisecond of server time.
+MSET_CHUNK_ITEMS = 1000
+#: Most bytes (keys + payloads) one ``mset`` command carries.
+MSET_CHUNK_BYTES = 1 << 20
 
 _MSET_WITH_TTL = """
 local ms = ARGV[1]
@@ -121,10 +129,13 @@ class RedisBackend:
             await self.client.execute_command("SET", key, payload, "PX", _milliseconds(ttl))
 
     async def mset(self, items: Sequence[tuple[str, bytes]], ttl: float | None) -> None:
-        keys = [key for key, _ in items]
-        args: list[Any] = [0 if ttl is None else _milliseconds(ttl)]
-        args.extend(payload for _, payload in items)
-        await self._mset_script(keys=keys, args=args)
+        """Write every item, in chunks of bounded size; on failure, a prefix of the chunks
+        may have been written."""
+        milliseconds = 0 if ttl is None else _milliseconds(ttl)
+        for chunk in _chunks(items, MSET_CHUNK_ITEMS, MSET_CHUNK_BYTES):
+            args: list[Any] = [milliseconds]
+            args.extend(payload for _, payload in chunk)
+            await self._mset_script(keys=[key for key, _ in chunk], args=args)
 
     async def delete(self, key: str) -> bool:
         return bool(await self.client.execute_command("UNLINK", key))
@@ -172,6 +183,24 @@ class RedisBackend:
 
     async def close(self) -> None:
         await self.client.aclose()
+
+
+def _chunks(
+    items: Sequence[tuple[str, bytes]], max_items: int, max_bytes: int
+) -> Iterator[Sequence[tuple[str, bytes]]]:
+    """Consecutive slices of ``items`` of at most ``max_items`` and ``max_bytes`` (an item
+    larger than ``max_bytes`` goes alone)."""
+    if len(items) <= max_items and sum(len(key) + len(payload) for key, payload in items) <= max_bytes:
+        yield items
+        return
+    start = size = 0
+    for end, (key, payload) in enumerate(items):
+        item_size = len(key) + len(payload)
+        if end > start and (end - start >= max_items or size + item_size > max_bytes):
+            yield items[start:end]
+            start, size = end, 0
+        size += item_size
+    yield items[start:]
 
 
 def _milliseconds(ttl: float) -> int:
