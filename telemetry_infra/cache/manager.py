@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from telemetry_infra.cache.backends import Backend
 from telemetry_infra.cache.backends.memory import MemoryBackend
-from telemetry_infra.cache.backends.redis import RedisBackend, create_client
+from telemetry_infra.cache.backends.redis import MSET_CHUNK_ITEMS, RedisBackend, create_client
 from telemetry_infra.cache.codec import Codec
 from telemetry_infra.cache.errors import (
     BACKEND_ERRORS,
@@ -311,7 +311,10 @@ class CacheManager:
         if not mapping:
             return True
         with self._telemetry.operation("mset") as op:
-            items = [(key_of(key), self._encode(key, value)) for key, value in mapping.items()]
+            if len(mapping) <= MSET_CHUNK_ITEMS:
+                items = [(key_of(key), self._encode(key, value)) for key, value in mapping.items()]
+            else:
+                items = await self._encode_batch(list(mapping.items()))
             op.set("cache.keys.count", len(items))
             op.set("cache.item_size", sum(len(payload) for _, payload in items))
             if seconds is not None:
@@ -323,6 +326,18 @@ class CacheManager:
                 return False
             self._stats.sets += len(items)
             return True
+
+    async def _encode_batch(self, pairs: list[tuple[str, Any]]) -> list[tuple[str, bytes]]:
+        """Encode a big batch a chunk at a time, letting other tasks run in between: 200,000
+        values take long enough to starve every other call of the event loop."""
+        key_of, encode = self._namespace.key, self._encode
+        items: list[tuple[str, bytes]] = []
+        for start in range(0, len(pairs), MSET_CHUNK_ITEMS):
+            items.extend(
+                (key_of(key), encode(key, value)) for key, value in pairs[start : start + MSET_CHUNK_ITEMS]
+            )
+            await asyncio.sleep(0)
+        return items
 
     async def warm_cache(self, data_loader: DataLoader, ttl: TTL = None, *, chunk_size: int = 500) -> int:
         """Load ``data_loader()`` (sync or async; a mapping or (key, value) pairs, sync or
