@@ -284,7 +284,7 @@ class FailoverBackend:
                 await self.primary.delete_many(keys)
                 removed = True
             except _REDIS_ERRORS as undo_exc:
-                logger.debug("removing the entries of a refused write failed: %r", undo_exc)
+                logger.debug("removing the entries of a refused write failed: %s", _describe(undo_exc))
         masked = removed or self.journal.record_keys(keys)
         what = "write" if undo else "removal"
         raise self._failure(f"Redis refused the {what} ({_describe(exc)})", keys, exc, masked=masked)
@@ -343,7 +343,7 @@ class FailoverBackend:
         try:
             await self.journal.replay(self.primary.delete_many, self.primary.clear)
         except _REDIS_ERRORS as exc:
-            logger.debug("journal replay failed: %r", exc)
+            logger.debug("journal replay failed: %s", _describe(exc))
             return False
         finally:
             self._replaying = False
@@ -370,7 +370,7 @@ class FailoverBackend:
             await self.primary.reconnect()
             await asyncio.wait_for(self.primary.ping(), self.probe_timeout)
         except _REDIS_ERRORS as exc:
-            logger.debug("Redis probe failed: %r", exc)
+            logger.debug("Redis probe failed: %s", _describe(exc))
             return False
         return True
 
@@ -387,8 +387,27 @@ class FailoverBackend:
 
     async def close(self) -> None:
         await self.breaker.stop()
+        if self.journal.pending:
+            await self._last_replay()
         await self.primary.close()
         await self.memory.close()
+
+    async def _last_replay(self) -> None:
+        """Closing while Redis still owes removals: apply them if it answers now, else say
+        so (other processes may then read those entries' previous values)."""
+        try:
+            applied = await asyncio.wait_for(self._answers_then_replay(), 2 * self.probe_timeout)
+        except asyncio.TimeoutError:
+            applied = False
+        if not applied:
+            logger.warning(
+                "closing with %d removals not applied to Redis (unreachable): other processes may "
+                "read the previous values of those entries until they expire",
+                len(self.journal),
+            )
+
+    async def _answers_then_replay(self) -> bool:
+        return await self._answers() and await self.apply_journal()
 
 
 def _describe(exc: BaseException) -> str:

@@ -186,3 +186,17 @@ async def test_every_operation_survives_a_dead_redis(redis_restartable, operatio
         for _ in range(4):
             await calls[operation]()
         assert cache.fallback_active
+
+
+async def test_close_applies_the_journal_when_redis_answers_again(redis_restartable):
+    raw = redis_restartable.client()
+    cache = manager(redis_restartable.url, failure_threshold=1, probe_interval=30)
+    await cache.initialize()
+    await cache.set("revoked", "session")
+    redis_restartable.pause(0.6)
+    await cache.get("revoked")  # times out: the breaker opens, and probes only in 30 s
+    assert cache.fallback_active
+    assert await cache.delete("revoked") is False  # journaled
+    redis_restartable.unpause()
+    await cache.close()  # a deploy restarts the process before the breaker's next probe
+    assert raw.exists("outage:revoked") == 0

@@ -75,6 +75,8 @@ class WorkloadFigures:
     cancelled: int = 0
     refused_writes: Counter[str] = field(default_factory=Counter)
     exceptions: list[str] = field(default_factory=list)
+    stuck_calls: int = 0
+    stuck_samples: list[str] = field(default_factory=list)
     wrong: list[tuple[str, Any]] = field(default_factory=list)
     stale: list[tuple[str, Any]] = field(default_factory=list)
     slowest_s: float = 0.0
@@ -148,10 +150,21 @@ class CheckedWorkload:
         self._stop = asyncio.Event()
         self._tasks = [asyncio.create_task(self._run(worker)) for worker in self._workers]
 
-    async def stop(self) -> WorkloadFigures:
+    async def stop(self, timeout_s: float | None = None) -> WorkloadFigures:
+        """Let every worker finish its call; after ``timeout_s`` the workers still inside a
+        call are counted in ``stuck_calls`` (their stacks in ``stuck_samples``) and cancelled."""
         assert self._stop is not None, "stop() before start()"
         self._stop.set()
-        await asyncio.gather(*self._tasks)
+        _, pending = await asyncio.wait(self._tasks, timeout=timeout_s)
+        for task in pending:
+            self.figures.stuck_calls += 1
+            if len(self.figures.stuck_samples) < 3:
+                frames = task.get_stack()
+                self.figures.stuck_samples.append(" <- ".join(
+                    f"{frame.f_code.co_name}:{frame.f_lineno}" for frame in reversed(frames)
+                ))  # fmt: skip
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         return self.figures
 
     async def verify_all(self) -> None:
