@@ -87,6 +87,23 @@ async def test_a_huge_mset_is_written_whole_and_wipes_nothing(redis_restartable)
         assert await cache.mget(["bulk:0", "bulk:199999"]) == {"bulk:0": 0, "bulk:199999": 199999}
 
 
+async def test_mset_commands_are_bounded_in_items_and_bytes(redis_restartable):
+    raw = redis_restartable.client()
+
+    def script_calls() -> int:
+        return raw.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)
+
+    async with manager(redis_restartable.url, enable_compression=False) as cache:
+        assert await cache.mset({"warm": 1}) is True  # loads the script
+        before = script_calls()
+        assert await cache.mset({f"n{i}": i for i in range(2500)}) is True
+        assert script_calls() - before == 3  # 1000 + 1000 + 500 items
+        before = script_calls()
+        assert await cache.mset({f"big{i}": "x" * 400_000 for i in range(5)}) is True
+        assert script_calls() - before == 3  # at most 1 MiB a command: 2 + 2 + 1 values
+        assert raw.strlen("safety:big4") > 400_000 and raw.exists("safety:n2499")
+
+
 async def test_a_write_timeout_on_an_answering_redis_keeps_the_breaker_closed(redis_restartable):
     raw = redis_restartable.client()
     async with manager(redis_restartable.url) as cache:
