@@ -179,8 +179,9 @@ async def test_read_only_replica_refuses_writes_and_deletes_loudly(redis_restart
     async with manager(redis_restartable.url) as writer:
         await writer.set("session", "admin session")
         await writer.set("profile", "old profile")
-    replicated(replica, "safety:session")
-    replicated(replica, "safety:profile")
+        await writer.set("prefs", "old prefs")
+    for key in ("session", "profile", "prefs"):
+        replicated(replica, f"safety:{key}")
 
     async with manager(replica.url) as cache:  # a demoted primary: reads work, writes do not
         assert await cache.get("session") == "admin session"
@@ -194,6 +195,11 @@ async def test_read_only_replica_refuses_writes_and_deletes_loudly(redis_restart
         assert await cache.set("profile", "new profile") is False
         assert await cache.get("profile", MISSING) is MISSING
         assert await cache.mget(["profile", "session"]) == {}
+        assert await cache.exists("prefs") is True
+        with pytest.raises(ti.CacheWriteError, match="ReadOnlyError"):
+            await cache.clear("pref*")
+        assert await cache.exists("prefs") is False
+        assert await cache.get("prefs", MISSING) is MISSING
         assert not cache.fallback_active
         health = await cache.health_check()
         assert health["status"] == "degraded"
