@@ -222,6 +222,7 @@ def anomalies(soak: Soak) -> dict[str, int]:
     return {
         "exceptions": len(figures.exceptions),
         "stuck_calls": figures.stuck_calls,
+        "calls_over_timeout_plus_50ms": figures.slow_calls,
         "wrong_values": len(figures.wrong),
         "stale_values": len(figures.stale),
         "breaker_openings_while_healthy": sum(loop.openings_while_healthy for loop in soak.loops),
