@@ -4,9 +4,10 @@
 feed the circuit breaker and the operation is served from memory instead.
 ``BACKEND_ERRORS`` are everything else a backend may raise (a server-side error
 such as ``WRONGTYPE``): counted, logged, and the operation degrades to its "nothing
-happened" result. Callers never see either, with one exception: a removal Redis
-refused (``OOM``, ``READONLY``...) raises ``CacheWriteError`` from ``delete``/``clear``,
-since a caller revoking an entry must know it is still there.
+happened" result. Callers never see either, with one exception: a removal that may
+not have happened (Redis refused it with ``READONLY``, did not confirm it in time, or
+the outage journal is full) raises ``CacheWriteError`` from ``delete``/``clear``,
+since a caller revoking an entry must know it may still be there.
 """
 
 from __future__ import annotations

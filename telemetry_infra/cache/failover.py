@@ -11,8 +11,9 @@
   (another process may have written the key in Redis since).
 * The journal holds the keys Redis may hold a stale value for: removals and writes
   made during an outage, and writes Redis refused (``OOM``, ``READONLY``) or did not
-  confirm (a timeout) while reachable. Journaled keys read as misses until their
-  ``UNLINK`` is done: on recovery, or after the next write Redis accepts.
+  confirm (a timeout) while reachable. While the breaker is closed, journaled keys
+  read as misses until their ``UNLINK`` is done: on recovery, after the next write
+  Redis accepts, on ``health_check()`` or on ``close()``.
 * A refused write is first undone with ``UNLINK`` (still allowed under ``OOM``); a
   refused or unconfirmed write or removal raises ``CacheWriteError`` to the manager,
   which turns it into False for ``set``/``mset`` and raises it from ``delete``/``clear``.
@@ -25,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-import time
 from collections.abc import Callable, Sequence
 
 from telemetry_infra.cache.backends.memory import MemoryBackend
@@ -34,29 +34,19 @@ from telemetry_infra.cache.breaker import CircuitBreaker
 from telemetry_infra.cache.errors import BACKEND_ERRORS, OUTAGE_ERRORS, TIMEOUT_ERRORS, CacheWriteError
 from telemetry_infra.cache.journal import OutageJournal
 
-__all__ = ["FailoverBackend", "WriteFailure"]
+__all__ = ["FailoverBackend"]
 
 logger = logging.getLogger("telemetry_infra.cache")
 
 _REDIS_ERRORS = (*OUTAGE_ERRORS, *BACKEND_ERRORS)
 
 
-class WriteFailure:
-    """The last write Redis refused or did not confirm: ``message`` and ``at`` (monotonic)."""
-
-    __slots__ = ("at", "message")
-
-    def __init__(self, message: str) -> None:
-        self.message = message
-        self.at = time.monotonic()
-
-
 class FailoverBackend:
     """A ``Backend`` over a primary (Redis) and a memory fallback.
 
     ``on_outage(exc)`` hears every failure that was absorbed by the fallback.
-    ``write_failure`` is the last write Redis refused or did not confirm, None once a
-    write succeeds again.
+    ``write_failure`` describes the last write Redis refused or did not confirm, None
+    once a write succeeds again.
     """
 
     def __init__(
@@ -76,7 +66,7 @@ class FailoverBackend:
         self.memory = memory
         self.journal = journal
         self.probe_timeout = probe_timeout
-        self.write_failure: WriteFailure | None = None
+        self.write_failure: str | None = None
         self._replaying = False
         self.breaker = CircuitBreaker(
             self._answers,
@@ -297,7 +287,7 @@ class FailoverBackend:
                 f"; the outage journal is full (journal_size={self.journal.capacity}), "
                 "so the previous value may still be read"
             )
-        self.write_failure = WriteFailure(message)
+        self.write_failure = message
         error = CacheWriteError(message, tuple(keys))
         error.__cause__ = exc
         return error

@@ -423,7 +423,7 @@ class CacheManager:
                 redis["connected"] = True
             failure = self._failover.write_failure
             if failure is not None:
-                redis["write_error"] = failure.message
+                redis["write_error"] = failure
             healthy = redis["connected"] and not self.fallback_active and failure is None
             status = "healthy" if healthy else "degraded"
         return {
