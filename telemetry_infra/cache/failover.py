@@ -186,7 +186,7 @@ class FailoverBackend:
                 removed = await self.primary.delete(key)
             except OUTAGE_ERRORS as exc:
                 if not self._unreachable(exc):
-                    self._unconfirmed(keys, exc)
+                    self._unconfirmed(keys, exc, "removal")
             except BACKEND_ERRORS as exc:
                 await self._refused(keys, exc, undo=False)
             else:
@@ -206,7 +206,7 @@ class FailoverBackend:
                 removed = await self.primary.delete_many(keys)
             except OUTAGE_ERRORS as exc:
                 if not self._unreachable(exc):
-                    self._unconfirmed(keys, exc)
+                    self._unconfirmed(keys, exc, "removal")
             except BACKEND_ERRORS as exc:
                 await self._refused(keys, exc, undo=False)
             else:
@@ -225,9 +225,9 @@ class FailoverBackend:
                 removed = await self.primary.clear(pattern)
             except OUTAGE_ERRORS as exc:
                 if not self._unreachable(exc):
-                    self._unconfirmed_pattern(pattern, exc)
+                    self._clear_failed(pattern, exc, refused=False)
             except BACKEND_ERRORS as exc:
-                self._unconfirmed_pattern(pattern, exc, "Redis refused the removal")
+                self._clear_failed(pattern, exc, refused=True)
             else:
                 self.breaker.failures = 0
                 return max(removed, in_memory)
@@ -253,17 +253,18 @@ class FailoverBackend:
         self._on_outage(exc)
         return True
 
-    def _unconfirmed(self, keys: Sequence[str], exc: BaseException) -> None:
-        """Redis did not answer a write it may still apply: mask the keys until ``UNLINK`` lands."""
+    def _unconfirmed(self, keys: Sequence[str], exc: BaseException, what: str = "write") -> None:
+        """Redis did not answer a change it may still apply: mask the keys until ``UNLINK`` lands."""
         recorded = self.journal.record_keys(keys)
         raise self._failure(
-            f"Redis did not confirm the write in time ({_describe(exc)})", keys, exc, masked=recorded
+            f"Redis did not confirm the {what} in time ({_describe(exc)})", keys, exc, masked=recorded
         )
 
-    def _unconfirmed_pattern(self, pattern: str, exc: BaseException, what: str = "") -> None:
+    def _clear_failed(self, pattern: str, exc: BaseException, *, refused: bool) -> None:
+        """A ``clear`` Redis refused or did not confirm: mask the pattern until it is applied."""
         recorded = self.journal.record_pattern(pattern)
-        what = what or "Redis did not confirm the removal in time"
-        raise self._failure(f"{what} ({_describe(exc)})", (pattern,), exc, masked=recorded)
+        what = "refused the removal" if refused else "did not confirm the removal in time"
+        raise self._failure(f"Redis {what} ({_describe(exc)})", (pattern,), exc, masked=recorded)
 
     async def _refused(self, keys: Sequence[str], exc: BaseException, *, undo: bool) -> None:
         """Redis answered with an error: the old values stay, so remove them (``UNLINK`` is
