@@ -8,6 +8,7 @@ from telemetry_infra.cache.errors import (
     CacheError,
     CachePoolExhaustedError,
     CacheSerializationError,
+    CacheWriteError,
 )
 from telemetry_infra.cache.manager import CacheManager
 
@@ -19,6 +20,7 @@ __all__ = [
     "CacheManager",
     "CachePoolExhaustedError",
     "CacheSerializationError",
+    "CacheWriteError",
     "cached",
     "get_default_cache_manager",
     "set_default_cache_manager",

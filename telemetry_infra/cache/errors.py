@@ -5,7 +5,10 @@ feed the circuit breaker and the operation is served from memory instead.
 ``BACKEND_ERRORS`` are everything else a backend may raise (a server-side error
 such as ``WRONGTYPE`` or ``OOM``, or ``CachePoolExhaustedError``: every pooled
 connection stayed busy): counted, logged, and the operation degrades to its
-"nothing happened" result. Callers never see either.
+"nothing happened" result. Callers never see either, with one exception: a removal
+that may not have happened (Redis refused it with ``READONLY``, did not confirm it in
+time, or the outage journal is full) raises ``CacheWriteError`` from
+``delete``/``clear``, since a caller revoking an entry must know it may still be there.
 
 Pool exhaustion is local back-pressure, not evidence of an outage: Redis is
 answering, this process just asks more of it than ``max_connections`` carry, so
@@ -23,11 +26,13 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 __all__ = [
     "BACKEND_ERRORS",
     "OUTAGE_ERRORS",
+    "TIMEOUT_ERRORS",
     "CacheClosedError",
     "CacheDecodeError",
     "CacheError",
     "CachePoolExhaustedError",
     "CacheSerializationError",
+    "CacheWriteError",
 ]
 
 
@@ -58,6 +63,9 @@ OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
     asyncio.TimeoutError,
     OSError,
 )
+#: Outage errors that do not prove an outage: Redis may only be slow, and a write may have
+#: landed. They count toward the breaker's threshold instead of opening it at once.
+TIMEOUT_ERRORS: tuple[type[BaseException], ...] = (RedisTimeoutError, asyncio.TimeoutError)
 BACKEND_ERRORS: tuple[type[BaseException], ...] = (RedisError, CachePoolExhaustedError)
 
 
@@ -83,3 +91,17 @@ class CacheDecodeError(CacheError, ValueError):
 
 class CacheClosedError(CacheError, RuntimeError):
     """An operation was attempted on a ``CacheManager`` after ``close()``."""
+
+
+class CacheWriteError(CacheError):
+    """Redis refused or did not confirm a write or removal (``OOM``, ``READONLY``, a timeout...).
+
+    ``delete()`` and ``clear()`` raise it when the entry may still be readable by other
+    processes; ``set()``/``mset()`` return False instead. Either way this manager no longer
+    serves the old value. ``keys`` are the stored keys concerned; ``__cause__`` is
+    the error Redis answered, whose message is in ``str()``.
+    """
+
+    def __init__(self, message: str, keys: tuple[str, ...] = ()) -> None:
+        self.keys = keys
+        super().__init__(message)

@@ -1,16 +1,24 @@
 """Redis first, memory while Redis is unreachable: the fallback policy, in one place.
 
 * An outage error (see ``errors.OUTAGE_ERRORS``) is served from memory; callers
-  never see it. Failed reads count toward the breaker's threshold; a failed write
-  or removal opens it at once (Redis may hold a value we could not replace).
+  never see it. Failed reads and timed-out writes count toward the breaker's
+  threshold (a timeout is not proof of an outage: a busy Redis may still answer the
+  next command); any other failed write or removal opens it at once.
 * While the breaker is open nothing touches the network: memory serves everything.
   Once Redis answers a probe, writes go to Redis again while the journal is
-  replayed; reads return to Redis when the replay is done.
-* Removals and writes made meanwhile are journaled as removals for Redis and
-  replayed before the breaker closes, so a value deleted (or replaced) during the
-  outage never comes back from Redis afterwards.
-* Entries written to memory during an outage stay there until they expire; a later
-  write or delete of the same key through Redis drops the memory copy.
+  replayed; reads return to Redis when the replay is done, and the memory entries
+  written during the outage are dropped then: they must not outlive the recovery
+  (another process may have written the key in Redis since).
+* The journal holds the keys Redis may hold a stale value for: removals and writes
+  made during an outage, and writes Redis refused (``OOM``, ``READONLY``) or did not
+  confirm (a timeout) while reachable. While the breaker is closed, journaled keys
+  read as misses until their ``UNLINK`` is done: on recovery, after the next write
+  Redis accepts, on ``health_check()`` or on ``close()``.
+* A refused write is first undone with ``UNLINK`` (still allowed under ``OOM``); a
+  refused or unconfirmed write or removal raises ``CacheWriteError`` to the manager,
+  which turns it into False for ``set``/``mset`` and raises it from ``delete``/``clear``.
+* When the journal is full, writes it would have to record are refused the same
+  way instead of being accepted without a way to undo them later.
 """
 
 from __future__ import annotations
@@ -23,18 +31,22 @@ from collections.abc import Callable, Sequence
 from telemetry_infra.cache.backends.memory import MemoryBackend
 from telemetry_infra.cache.backends.redis import RedisBackend
 from telemetry_infra.cache.breaker import CircuitBreaker
-from telemetry_infra.cache.errors import BACKEND_ERRORS, OUTAGE_ERRORS
+from telemetry_infra.cache.errors import BACKEND_ERRORS, OUTAGE_ERRORS, TIMEOUT_ERRORS, CacheWriteError
 from telemetry_infra.cache.journal import OutageJournal
 
 __all__ = ["FailoverBackend"]
 
 logger = logging.getLogger("telemetry_infra.cache")
 
+_REDIS_ERRORS = (*OUTAGE_ERRORS, *BACKEND_ERRORS)
+
 
 class FailoverBackend:
     """A ``Backend`` over a primary (Redis) and a memory fallback.
 
     ``on_outage(exc)`` hears every failure that was absorbed by the fallback.
+    ``write_failure`` describes the last write Redis refused or did not confirm, None
+    once a write succeeds again.
     """
 
     def __init__(
@@ -54,9 +66,11 @@ class FailoverBackend:
         self.memory = memory
         self.journal = journal
         self.probe_timeout = probe_timeout
+        self.write_failure: str | None = None
+        self._replaying = False
         self.breaker = CircuitBreaker(
             self._answers,
-            self._replay,
+            self._recover,
             failure_threshold=failure_threshold,
             probe_interval=probe_interval,
             task_context=task_context,
@@ -66,20 +80,18 @@ class FailoverBackend:
     def name(self) -> str:
         return self.memory.name if self.breaker.is_open else self.primary.name
 
+    # -- reads ----------------------------------------------------------------------
+
     def _read_failed(self, exc: BaseException) -> None:
         self._on_outage(exc)
         self.breaker.record_failure(exc)
-
-    def _write_failed(self, exc: BaseException) -> None:
-        # Redis may now hold a value we could not replace or remove: go to memory
-        # at once so the journal is replayed before Redis is read again.
-        self._on_outage(exc)
-        self.breaker.trip(exc)
 
     async def get(self, key: str) -> bytes | None:
         if self.breaker.is_open:
             self.breaker.keep_probing()
             return await self.memory.get(key)
+        if self.journal.pending and self.journal.masks(key):
+            return None
         try:
             payload = await self.primary.get(key)
         except OUTAGE_ERRORS as exc:
@@ -98,12 +110,17 @@ class FailoverBackend:
             self._read_failed(exc)
             return await self.memory.mget(keys)
         self.breaker.failures = 0
+        if self.journal.pending:
+            masks = self.journal.masks
+            return [None if masks(key) else payload for key, payload in zip(keys, payloads, strict=True)]
         return payloads
 
     async def exists(self, key: str) -> bool:
         if self.breaker.is_open:
             self.breaker.keep_probing()
             return await self.memory.exists(key)
+        if self.journal.pending and self.journal.masks(key):
+            return False
         try:
             found = await self.primary.exists(key)
         except OUTAGE_ERRORS as exc:
@@ -112,62 +129,96 @@ class FailoverBackend:
         self.breaker.failures = 0
         return found
 
+    # -- writes ---------------------------------------------------------------------
+
     async def set(self, key: str, payload: bytes, ttl: float | None) -> None:
+        keys = (key,)
         if not self.breaker.blocks_writes:
+            since = self.journal.seq
             try:
                 await self.primary.set(key, payload, ttl)
             except OUTAGE_ERRORS as exc:
-                self._write_failed(exc)
+                if not self._unreachable(exc):
+                    self._unconfirmed(keys, exc)
+            except BACKEND_ERRORS as exc:
+                await self._refused(keys, exc, undo=True)
             else:
-                self.breaker.failures = 0
-                if len(self.memory):
-                    await self.memory.delete(key)
+                if self.write_failure is not None or self.journal.pending or len(self.memory):
+                    await self._landed(keys, since)
+                else:
+                    self.breaker.failures = 0
                 return
-        self.breaker.keep_probing()
-        self.journal.record_keys((key,))
+        self._journal_outage_write(keys)
         await self.memory.set(key, payload, ttl)
 
     async def mset(self, items: Sequence[tuple[str, bytes]], ttl: float | None) -> None:
+        keys = [key for key, _ in items]
         if not self.breaker.blocks_writes:
+            since = self.journal.seq
             try:
                 await self.primary.mset(items, ttl)
             except OUTAGE_ERRORS as exc:
-                self._write_failed(exc)
+                if not self._unreachable(exc):
+                    self._unconfirmed(keys, exc)
+            except BACKEND_ERRORS as exc:
+                await self._refused(keys, exc, undo=True)
             else:
-                self.breaker.failures = 0
-                if len(self.memory):
-                    await self.memory.delete_many([key for key, _ in items])
+                if self.write_failure is not None or self.journal.pending or len(self.memory):
+                    await self._landed(keys, since)
+                else:
+                    self.breaker.failures = 0
                 return
-        self.breaker.keep_probing()
-        self.journal.record_keys([key for key, _ in items])
+        if len(items) > self.memory.maxsize:
+            # it would only evict the other outage entries and itself
+            self._journal_outage_write(keys)
+            await self.memory.delete_many(keys)
+            raise CacheWriteError(
+                f"Redis is unreachable and a batch of {len(items)} items does not fit in memory "
+                f"(memory_cache_size={self.memory.maxsize}); nothing was written",
+                tuple(keys),
+            )
+        self._journal_outage_write(keys)
         await self.memory.mset(items, ttl)
 
     async def delete(self, key: str) -> bool:
         in_memory = await self.memory.delete(key)
+        keys = (key,)
         if not self.breaker.blocks_writes:
+            since = self.journal.seq
             try:
                 removed = await self.primary.delete(key)
             except OUTAGE_ERRORS as exc:
-                self._write_failed(exc)
+                if not self._unreachable(exc):
+                    self._unconfirmed(keys, exc, "removal")
+            except BACKEND_ERRORS as exc:
+                await self._refused(keys, exc, undo=False)
             else:
-                self.breaker.failures = 0
+                if self.journal.pending or len(self.memory):
+                    await self._landed(keys, since, wrote=False)
+                else:
+                    self.breaker.failures = 0
                 return removed or in_memory
-        self.breaker.keep_probing()
-        self.journal.record_keys((key,))
+        self._journal_outage_write(keys)
         return in_memory
 
     async def delete_many(self, keys: Sequence[str]) -> int:
         in_memory = await self.memory.delete_many(keys)
         if not self.breaker.blocks_writes:
+            since = self.journal.seq
             try:
                 removed = await self.primary.delete_many(keys)
             except OUTAGE_ERRORS as exc:
-                self._write_failed(exc)
+                if not self._unreachable(exc):
+                    self._unconfirmed(keys, exc, "removal")
+            except BACKEND_ERRORS as exc:
+                await self._refused(keys, exc, undo=False)
             else:
-                self.breaker.failures = 0
+                if self.journal.pending or len(self.memory):
+                    await self._landed(keys, since, wrote=False)
+                else:
+                    self.breaker.failures = 0
                 return max(removed, in_memory)
-        self.breaker.keep_probing()
-        self.journal.record_keys(keys)
+        self._journal_outage_write(keys)
         return in_memory
 
     async def clear(self, pattern: str) -> int:
@@ -176,13 +227,125 @@ class FailoverBackend:
             try:
                 removed = await self.primary.clear(pattern)
             except OUTAGE_ERRORS as exc:
-                self._write_failed(exc)
+                if not self._unreachable(exc):
+                    self._clear_failed(pattern, exc, refused=False)
+            except BACKEND_ERRORS as exc:
+                self._clear_failed(pattern, exc, refused=True)
             else:
                 self.breaker.failures = 0
                 return max(removed, in_memory)
         self.breaker.keep_probing()
-        self.journal.record_pattern(pattern)
+        if not self.journal.record_pattern(pattern):
+            raise self._journal_full(())
         return in_memory
+
+    # -- write failures -------------------------------------------------------------
+
+    def _unreachable(self, exc: BaseException) -> bool:
+        """A write failed on the network; True when the breaker is now open (memory takes it).
+
+        A timeout counts toward the threshold like a failed read: Redis may only be slow
+        (a big batch, a busy server) and answer the next command. Anything else opens
+        the breaker at once.
+        """
+        if isinstance(exc, TIMEOUT_ERRORS):
+            self.breaker.record_failure(exc)
+        else:
+            self.breaker.trip(exc)
+        if not self.breaker.blocks_writes:
+            return False
+        self._on_outage(exc)
+        return True
+
+    def _unconfirmed(self, keys: Sequence[str], exc: BaseException, what: str = "write") -> None:
+        """Redis did not answer a change it may still apply: mask the keys until ``UNLINK`` lands."""
+        recorded = self.journal.record_keys(keys)
+        raise self._failure(
+            f"Redis did not confirm the {what} in time ({_describe(exc)})", keys, exc, masked=recorded
+        )
+
+    def _clear_failed(self, pattern: str, exc: BaseException, *, refused: bool) -> None:
+        """A ``clear`` Redis refused or did not confirm: mask the pattern until it is applied."""
+        recorded = self.journal.record_pattern(pattern)
+        what = "refused the removal" if refused else "did not confirm the removal in time"
+        raise self._failure(f"Redis {what} ({_describe(exc)})", (pattern,), exc, masked=recorded)
+
+    async def _refused(self, keys: Sequence[str], exc: BaseException, *, undo: bool) -> None:
+        """Redis answered with an error: the old values stay, so remove them (``UNLINK`` is
+        allowed under ``OOM``) or, failing that, mask them until it can be done."""
+        removed = False
+        if undo:
+            try:
+                await self.primary.delete_many(keys)
+                removed = True
+            except _REDIS_ERRORS as undo_exc:
+                logger.debug("removing the entries of a refused write failed: %s", _describe(undo_exc))
+        masked = removed or self.journal.record_keys(keys)
+        what = "write" if undo else "removal"
+        raise self._failure(f"Redis refused the {what} ({_describe(exc)})", keys, exc, masked=masked)
+
+    def _failure(
+        self, message: str, keys: Sequence[str], exc: BaseException, *, masked: bool
+    ) -> CacheWriteError:
+        if not masked:
+            message += (
+                f"; the outage journal is full (journal_size={self.journal.capacity}), "
+                "so the previous value may still be read"
+            )
+        self.write_failure = message
+        error = CacheWriteError(message, tuple(keys))
+        error.__cause__ = exc
+        return error
+
+    def _journal_outage_write(self, keys: Sequence[str]) -> None:
+        """Memory takes a write or removal: Redis must drop its value on recovery."""
+        self.breaker.keep_probing()  # the loop that probed may have ended
+        if not self.journal.record_keys(keys):
+            raise self._journal_full(keys)
+
+    def _journal_full(self, keys: Sequence[str]) -> CacheWriteError:
+        message = (
+            f"Redis is unreachable and the outage journal is full (journal_size={self.journal.capacity}): "
+            "the change could not be recorded for replay, nothing was written"
+        )
+        return CacheWriteError(message, tuple(keys))
+
+    async def _landed(self, keys: Sequence[str], since: int, *, wrote: bool = True) -> None:
+        """A write or removal Redis confirmed: it supersedes journaled state of these keys.
+
+        Only a write clears ``write_failure``: under ``OOM`` removals still succeed.
+        """
+        self.breaker.failures = 0
+        if wrote:
+            self.write_failure = None
+        if len(self.memory):
+            await self.memory.delete_many(keys)
+        if self.journal.pending:
+            self.journal.settle(keys, since)
+            if not self.breaker.is_open:
+                await self.apply_journal()
+
+    async def apply_journal(self) -> bool:
+        """Remove from Redis what the journal holds; True once nothing is left.
+
+        Runs on recovery and, while the breaker is closed, after a write Redis accepted
+        (and on ``health_check``): a refused or unconfirmed write is undone then.
+        """
+        if not self.journal.pending:
+            return True
+        if self._replaying:
+            return False
+        self._replaying = True
+        try:
+            await self.journal.replay(self.primary.delete_many, self.primary.clear)
+        except _REDIS_ERRORS as exc:
+            logger.debug("journal replay failed: %s", _describe(exc))
+            return False
+        finally:
+            self._replaying = False
+        return True
+
+    # -- lifecycle ------------------------------------------------------------------
 
     async def ping(self) -> None:
         if self.breaker.is_open:
@@ -195,7 +358,7 @@ class FailoverBackend:
             self.breaker.keep_probing()
         try:
             await asyncio.wait_for(self.primary.ping(), timeout)
-        except (*OUTAGE_ERRORS, *BACKEND_ERRORS) as exc:
+        except _REDIS_ERRORS as exc:
             self._on_outage(exc)
             self.breaker.trip(exc)
             return exc
@@ -206,21 +369,47 @@ class FailoverBackend:
         try:
             await self.primary.reconnect()
             await asyncio.wait_for(self.primary.ping(), self.probe_timeout)
-        except (*OUTAGE_ERRORS, *BACKEND_ERRORS) as exc:
-            logger.debug("Redis probe failed: %r", exc)
+        except _REDIS_ERRORS as exc:
+            logger.debug("Redis probe failed: %s", _describe(exc))
             return False
         return True
 
-    async def _replay(self) -> bool:
-        """Breaker recovery: apply the journal; True once Redis holds nothing stale."""
-        try:
-            await self.journal.replay(self.primary.delete_many, self.primary.clear)
-        except (*OUTAGE_ERRORS, *BACKEND_ERRORS) as exc:
-            logger.debug("journal replay failed: %r", exc)
+    async def _recover(self) -> bool:
+        """Breaker recovery: apply the journal, then forget the outage's memory entries.
+
+        Returns True once Redis holds nothing stale. Memory is emptied with no await
+        before the breaker closes, so no read sees an outage copy afterwards.
+        """
+        if not await self.apply_journal():  # also False while a write applies it: probe again
             return False
+        await self.memory.clear("*")
         return True
 
     async def close(self) -> None:
         await self.breaker.stop()
+        if self.journal.pending:
+            await self._last_replay()
         await self.primary.close()
         await self.memory.close()
+
+    async def _last_replay(self) -> None:
+        """Closing while Redis still owes removals: apply them if it answers now, else say
+        so (other processes may then read those entries' previous values)."""
+        try:
+            applied = await asyncio.wait_for(self._answers_then_replay(), 2 * self.probe_timeout)
+        except asyncio.TimeoutError:
+            applied = False
+        if not applied:
+            logger.warning(
+                "closing with %d removals not applied to Redis (unreachable): other processes may "
+                "read the previous values of those entries until they expire",
+                len(self.journal),
+            )
+
+    async def _answers_then_replay(self) -> bool:
+        return await self._answers() and await self.apply_journal()
+
+
+def _describe(exc: BaseException) -> str:
+    """``Type: Redis's message`` (redis-py's ``repr`` drops the message)."""
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

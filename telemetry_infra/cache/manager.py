@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from telemetry_infra.cache.backends import Backend
 from telemetry_infra.cache.backends.memory import MemoryBackend
-from telemetry_infra.cache.backends.redis import RedisBackend, create_client
+from telemetry_infra.cache.backends.redis import MSET_CHUNK_ITEMS, RedisBackend, create_client
 from telemetry_infra.cache.codec import Codec
 from telemetry_infra.cache.errors import (
     BACKEND_ERRORS,
@@ -26,6 +26,7 @@ from telemetry_infra.cache.errors import (
     CacheClosedError,
     CacheDecodeError,
     CacheSerializationError,
+    CacheWriteError,
 )
 from telemetry_infra.cache.failover import FailoverBackend
 from telemetry_infra.cache.instruments import NO_TELEMETRY, CacheTelemetry, Operation
@@ -145,7 +146,7 @@ class CacheManager:
             self._failover = failover = FailoverBackend(
                 redis_backend,
                 self._memory,
-                OutageJournal(self._namespace.everything, journal_size),
+                OutageJournal(journal_size),
                 failure_threshold=failure_threshold,
                 probe_interval=probe_interval,
                 probe_timeout=self.socket_timeout,
@@ -217,7 +218,11 @@ class CacheManager:
     async def set(self, key: str, value: Any, ttl: TTL = None) -> bool:
         """Store ``value`` for ``ttl`` seconds (``None``: the manager's ``default_ttl``).
 
-        Returns False only when the store refused the write (counted as an error).
+        Returns False when the write did not reach a store: Redis refused it (``OOM``,
+        ``READONLY``), did not confirm it in time, or is unreachable with the outage
+        journal full. The previous value is then not served either: Redis drops it
+        (``UNLINK``) or this manager reads the key as a miss until it can. Counted as an
+        error and logged with Redis's message.
         """
         stored = self._namespace.key(key)
         seconds = self._ttl(ttl)
@@ -228,14 +233,21 @@ class CacheManager:
                 op.set("cache.ttl", seconds)
             try:
                 await self._backend.set(stored, payload, seconds)
-            except BACKEND_ERRORS as exc:
+            except (CacheWriteError, *BACKEND_ERRORS) as exc:
                 self._failed(op, exc)
                 return False
             self._stats.sets += 1
             return True
 
     async def delete(self, key: str) -> bool:
-        """Remove ``key``; True when it existed."""
+        """Remove ``key``; True when it existed, False when it did not.
+
+        Raises ``CacheWriteError`` when the removal may not have happened: Redis refused
+        it (``READONLY``...) or did not confirm it in time, or Redis is unreachable and the
+        outage journal is full. Other processes may then still read the entry (this
+        manager does not). While Redis is merely unreachable, the removal is journaled,
+        applied on recovery, and nothing is raised.
+        """
         stored = self._namespace.key(key)
         with self._telemetry.operation("delete", key) as op:
             removed = await self._guarded(op, self._backend.delete(stored), False)
@@ -254,6 +266,7 @@ class CacheManager:
         """Remove keys matching the glob ``pattern`` inside the namespace (all of it if None).
 
         Uses ``SCAN`` + ``UNLINK``, never ``KEYS``/``FLUSHDB``. Returns how many were removed.
+        Raises ``CacheWriteError`` like ``delete()``.
         """
         stored_pattern = self._namespace.pattern(pattern)
         with self._telemetry.operation("clear", "*" if pattern is None else pattern) as op:
@@ -262,9 +275,13 @@ class CacheManager:
             return removed
 
     async def _guarded(self, op: Operation, call: Awaitable[T], failed: T) -> T:
-        """``await call``, or ``failed`` when the backend raises (counted, logged, on the span)."""
+        """``await call``, or ``failed`` when the backend raises (counted, logged, on the span);
+        ``CacheWriteError`` is counted, logged and raised."""
         try:
             return await call
+        except CacheWriteError as exc:
+            self._failed(op, exc)
+            raise
         except BACKEND_ERRORS as exc:
             self._failed(op, exc)
             return failed
@@ -297,25 +314,46 @@ class CacheManager:
             return found
 
     async def mset(self, mapping: Mapping[str, Any], ttl: TTL = None) -> bool:
-        """Store every item with one round trip (TTL included); nothing is written if any
-        value cannot be encoded. Returns False only when the store refused the write."""
+        """Store every item (TTL included): one round trip per chunk of up to 1000 items or
+        1 MiB, so no single command runs past ``socket_timeout``. Nothing is written if any
+        value cannot be encoded.
+
+        Returns True only when the store serving now holds the whole batch: Redis, or
+        memory during an outage (then only a batch no larger than ``memory_cache_size``).
+        On False none of the previous values of these keys is served any more (see ``set``).
+        """
         seconds = self._ttl(ttl)
         key_of = self._namespace.key
         if not mapping:
             return True
         with self._telemetry.operation("mset") as op:
-            items = [(key_of(key), self._encode(key, value)) for key, value in mapping.items()]
+            if len(mapping) <= MSET_CHUNK_ITEMS:
+                items = [(key_of(key), self._encode(key, value)) for key, value in mapping.items()]
+            else:
+                items = await self._encode_batch(list(mapping.items()))
             op.set("cache.keys.count", len(items))
             op.set("cache.item_size", sum(len(payload) for _, payload in items))
             if seconds is not None:
                 op.set("cache.ttl", seconds)
             try:
                 await self._backend.mset(items, seconds)
-            except BACKEND_ERRORS as exc:
+            except (CacheWriteError, *BACKEND_ERRORS) as exc:
                 self._failed(op, exc)
                 return False
             self._stats.sets += len(items)
             return True
+
+    async def _encode_batch(self, pairs: list[tuple[str, Any]]) -> list[tuple[str, bytes]]:
+        """Encode a big batch a chunk at a time, letting other tasks run in between: 200,000
+        values take long enough to starve every other call of the event loop."""
+        key_of, encode = self._namespace.key, self._encode
+        items: list[tuple[str, bytes]] = []
+        for start in range(0, len(pairs), MSET_CHUNK_ITEMS):
+            items.extend(
+                (key_of(key), encode(key, value)) for key, value in pairs[start : start + MSET_CHUNK_ITEMS]
+            )
+            await asyncio.sleep(0)
+        return items
 
     async def warm_cache(self, data_loader: DataLoader, ttl: TTL = None, *, chunk_size: int = 500) -> int:
         """Load ``data_loader()`` (sync or async; a mapping or (key, value) pairs, sync or
@@ -376,8 +414,13 @@ class CacheManager:
         }
 
     async def health_check(self) -> dict[str, Any]:
-        """PING Redis (really, with latency) and report ``status`` healthy/degraded/unhealthy."""
-        redis = {"connected": False, "latency_ms": None, "error": None}
+        """PING Redis (really, with latency) and report ``status`` healthy/degraded/unhealthy.
+
+        ``degraded`` while memory serves, and while writes fail although Redis answers: the
+        last write was refused or unconfirmed and none has succeeded since
+        (``redis.write_error`` holds Redis's message).
+        """
+        redis = {"connected": False, "latency_ms": None, "error": None, "write_error": None}
         if isinstance(self._backend, _Closed):
             status, redis["error"] = "unhealthy", "cache manager is closed"
         elif self._failover is None:
@@ -387,12 +430,18 @@ class CacheManager:
             try:
                 with self._telemetry.untraced():
                     await asyncio.wait_for(self._failover.ping(), self.socket_timeout)
+                    redis["latency_ms"] = round((time.perf_counter() - started) * 1000, 3)
+                    if not self.fallback_active:
+                        await self._failover.apply_journal()
             except (*OUTAGE_ERRORS, *BACKEND_ERRORS) as exc:
                 redis["error"] = f"{type(exc).__name__}: {exc}".rstrip(": ")
             else:
                 redis["connected"] = True
-                redis["latency_ms"] = round((time.perf_counter() - started) * 1000, 3)
-            status = "healthy" if redis["connected"] and not self.fallback_active else "degraded"
+            failure = self._failover.write_failure
+            if failure is not None:
+                redis["write_error"] = failure
+            healthy = redis["connected"] and not self.fallback_active and failure is None
+            status = "healthy" if healthy else "degraded"
         return {
             "status": status,
             "backend": self.backend_name,
@@ -420,10 +469,11 @@ class CacheManager:
             raise
 
     def _failed(self, op: Operation, exc: BaseException) -> None:
-        """A backend error the caller does not see: counted, logged, on the span."""
-        self._stats.count_error(exc)
+        """A backend error: counted (by the type of Redis's error), logged, on the span."""
+        cause = exc.__cause__ if isinstance(exc, CacheWriteError) and exc.__cause__ is not None else exc
+        self._stats.count_error(cause)
         op.fail(exc)
-        self._report(f"{type(exc).__name__}", "cache operation failed: %r", exc)
+        self._report(type(cause).__name__, "cache operation failed: %s: %s", type(exc).__name__, exc)
 
     def _undecodable(self, op: Operation, key: str, exc: CacheDecodeError) -> None:
         self._stats.count_error(exc)

@@ -149,19 +149,26 @@ async def test_open_breaker_skips_the_network(redis_restartable):
         redis_restartable.unpause()
 
 
-async def test_journal_overflow_falls_back_to_clearing_the_namespace(redis_restartable):
+async def test_full_journal_refuses_changes_instead_of_clearing_the_namespace(redis_restartable):
     raw = redis_restartable.client()
     async with manager(redis_restartable.url, failure_threshold=1, journal_size=3) as cache:
-        await cache.mset({f"k{i}": i for i in range(6)})
         redis_restartable.kill()
         await cache.get("k0")
+        assert cache.fallback_active
         redis_restartable.start()  # an empty Redis: seed it as if it had kept its data
-        raw.set("outage:survivor", b"x")
-        for i in range(5):
-            await cache.delete(f"k{i}")
-        assert cache.get_stats()["journal_overflowed"] == 2
+        raw.mset({f"outage:k{i}": b"old" for i in range(5)})
+        raw.set("outage:survivor", b"written by another process after the outage")
+        for i in range(3):
+            assert await cache.delete(f"k{i}") is False  # journaled, applied on recovery
+        for i in (3, 4):
+            with pytest.raises(ti.CacheWriteError, match="journal is full"):
+                await cache.delete(f"k{i}")
+        assert await cache.set("k5", "new") is False
+        assert cache.get_stats()["journal_overflowed"] == 3
         await wait_until(lambda: not cache.fallback_active, PROBE_INTERVAL + 1.0)
-        assert raw.exists("outage:survivor") == 0  # the overflowed journal cleared the namespace
+        assert raw.get("outage:survivor") is not None  # other writers' entries are not wiped
+        assert raw.exists("outage:k0", "outage:k1", "outage:k2") == 0
+        assert raw.exists("outage:k3", "outage:k4") == 2  # the caller was told these failed
 
 
 @pytest.mark.parametrize("operation", ["mget", "exists", "clear", "delete", "mset"])
@@ -179,3 +186,17 @@ async def test_every_operation_survives_a_dead_redis(redis_restartable, operatio
         for _ in range(4):
             await calls[operation]()
         assert cache.fallback_active
+
+
+async def test_close_applies_the_journal_when_redis_answers_again(redis_restartable):
+    raw = redis_restartable.client()
+    cache = manager(redis_restartable.url, failure_threshold=1, probe_interval=30)
+    await cache.initialize()
+    await cache.set("revoked", "session")
+    redis_restartable.pause(0.6)
+    await cache.get("revoked")  # times out: the breaker opens, and probes only in 30 s
+    assert cache.fallback_active
+    assert await cache.delete("revoked") is False  # journaled
+    redis_restartable.unpause()
+    await cache.close()  # a deploy restarts the process before the breaker's next probe
+    assert raw.exists("outage:revoked") == 0

@@ -1,9 +1,10 @@
-"""Redis faults under a mixed workload: kill + restart, CLIENT PAUSE, DEBUG SLEEP.
+"""Redis faults under a mixed workload: kill + restart, CLIENT PAUSE, DEBUG SLEEP, OOM.
 
 Each run is a few seconds of 20 concurrent tasks; ``benchmarks/soak.py`` is the
 long version. Every fault: no exception reaches a caller, no call outlives the
 socket timeout (by a generous margin here; the soak reports the exact figure), no
-wrong or stale value is read, the breaker closes within the probe interval + 1 s,
+wrong or stale value is read (a write Redis refused under OOM included), the breaker
+closes within the probe interval + 1 s and opens only while Redis is unreachable,
 and the counters agree with the lookups made.
 """
 
@@ -17,6 +18,7 @@ from workload import (
     debug_sleep,
     exported_lookups,
     kill_and_restart,
+    out_of_memory,
     pause_clients,
     run_scenario,
 )
@@ -31,7 +33,7 @@ NOISY_CALL_BOUND = 2 * SOCKET_TIMEOUT + 0.5
 WORKERS = 20
 
 
-def cache_for(server, name: str) -> ti.CacheManager:
+def cache_for(server, name: str, **options) -> ti.CacheManager:
     return ti.CacheManager(
         redis_url=server.url,
         name=name,
@@ -39,6 +41,7 @@ def cache_for(server, name: str) -> ti.CacheManager:
         socket_timeout=SOCKET_TIMEOUT,
         socket_connect_timeout=SOCKET_TIMEOUT,
         probe_interval=PROBE_INTERVAL,
+        **options,
     )
 
 
@@ -49,6 +52,7 @@ def assert_nothing_lost(result: ScenarioResult, stats: dict) -> None:
     assert figures.stale == [], "a deleted or overwritten value came back"
     assert figures.slowest_s < NOISY_CALL_BOUND
     assert all(r is not None and r <= RECOVERY_BOUND for r in result.recoveries_s), result.recoveries_s
+    assert result.openings_while_healthy == 0, "the breaker opened while Redis answered"
     assert stats["hits"] + stats["misses"] == figures.lookups
 
 
@@ -64,6 +68,8 @@ def record(figures, name: str, result: ScenarioResult, stats: dict) -> None:
         lookups=workload.lookups,
         faults=result.faults,
         breaker_opened=result.times_opened,
+        breaker_openings_while_healthy=result.openings_while_healthy,
+        refused_writes=dict(workload.refused_writes),
         recoveries_s=[None if r is None else round(r, 3) for r in result.recoveries_s],
         recovery_bound_s=RECOVERY_BOUND,
         slowest_call_s=round(workload.slowest_s, 3),
@@ -80,6 +86,7 @@ FAULTS = {
     "kill_restart": (kill_and_restart, 0.6),
     "client_pause": (pause_clients, 0.8),
     "debug_sleep": (debug_sleep, 0.8),
+    "out_of_memory": (out_of_memory, 0.8),
 }
 
 
@@ -100,19 +107,22 @@ async def test_mixed_workload_survives(redis_restartable, figures, fault_name):
         stats = cache.get_stats()
     record(figures, fault_name, result, stats)
     assert_nothing_lost(result, stats)
-    if fault_name != "debug_sleep" or seconds > SOCKET_TIMEOUT:
+    if fault_name == "out_of_memory":
+        assert result.figures.refused_writes, "no write was refused: the test proves nothing"
+        assert result.times_opened == 0, "Redis answered: the breaker must stay closed"
+    else:
         assert result.times_opened >= 1, "the fault never reached the cache: the test proves nothing"
 
 
 @pytest.mark.slow
 async def test_delete_during_pause_is_applied_after_recovery(redis_restartable, figures):
     raw = redis_restartable.client()
-    async with cache_for(redis_restartable, "journal") as cache:
+    async with cache_for(redis_restartable, "journal", failure_threshold=1) as cache:
         await cache.set("victim", "old value")
         await cache.set("pattern:a", 1)
         await cache.set("survivor", "kept")
         redis_restartable.pause(1.0)
-        await cache.set("trip", "x")  # times out: the breaker opens at once on a failed write
+        await cache.set("trip", "x")  # times out; with failure_threshold=1 the breaker opens
         assert cache.fallback_active
         assert await cache.delete("victim") is False  # journaled: Redis is not touched now
         assert await cache.clear("pattern:*") == 0

@@ -6,6 +6,17 @@ Each worker owns its keys and writes values derived from the key and a version
 number, so a read can be judged on its own: a value that was never written for
 that key is *wrong*; a value older than the worker's last write or delete (a
 deleted value coming back, for instance) is *stale*. A miss is always allowed.
+
+What may be read after each call: after ``set``/``mset`` (True or False) only the
+version just written (a refused write must not leave the previous one readable; an
+unconfirmed one may still land); after ``delete`` (returned, or ``CacheWriteError``)
+nothing; after a call cancelled half-way, or one that raised, the version before or
+the one attempted. A share of the calls (``cancel_rate``) is cancelled at a random
+point, as a request timeout or a client disconnect does.
+
+``OtherWriter`` is another process writing its own entries into the same namespace:
+entries it wrote that vanish while Redis kept its data are *lost* (a namespace wiped
+on recovery, for instance).
 """
 
 from __future__ import annotations
@@ -18,18 +29,22 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from telemetry_infra import CacheManager
+from telemetry_infra import CacheManager, CacheWriteError
 from telemetry_infra.testing import RedisServer
 
 __all__ = [
+    "UNREACHABLE_FAULTS",
     "BreakerMonitor",
     "CheckedWorkload",
     "Fault",
+    "OtherWriter",
     "ScenarioResult",
     "WorkloadFigures",
     "debug_sleep",
     "exported_lookups",
     "kill_and_restart",
+    "openings_while_healthy",
+    "out_of_memory",
     "pause_clients",
     "run_scenario",
 ]
@@ -39,7 +54,11 @@ SOCKET_TIMEOUT = 0.25
 PROBE_INTERVAL = 0.2
 """Breaker probe interval of the managers under test: recovery is bounded by it."""
 KEYS_PER_WORKER = 8
-DELETED = -1
+CANCEL_WITHIN_S = 0.003
+"""A cancelled call is cancelled this long after it starts, at most (uniformly drawn)."""
+CANCELLED = object()
+REFUSED = object()
+FAILED = object()
 
 
 def value_for(key: str, version: int) -> dict[str, Any]:
@@ -53,7 +72,11 @@ class WorkloadFigures:
 
     ops: Counter[str] = field(default_factory=Counter)
     lookups: int = 0
+    cancelled: int = 0
+    refused_writes: Counter[str] = field(default_factory=Counter)
     exceptions: list[str] = field(default_factory=list)
+    stuck_calls: int = 0
+    stuck_samples: list[str] = field(default_factory=list)
     wrong: list[tuple[str, Any]] = field(default_factory=list)
     stale: list[tuple[str, Any]] = field(default_factory=list)
     slowest_s: float = 0.0
@@ -65,12 +88,12 @@ class WorkloadFigures:
 
 
 class _Worker:
-    """One task: its own keys, the versions it wrote, the last thing it did to each key."""
+    """One task: its own keys, the versions it wrote, the versions each key may show now."""
 
     def __init__(self, index: int, figures: WorkloadFigures, seed: int) -> None:
         self.keys = [f"w{index}:k{j}" for j in range(KEYS_PER_WORKER)]
         self.written: dict[str, set[int]] = {key: set() for key in self.keys}
-        self.latest: dict[str, int] = dict.fromkeys(self.keys, DELETED)
+        self.readable: dict[str, set[int]] = {key: set() for key in self.keys}
         self.version = 0
         self.figures = figures
         self.random = random.Random(seed)
@@ -85,8 +108,18 @@ class _Worker:
             or value != value_for(key, version)
         ):
             self.figures.wrong.append((key, value))
-        elif version != self.latest[key]:
+        elif version not in self.readable[key]:
             self.figures.stale.append((key, value))
+
+    def wrote(self, key: str, version: int, outcome: Any) -> None:
+        if outcome is CANCELLED or outcome is FAILED:
+            self.readable[key].add(version)
+        else:  # True, or False: a refused write must not leave the previous value readable
+            self.readable[key] = {version}
+
+    def deleted(self, key: str, outcome: Any) -> None:
+        if outcome is not CANCELLED and outcome is not FAILED:
+            self.readable[key] = set()
 
     def next_version(self, key: str) -> int:
         self.version += 1
@@ -97,39 +130,68 @@ class _Worker:
 class CheckedWorkload:
     """``workers`` tasks of get/set/mget/mset/delete against ``cache`` until stopped.
 
-    No call may raise or take longer than ``call_bound_s``; both are counted, not raised.
+    No call may raise (but ``delete`` its documented ``CacheWriteError``) or take longer
+    than ``call_bound_s``; both are counted, not raised. ``cache`` may be swapped while
+    running, and the workload stopped and started again in another event loop.
     """
 
-    def __init__(self, cache: CacheManager, workers: int, call_bound_s: float, seed: int = 8) -> None:
+    def __init__(
+        self, cache: CacheManager, workers: int, call_bound_s: float, seed: int = 8, cancel_rate: float = 0.0
+    ) -> None:
         self.cache = cache
         self.call_bound_s = call_bound_s
+        self.cancel_rate = cancel_rate
         self.figures = WorkloadFigures()
         self._workers = [_Worker(i, self.figures, seed + i) for i in range(workers)]
-        self._stop = asyncio.Event()
+        self._stop: asyncio.Event | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
+        self._stop = asyncio.Event()
         self._tasks = [asyncio.create_task(self._run(worker)) for worker in self._workers]
 
-    async def stop(self) -> WorkloadFigures:
+    async def stop(self, timeout_s: float | None = None) -> WorkloadFigures:
+        """Let every worker finish its call; after ``timeout_s`` the workers still inside a
+        call are counted in ``stuck_calls`` (their stacks in ``stuck_samples``) and cancelled."""
+        assert self._stop is not None, "stop() before start()"
         self._stop.set()
-        await asyncio.gather(*self._tasks)
+        _, pending = await asyncio.wait(self._tasks, timeout=timeout_s)
+        for task in pending:
+            self.figures.stuck_calls += 1
+            if len(self.figures.stuck_samples) < 3:
+                frames = task.get_stack()
+                self.figures.stuck_samples.append(" <- ".join(
+                    f"{frame.f_code.co_name}:{frame.f_lineno}" for frame in reversed(frames)
+                ))  # fmt: skip
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         return self.figures
 
     async def verify_all(self) -> None:
         """Read every key once more (after recovery): every answer is checked."""
         for worker in self._workers:
             for key in worker.keys:
-                worker.check(key, await self._timed("get", self.cache.get(key)))
-            self.figures.lookups += len(worker.keys)
+                value = await self._timed("get", self.cache.get(key))
+                if value is not FAILED:
+                    self.figures.lookups += 1
+                    worker.check(key, value)
 
-    async def _timed(self, operation: str, call: Awaitable[Any]) -> Any:
+    async def _timed(self, operation: str, call: Awaitable[Any], worker: _Worker | None = None) -> Any:
+        """The call's result, or ``CANCELLED`` / ``REFUSED`` (``CacheWriteError``) / ``FAILED``."""
         started = time.perf_counter()
         try:
+            if worker is not None and worker.random.random() < self.cancel_rate:
+                return await asyncio.wait_for(call, worker.random.uniform(0, CANCEL_WITHIN_S))
             return await call
-        except Exception as exc:  # the property under test: nothing reaches the caller
+        except TimeoutError:  # only wait_for raises it: the cache swallows its own timeouts
+            self.figures.cancelled += 1
+            return CANCELLED
+        except CacheWriteError:
+            self.figures.refused_writes[operation] += 1
+            return REFUSED
+        except Exception as exc:  # the property under test: nothing else reaches the caller
             self.figures.exceptions.append(f"{operation}: {type(exc).__name__}: {exc}")
-            return None
+            return FAILED
         finally:
             elapsed = time.perf_counter() - started
             self.figures.ops[operation] += 1
@@ -145,26 +207,33 @@ class CheckedWorkload:
         cache, pick, figures = self.cache, worker.random.random(), self.figures
         key = worker.random.choice(worker.keys)
         if pick < 0.35:
-            figures.lookups += 1
-            worker.check(key, await self._timed("get", cache.get(key)))
+            value = await self._timed("get", cache.get(key), worker)
+            if value is not CANCELLED and value is not FAILED:
+                figures.lookups += 1
+                worker.check(key, value)
         elif pick < 0.55:
             version = worker.next_version(key)
-            if await self._timed("set", cache.set(key, value_for(key, version), ttl=60)):
-                worker.latest[key] = version
+            outcome = await self._timed("set", cache.set(key, value_for(key, version), ttl=60), worker)
+            if outcome is False:
+                figures.refused_writes["set"] += 1
+            worker.wrote(key, version, outcome)
         elif pick < 0.70:
             keys = worker.random.sample(worker.keys, 3)
-            figures.lookups += len(keys)
-            found = await self._timed("mget", cache.mget(keys)) or {}
-            for one in keys:
-                worker.check(one, found.get(one))
+            found = await self._timed("mget", cache.mget(keys), worker)
+            if found is not CANCELLED and found is not FAILED:
+                figures.lookups += len(keys)
+                for one in keys:
+                    worker.check(one, found.get(one))
         elif pick < 0.85:
             keys = worker.random.sample(worker.keys, 2)
             mapping = {one: value_for(one, worker.next_version(one)) for one in keys}
-            if await self._timed("mset", cache.mset(mapping, ttl=60)):
-                worker.latest.update((one, value["version"]) for one, value in mapping.items())
+            outcome = await self._timed("mset", cache.mset(mapping, ttl=60), worker)
+            if outcome is False:
+                figures.refused_writes["mset"] += 1
+            for one, value in mapping.items():
+                worker.wrote(one, value["version"], outcome)
         else:
-            await self._timed("delete", cache.delete(key))
-            worker.latest[key] = DELETED
+            worker.deleted(key, await self._timed("delete", cache.delete(key), worker))
 
 
 class BreakerMonitor:
@@ -209,6 +278,63 @@ class BreakerMonitor:
     def times_opened(self) -> int:
         return sum(is_open for _, is_open in self.transitions)
 
+    @property
+    def openings(self) -> list[float]:
+        """When the breaker opened (``time.monotonic()``)."""
+        return [at for at, is_open in self.transitions if is_open]
+
+
+def openings_while_healthy(
+    openings: list[float], unreachable: list[tuple[float, float]], grace_s: float
+) -> int:
+    """Breaker openings outside every window in which Redis was made unreachable (a window
+    is ``(start, end)``, extended by ``grace_s`` for the calls still failing on dead sockets)."""
+    return sum(not any(start <= at <= end + grace_s for start, end in unreachable) for at in openings)
+
+
+class OtherWriter:
+    """Another process (its own manager) writing its own entries into the namespace.
+
+    ``write()`` stores a batch; the entries Redis confirmed are remembered. ``count_lost()``
+    checks them on the server: any that vanished while Redis kept its data was wiped by
+    someone else (call ``forget()`` when the server itself loses its data: a kill).
+    """
+
+    def __init__(self, cache: CacheManager, server: RedisServer, namespace: str, batch: int = 20) -> None:
+        self.cache = cache
+        self.server = server
+        self.namespace = namespace
+        self.batch = batch
+        self.lost = 0
+        self._written = 0
+        self._held: set[str] = set()
+
+    async def write(self) -> None:
+        keys = [f"other:{self._written + i}" for i in range(self.batch)]
+        self._written += self.batch
+        stored = await self.cache.mset({key: value_for(key, 1) for key in keys}, ttl=600)
+        if stored and not self.cache.fallback_active:
+            self._held.update(f"{self.namespace}:{key}" for key in keys)
+
+    def forget(self) -> None:
+        self._held.clear()
+
+    async def count_lost(self) -> int:
+        """Entries written (and confirmed) since the last ``forget()`` that Redis no longer holds."""
+        held = sorted(self._held)
+
+        def missing() -> list[str]:
+            with self.server.client(socket_timeout=5) as raw:
+                pipe = raw.pipeline(transaction=False)
+                for key in held:
+                    pipe.exists(key)
+                return [key for key, found in zip(held, pipe.execute(), strict=True) if not found]
+
+        gone = await asyncio.to_thread(missing) if held else []
+        self._held.difference_update(gone)
+        self.lost += len(gone)
+        return len(gone)
+
 
 Fault = Callable[[RedisServer, float], Awaitable[float]]
 """Stage a fault lasting about ``seconds``; return the ``time.monotonic()`` it ended at."""
@@ -229,6 +355,21 @@ async def pause_clients(server: RedisServer, seconds: float) -> float:
     return time.monotonic()
 
 
+async def out_of_memory(server: RedisServer, seconds: float) -> float:
+    """``maxmemory`` 1 byte with ``noeviction`` for ``seconds``: Redis answers and refuses
+    every write with ``OOM`` (the breaker must stay closed)."""
+
+    def configure(maxmemory: int) -> None:
+        with server.client(socket_timeout=5) as client:
+            client.config_set("maxmemory-policy", "noeviction")
+            client.config_set("maxmemory", maxmemory)
+
+    await asyncio.to_thread(configure, 1)
+    await asyncio.sleep(seconds)
+    await asyncio.to_thread(configure, 0)
+    return time.monotonic()
+
+
 async def debug_sleep(server: RedisServer, seconds: float) -> float:
     """``DEBUG SLEEP``: the server answers nothing for ``seconds`` (a slow Redis)."""
 
@@ -238,6 +379,10 @@ async def debug_sleep(server: RedisServer, seconds: float) -> float:
 
     await asyncio.to_thread(sleep)
     return time.monotonic()
+
+
+UNREACHABLE_FAULTS = frozenset({"kill_and_restart", "pause_clients", "debug_sleep"})
+"""Faults during which the breaker should open; after any other, an opening is a defect."""
 
 
 def exported_lookups(exposition: str, cache_name: str) -> int | None:
@@ -265,6 +410,7 @@ class ScenarioResult:
     recoveries_s: list[float | None]
     times_opened: int
     duration_s: float
+    openings_while_healthy: int = 0
 
 
 async def run_scenario(
@@ -276,18 +422,23 @@ async def run_scenario(
     call_bound_s: float,
     quiet_s: float,
     recovery_timeout_s: float,
+    cancel_rate: float = 0.0,
 ) -> ScenarioResult:
     """Run the workload, stage each fault after ``quiet_s`` of normal traffic, wait for
     recovery after each, then read every key once more."""
     started = time.monotonic()
-    workload = CheckedWorkload(cache, workers, call_bound_s)
+    workload = CheckedWorkload(cache, workers, call_bound_s, cancel_rate=cancel_rate)
     monitor = BreakerMonitor(cache)
     monitor.start()
     workload.start()
     recoveries: list[float | None] = []
+    unreachable: list[tuple[float, float]] = []
     for fault, seconds in faults:
         await asyncio.sleep(quiet_s)
+        fault_started = time.monotonic()
         ended = await fault(server, seconds)
+        if fault.__name__ in UNREACHABLE_FAULTS:
+            unreachable.append((fault_started, ended))
         recoveries.append(await monitor.recovery_after(ended, recovery_timeout_s))
     await asyncio.sleep(quiet_s)
     figures = await workload.stop()
@@ -299,4 +450,5 @@ async def run_scenario(
         recoveries_s=recoveries,
         times_opened=monitor.times_opened,
         duration_s=time.monotonic() - started,
+        openings_while_healthy=openings_while_healthy(monitor.openings, unreachable, 2 * SOCKET_TIMEOUT),
     )

@@ -7,7 +7,10 @@ threads with loops of their own. Clients of loops that have closed are dropped.
 
 Batch writes go through one Lua script call (``SET ... PX`` per key, executed
 server-side), so ``mset`` with a TTL is one command and one reply instead of a
-pipeline of N commands and N replies. On Redis Cluster a script, like ``MGET``,
+pipeline of N commands and N replies. A batch larger than ``MSET_CHUNK_ITEMS``
+items or ``MSET_CHUNK_BYTES`` bytes is written as several such calls, one after
+the other, so that no single command can run past the socket timeout (and block
+the server for everyone else meanwhile). On Redis Cluster a script, like ``MGET``,
 may only touch keys of one hash slot, so batches must be split per slot there;
 ``clear`` is a per-node ``SCAN`` loop and runs on each primary.
 """
@@ -20,7 +23,7 @@ import contextvars
 import logging
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -31,7 +34,12 @@ from redis.exceptions import RedisError
 
 from telemetry_infra.cache.errors import CachePoolExhaustedError
 
-__all__ = ["RedisBackend", "create_client"]
+__all__ = ["MSET_CHUNK_BYTES", "MSET_CHUNK_ITEMS", "RedisBackend", "create_client"]
+
+#: Most items one ``mset`` command carries: about a millisecond of server time.
+MSET_CHUNK_ITEMS = 1000
+#: Most bytes (keys + payloads) one ``mset`` command carries.
+MSET_CHUNK_BYTES = 1 << 20
 
 _MSET_WITH_TTL = """
 local ms = ARGV[1]
@@ -287,15 +295,18 @@ class RedisBackend:
             _writing.reset(token)
 
     async def mset(self, items: Sequence[tuple[str, bytes]], ttl: float | None) -> None:
-        keys = [key for key, _ in items]
-        args: list[Any] = [0 if ttl is None else _milliseconds(ttl)]
-        args.extend(payload for _, payload in items)
+        """Write every item, in chunks of bounded size; on failure, a prefix of the chunks
+        may have been written."""
+        milliseconds = 0 if ttl is None else _milliseconds(ttl)
         bound = self._bound
         if bound.loop is not _running_loop():
             bound = await self._bind()
         token = _writing.set(True)
         try:
-            await bound.mset_script(keys=keys, args=args)
+            for chunk in _chunks(items, MSET_CHUNK_ITEMS, MSET_CHUNK_BYTES):
+                args: list[Any] = [milliseconds]
+                args.extend(payload for _, payload in chunk)
+                await bound.mset_script(keys=[key for key, _ in chunk], args=args)
         finally:
             _writing.reset(token)
 
@@ -392,6 +403,24 @@ class RedisBackend:
                 closing = asyncio.run_coroutine_threadsafe(bound.closer.aclose(), loop)
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(asyncio.wrap_future(closing), 1.0)
+
+
+def _chunks(
+    items: Sequence[tuple[str, bytes]], max_items: int, max_bytes: int
+) -> Iterator[Sequence[tuple[str, bytes]]]:
+    """Consecutive slices of ``items`` of at most ``max_items`` and ``max_bytes`` (an item
+    larger than ``max_bytes`` goes alone)."""
+    if len(items) <= max_items and sum(len(key) + len(payload) for key, payload in items) <= max_bytes:
+        yield items
+        return
+    start = size = 0
+    for end, (key, payload) in enumerate(items):
+        item_size = len(key) + len(payload)
+        if end > start and (end - start >= max_items or size + item_size > max_bytes):
+            yield items[start:end]
+            start, size = end, 0
+        size += item_size
+    yield items[start:]
 
 
 def _milliseconds(ttl: float) -> int:
