@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 
-from telemetry_infra.cache.keys import glob_to_regex
+from telemetry_infra.cache.keys import glob_matcher
 
 __all__ = ["OutageJournal"]
 
@@ -59,7 +59,7 @@ class OutageJournal:
             self.overflowed += 1
             return False
         self.seq += 1
-        self._patterns[pattern] = (self.seq, glob_to_regex(pattern))
+        self._patterns[pattern] = (self.seq, glob_matcher(pattern))
         self.pending = True
         return True
 
@@ -67,7 +67,7 @@ class OutageJournal:
         """True when Redis may hold a stale value for ``key``."""
         if key in self._keys:
             return True
-        return any(regex.fullmatch(key) for _, regex in self._patterns.values())
+        return any(matches(key) for _, matches in self._patterns.values())
 
     def settle(self, keys: Iterable[str], since: int) -> None:
         """Forget ``keys`` recorded up to ``since``: a write or removal begun after that landed."""
