@@ -89,7 +89,13 @@ def running(
     stdout, stderr = tmp_path / "stdout.txt", tmp_path / "stderr.txt"
     with stdout.open("w") as out, stderr.open("w") as err:
         process = subprocess.Popen(
-            argv, stdout=out, stderr=err, text=True, env={**os.environ, **env}, start_new_session=True
+            argv,
+            stdout=out,
+            stderr=err,
+            text=True,
+            env={**os.environ, **env},
+            cwd=tmp_path,
+            start_new_session=True,
         )
     server = Server(process, f"http://127.0.0.1:{port}", stdout, stderr)
     try:

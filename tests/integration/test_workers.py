@@ -34,11 +34,10 @@ def _lookups(server: Server, count: int) -> Counter[int]:
     return Counter(server.get(f"/lookup/k{i % 7}").json()["pid"] for i in range(count))
 
 
-def _wait_for_snapshots(directory: Path, workers: int, timeout: float = 60) -> None:
+def _wait_for_workers(server: Server, workers: int, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
-    while len(list(directory.glob("telemetry_infra_*.json"))) < workers:
-        assert time.monotonic() < deadline, f"{workers} workers never wrote their snapshots"
-        time.sleep(0.1)
+    while len({server.get("/ready").json()["pid"] for _ in range(4 * workers)}) < workers:
+        assert time.monotonic() < deadline, f"{workers} workers never answered"
 
 
 @pytest.mark.parametrize("server_kind", ["uvicorn", "gunicorn"])
@@ -51,7 +50,7 @@ def test_one_scrape_counts_the_lookups_of_every_worker(server_kind: str, tmp_pat
         "LOG_DIR": str(tmp_path / "logs"),
     }
     with running(command(server_kind, port, tmp_path), port, tmp_path, env) as server:
-        _wait_for_snapshots(shared, 2)
+        _wait_for_workers(server, 2)
         served = _lookups(server, LOOKUPS)
         assert len(served) == 2, f"the kernel gave every connection to one worker: {served}"
 
@@ -88,7 +87,7 @@ def test_a_dead_workers_series_leave_and_the_port_is_taken_over(tmp_path: Path) 
     port, metrics_port, shared = free_port(), free_port(), tmp_path / "multiproc"
     env = {"PROMETHEUS_MULTIPROC_DIR": str(shared), "OTEL_EXPORTER_PROMETHEUS_PORT": str(metrics_port)}
     with running(command("uvicorn", port, tmp_path), port, tmp_path, env) as server:
-        _wait_for_snapshots(shared, 2)
+        _wait_for_workers(server, 2)
         served = _lookups(server, 60)
         victim, survivor = served
         os.kill(victim, signal.SIGKILL)
