@@ -198,7 +198,9 @@ async def test_user_from_starlette_authentication_reaches_span_and_access_record
     assert span.attributes["enduser.id"] == "alice"
 
 
-async def test_a_getter_that_raises_does_not_fail_the_request(configured: OTLPReceiver, log_dir: Path) -> None:
+async def test_a_getter_that_raises_does_not_fail_the_request(
+    configured: OTLPReceiver, log_dir: Path
+) -> None:
     app = _authenticated_app(lambda scope: scope["user"].missing_attribute)
     response = await _get(app, "/me", headers={"Authorization": "User alice"})
     assert response.status_code == 200
@@ -216,7 +218,9 @@ async def test_only_the_metrics_path_itself_is_excluded(configured: OTLPReceiver
     assert routes == ["/price/metrics"]  # a scrape writes no access record
 
 
-async def test_excluded_paths_are_configurable_and_can_be_logged(configured: OTLPReceiver, log_dir: Path) -> None:
+async def test_excluded_paths_are_configurable_and_can_be_logged(
+    configured: OTLPReceiver, log_dir: Path
+) -> None:
     app = FastAPI()
 
     @app.get("/health")
