@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import shutil
+import subprocess
 from pathlib import Path
 
 import httpx
 import pytest
 from fastapi import FastAPI
+from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
 from starlette.authentication import AuthCredentials, AuthenticationBackend, SimpleUser
 from starlette.middleware.authentication import AuthenticationMiddleware
@@ -19,7 +22,7 @@ from starlette.routing import Route
 import telemetry_infra as ti
 from telemetry_infra.integrations.asgi import TelemetryMiddleware
 from telemetry_infra.integrations.fastapi import instrument_app
-from telemetry_infra.testing import OTLPReceiver
+from telemetry_infra.testing import OTLPReceiver, RedisServer
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 TRACEPARENT = f"00-{TRACE_ID}-b7ad6b7169203331-01"
@@ -258,3 +261,35 @@ async def test_plain_asgi_exception_is_one_exception_event_with_error_type(
     (span,) = configured.wait_for_spans(lambda s: s.kind == "SERVER")
     assert span.status_code == "ERROR" and span.attributes["error.type"] == "KeyError"
     assert [name for name, _ in span.events].count("exception") == 1
+
+
+async def test_default_exposition_of_an_instrumented_app_passes_promtool(
+    configured: OTLPReceiver, log_dir: Path, redis_server: RedisServer
+) -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool not installed")
+    app = FastAPI()
+    cache = ti.CacheManager(redis_url=redis_server.url, name="lint")
+
+    @app.get("/prices/{sku}")
+    async def price(sku: str) -> dict:
+        return {"price": await cache.get(sku)}
+
+    instrument_app(app)
+    async with cache:
+        for sku in ("a", "b"):
+            assert (await _get(app, f"/prices/{sku}")).status_code == 200
+        exposition = (await _get(app, "/metrics")).text
+    done = await asyncio.to_thread(
+        subprocess.run, [promtool, "check", "metrics"], input=exposition, text=True, capture_output=True
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    requests = {
+        sample.labels["http_route"]: sample.value
+        for family in text_string_to_metric_families(exposition)
+        for sample in family.samples
+        if sample.name == "http_server_request_duration_seconds_count"
+    }
+    assert requests == {"/prices/{sku}": 2}  # stable semconv, seconds, by route; /metrics not counted
+    assert "db_client_connections_usage{" in exposition

@@ -33,9 +33,8 @@ def test_forked_child_exports_its_own_pid_and_instance_id(
         try:
             with tracer.start_as_current_span("in-child"):
                 pass
-            info = next(
-                f for f in text_string_to_metric_families(telemetry.prometheus_text()) if f.name == "target_info"
-            )
+            families = text_string_to_metric_families(telemetry.prometheus_text())
+            info = next(f for f in families if f.name == "target_info")
             pid_label = info.samples[0].labels["process_pid"]
             code = 0 if telemetry.force_flush(5) and pid_label == str(os.getpid()) else 2
         except BaseException:
