@@ -49,7 +49,7 @@ REFRESH_S = 5.0
 #: How long the answering worker waits for the others' fresh snapshots.
 ANSWER_TIMEOUT_S = 1.0
 #: How often a worker looks for a scrape request (a ``stat()``).
-_POLL_S = 0.02
+_POLL_S = 0.05
 _PREFIX = "telemetry_infra_"
 _REQUEST = "scrape.request"
 
@@ -238,9 +238,11 @@ class MultiprocessSnapshots:
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=2)
+        _instances.discard(self)
+        if any(other.path == self.path for other in list(_instances)):
+            return  # a newer configure() of this process writes the same file now
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
-        _instances.discard(self)
 
     def write(self, answered: str | None = None) -> None:
         _write_atomically(self.path, _encode(self.pid, self.started, answered, self._collect()))

@@ -102,3 +102,18 @@ def test_a_dead_workers_series_leave_and_the_port_is_taken_over(tmp_path: Path) 
             assert time.monotonic() < deadline, "the dead worker's lookups were never dropped"
             time.sleep(0.5)
         assert not (shared / f"telemetry_infra_{victim}.json").exists()
+
+
+def test_without_the_directory_a_taken_port_is_a_warning_not_a_crash_loop(tmp_path: Path) -> None:
+    port, metrics_port = free_port(), free_port()
+    env = {"OTEL_EXPORTER_PROMETHEUS_PORT": str(metrics_port), "ENVIRONMENT": "production"}
+    with running(command("uvicorn", port, tmp_path), port, tmp_path, env) as server:
+        _wait_for_workers(server, 2)
+        pids = server.worker_pids()
+        time.sleep(2)  # a crash loop would have replaced a worker by now
+        assert server.worker_pids() == pids
+        assert server.get(f"http://127.0.0.1:{metrics_port}/metrics").status_code == 200
+    output = server.stdout.read_text() + server.stderr.read_text()
+    assert "Address already in use" not in output
+    (warning,) = [line for line in output.splitlines() if "already in use" in line]
+    assert "OTEL_EXPORTER_PROMETHEUS_PORT" in warning and "PROMETHEUS_MULTIPROC_DIR" in warning
