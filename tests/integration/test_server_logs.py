@@ -56,14 +56,23 @@ def test_every_stdout_line_is_json_with_one_access_record_per_request(
     _check_records(_json_lines(server.stdout))
 
 
-def test_uvicorn_log_config_makes_even_the_supervisor_lines_json(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("server_kind", "flag", "first_line"),
+    [
+        ("uvicorn", "--log-config", "Started parent process"),
+        ("gunicorn", "--log-config-json", "Starting gunicorn"),
+    ],
+)
+def test_server_log_config_makes_even_the_supervisor_lines_json(
+    server_kind: str, flag: str, first_line: str, tmp_path: Path
+) -> None:
     config = tmp_path / "log_config.json"
     config.write_text(json.dumps(telemetry_infra.logs.SERVER_LOG_CONFIG))
     port = free_port()
-    argv = [*command("uvicorn", port, tmp_path, workers=2), "--log-config", str(config)]
+    argv = [*command(server_kind, port, tmp_path, workers=2), flag, str(config)]
     with running(argv, port, tmp_path, {"ENVIRONMENT": "production"}) as server:
         _exercise(server)
     records = _json_lines(server.stdout)
     _check_records(records)
-    assert any("Started parent process" in r["message"] for r in records)
+    assert any(first_line in r["message"] for r in records)
     assert not server.stderr.read_text().strip()
