@@ -245,7 +245,8 @@ class PrometheusBridge(MetricReader):
         """One OTel collection of this process, by Prometheus family name."""
         with self._lock:
             self._collected = {}
-            super().collect(timeout_millis=timeout_millis)
+            if self._collect is not None:  # else not on a MeterProvider yet: nothing to collect
+                super().collect(timeout_millis=timeout_millis)
             return {name: family.as_tuple() for name, family in self._collected.items()}
 
     def collect_families(self, timeout_millis: float = 10_000) -> list[Metric]:

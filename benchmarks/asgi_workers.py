@@ -1,0 +1,189 @@
+"""A FastAPI app under ``uvicorn --workers 2``: latency with the package against without it.
+
+    python benchmarks/asgi_workers.py [--requests 5000] [--concurrency 16] [--rounds 4]
+
+Two servers run side by side, each ``uvicorn --workers 2`` on loopback:
+
+* **plain**: the endpoint looks a key up in a dict and returns it;
+* **instrumented**: the same app with ``configure(environment="production")`` (JSON
+  logs to the console, sent to /dev/null, and to files), ``instrument_app`` (SERVER
+  span, access record, ``http.server.request.duration``) and the lookup done by a
+  memory ``CacheManager`` (span and metrics), with ``PROMETHEUS_MULTIPROC_DIR`` set.
+
+httpx sends ``--requests`` to each (at most ``--concurrency`` in flight, keep-alive
+connections spread over both workers), in rounds that alternate the two servers so
+machine noise hits both. Prints p50 and p99 per server and their ratios, then scrapes
+the instrumented server's ``/metrics`` once: the lookups it counts must equal the
+lookups made, whichever worker served them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from telemetry_infra.testing import free_port
+
+APP = textwrap.dedent(
+    """
+    import os
+
+    from fastapi import FastAPI
+
+    app = FastAPI()
+    PRICES = {f"sku-{i}": i for i in range(100)}
+
+    if os.environ.get("BENCH_INSTRUMENTED") == "1":
+        import telemetry_infra as ti
+        from telemetry_infra.integrations.fastapi import instrument_app
+
+        ti.configure("bench-asgi", environment="production")
+        cache = ti.CacheManager(redis_url=None, name="bench")
+
+        @app.get("/price/{sku}")
+        async def price(sku: str) -> dict:
+            value = await cache.get(sku)
+            if value is None:
+                value = PRICES.get(sku)
+                await cache.set(sku, value)
+            return {"sku": sku, "price": value}
+
+        instrument_app(app)
+    else:
+
+        @app.get("/price/{sku}")
+        async def price(sku: str) -> dict:
+            return {"sku": sku, "price": PRICES.get(sku)}
+    """
+)
+
+
+class Server:
+    def __init__(self, name: str, workdir: Path, instrumented: bool) -> None:
+        self.name = name
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, "BENCH_INSTRUMENTED": "1" if instrumented else "0"}
+        if instrumented:
+            shared = workdir / "multiproc"
+            shared.mkdir()
+            env.update(PROMETHEUS_MULTIPROC_DIR=str(shared), LOG_DIR=str(workdir / "logs"))
+        argv = [sys.executable, "-m", "uvicorn", "bench_app:app", "--app-dir", str(workdir)]
+        argv += ["--port", str(self.port), "--workers", "2", "--log-level", "warning"]
+        self.process = subprocess.Popen(
+            argv, cwd=workdir, env=env, stdout=subprocess.DEVNULL, start_new_session=True
+        )
+        self.latencies: list[float] = []
+        self.lookups = 0
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(f"{self.url}/price/ready", timeout=2, headers={"Connection": "close"})
+                self.lookups += 1  # a lookup too
+                return
+            except httpx.TransportError:
+                time.sleep(0.2)
+        raise SystemExit(f"{self.name} server did not start")
+
+    def stop(self) -> None:
+        os.killpg(self.process.pid, signal.SIGTERM)
+        self.process.wait(timeout=20)
+
+
+async def load(server: Server, requests: int, concurrency: int) -> None:
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=server.url, limits=limits, timeout=30) as client:
+        queue = iter(range(requests))
+
+        async def worker() -> None:
+            for i in queue:
+                started = time.perf_counter()
+                response = await client.get(f"/price/sku-{i % 100}")
+                server.latencies.append(time.perf_counter() - started)
+                response.raise_for_status()
+                server.lookups += 1
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+
+def percentile(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if q < 100 else max(values)
+
+
+def scrape_check(server: Server) -> tuple[float, float]:
+    text = httpx.get(f"{server.url}/metrics", timeout=10).text
+    samples = [s for family in text_string_to_metric_families(text) for s in family.samples]
+    lookups = sum(s.value for s in samples if s.name in ("cache_hits_total", "cache_misses_total"))
+    requests = sum(
+        s.value
+        for s in samples
+        if s.name == "http_server_request_duration_seconds_count"
+        and s.labels.get("http_route") == "/price/{sku}"
+    )
+    return lookups, requests
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=5000, help="requests sent to each server")
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=4)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "plain").mkdir()
+        (Path(tmp) / "instrumented").mkdir()
+        for sub in ("plain", "instrumented"):
+            (Path(tmp) / sub / "bench_app.py").write_text(APP)
+        plain = Server("plain", Path(tmp) / "plain", instrumented=False)
+        ours = Server("instrumented", Path(tmp) / "instrumented", instrumented=True)
+        try:
+            for server in (plain, ours):
+                server.wait_ready()
+            asyncio.run(load(plain, 200, args.concurrency))  # warm-up, not measured
+            asyncio.run(load(ours, 200, args.concurrency))
+            plain.latencies.clear()
+            ours.latencies.clear()
+            per_round = args.requests // args.rounds
+            for round_number in range(args.rounds):
+                order = (plain, ours) if round_number % 2 == 0 else (ours, plain)
+                for server in order:
+                    asyncio.run(load(server, per_round, args.concurrency))
+            time.sleep(0.2)
+            counted, requests = scrape_check(ours)
+        finally:
+            plain.stop()
+            ours.stop()
+
+    sent = args.rounds * per_round
+    print(f"{sent} requests per server, concurrency {args.concurrency}, 2 uvicorn workers each")
+    print(f"{'':14}{'p50 ms':>10}{'p99 ms':>10}")
+    for server in (plain, ours):
+        p50, p99 = percentile(server.latencies, 50), percentile(server.latencies, 99)
+        print(f"{server.name:14}{p50 * 1000:>10.2f}{p99 * 1000:>10.2f}")
+    ratio50 = percentile(ours.latencies, 50) / percentile(plain.latencies, 50)
+    ratio99 = percentile(ours.latencies, 99) / percentile(plain.latencies, 99)
+    print(f"{'ratio':14}{ratio50:>10.2f}{ratio99:>10.2f}")
+    verdict = "OK" if counted == ours.lookups else "MISMATCH"
+    print(f"scrape: {counted:.0f} lookups counted, {ours.lookups} made ({verdict})")
+    print(f"        {requests:.0f} requests counted on /price/{{sku}}")
+    if counted != ours.lookups:
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()
