@@ -3,9 +3,10 @@
 Built on ``opentelemetry-instrumentation-asgi`` (W3C ``traceparent`` in, SERVER span);
 this layer adds what the logs need: the ``request_id`` (from an incoming
 ``X-Request-ID`` or the trace id, echoed in the response), the user id, and an access
-record per request on the ``api.access`` logger. It records the stable HTTP metric
-``http.server.request.duration`` (seconds, with ``http.route``) itself: the
-instrumentation's own metrics are taken before routing and cannot carry the route.
+record per request on the ``api.access`` logger. It records the stable HTTP metrics
+``http.server.request.duration`` (seconds, with ``http.route``) and
+``http.server.active_requests`` itself: the instrumentation's own metrics are taken
+before routing and cannot carry the route.
 Works with any ASGI app (Starlette, FastAPI, plain ASGI).
 """
 
@@ -18,6 +19,7 @@ from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
 from opentelemetry import metrics, trace
+from opentelemetry.metrics import CallbackOptions, Observation
 
 from telemetry_infra.logs import request_context, set_request_context
 from telemetry_infra.logs.context import USER_ID_ATTRIBUTE
@@ -48,6 +50,24 @@ _duration = PreaggregatedHistogram(
     bounds=HTTP_DURATION_BUCKETS,
 )
 _log = logging.getLogger("telemetry_infra.asgi")
+
+#: (method, scheme) -> requests in flight in this process; read at collection time.
+_active: dict[tuple[str, str], int] = {}
+
+
+def _observe_active(_options: CallbackOptions) -> Iterable[Observation]:
+    return [
+        Observation(count, {"http.request.method": method, "url.scheme": scheme})
+        for (method, scheme), count in list(_active.items())
+    ]
+
+
+metrics.get_meter("telemetry_infra.asgi").create_observable_up_down_counter(
+    "http.server.active_requests",
+    [_observe_active],
+    unit="{request}",
+    description="Number of active HTTP server requests.",
+)
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -172,6 +192,9 @@ class _RequestContextMiddleware:
         # reading Starlette's scope["user"] only sees it once authentication ran, below
         user_id = self.user(scope, quiet=True)
         status = 500  # what the client gets if the app raises before answering
+        active = (scope.get("method", "_OTHER"), scope.get("scheme", "http"))
+        if self.measure:
+            _active[active] = _active.get(active, 0) + 1
         started = time.perf_counter()
 
         learned_late = False
@@ -214,6 +237,8 @@ class _RequestContextMiddleware:
                     span.set_attribute("error.type", type(exc).__qualname__)
                 raise
             finally:
+                if self.measure:
+                    _active[active] -= 1
                 learn_user()
                 if learned_late:  # for the access record
                     set_request_context(user_id=user_id)

@@ -263,6 +263,11 @@ async def test_plain_asgi_exception_is_one_exception_event_with_error_type(
     assert [name for name, _ in span.events].count("exception") == 1
 
 
+def _active_requests(exposition: str) -> float:
+    families = text_string_to_metric_families(exposition)
+    return sum(s.value for f in families if f.name == "http_server_active_requests" for s in f.samples)
+
+
 async def test_default_exposition_of_an_instrumented_app_passes_promtool(
     configured: OTLPReceiver, log_dir: Path, redis_server: RedisServer
 ) -> None:
@@ -275,6 +280,10 @@ async def test_default_exposition_of_an_instrumented_app_passes_promtool(
     @app.get("/prices/{sku}")
     async def price(sku: str) -> dict:
         return {"price": await cache.get(sku)}
+
+    @app.get("/inflight")
+    async def inflight() -> float:
+        return _active_requests(ti.get_telemetry().prometheus_text())
 
     instrument_app(app)
     async with cache:
@@ -293,3 +302,5 @@ async def test_default_exposition_of_an_instrumented_app_passes_promtool(
     }
     assert requests == {"/prices/{sku}": 2}  # stable semconv, seconds, by route; /metrics not counted
     assert "db_client_connections_usage{" in exposition
+    assert _active_requests(exposition) == 0  # all answered; the scrape itself is excluded
+    assert (await _get(app, "/inflight")).json() == 1  # counted while it runs
