@@ -10,9 +10,16 @@ Two servers run side by side, each ``uvicorn --workers 2`` on loopback:
   span, access record, ``http.server.request.duration``) and the lookup done by a
   memory ``CacheManager`` (span and metrics), with ``PROMETHEUS_MULTIPROC_DIR`` set.
 
+The servers listen on Unix sockets: over loopback TCP (``--tcp``) uvicorn's
+multi-worker mode answers no keep-alive request faster than ~40 ms whatever the app
+does (its shared listening socket is made without ``IPPROTO_TCP``, so asyncio leaves
+Nagle on and the response body waits for the client's delayed ACK), which hides any
+difference between the two apps.
+
 httpx sends ``--requests`` to each (at most ``--concurrency`` in flight, keep-alive
 connections spread over both workers), in rounds that alternate the two servers so
-machine noise hits both. Prints p50 and p99 per server and their ratios, then scrapes
+machine noise hits both. Prints p50, p99 and throughput per server and their ratios, then
+scrapes
 the instrumented server's ``/metrics`` once: the lookups it counts must equal the
 lookups made, whichever worker served them.
 """
@@ -71,33 +78,45 @@ APP = textwrap.dedent(
 
 
 class Server:
-    def __init__(self, name: str, workdir: Path, instrumented: bool) -> None:
+    def __init__(self, name: str, workdir: Path, instrumented: bool, tcp: bool) -> None:
         self.name = name
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.uds = None if tcp else str(workdir / "server.sock")
         env = {**os.environ, "BENCH_INSTRUMENTED": "1" if instrumented else "0"}
         if instrumented:
             shared = workdir / "multiproc"
             shared.mkdir()
             env.update(PROMETHEUS_MULTIPROC_DIR=str(shared), LOG_DIR=str(workdir / "logs"))
         argv = [sys.executable, "-m", "uvicorn", "bench_app:app", "--app-dir", str(workdir)]
-        argv += ["--port", str(self.port), "--workers", "2", "--log-level", "warning"]
+        argv += ["--uds", self.uds] if self.uds else ["--port", str(self.port)]
+        argv += ["--workers", "2", "--log-level", "warning"]
         self.process = subprocess.Popen(
             argv, cwd=workdir, env=env, stdout=subprocess.DEVNULL, start_new_session=True
         )
         self.latencies: list[float] = []
+        self.elapsed = 0.0
         self.lookups = 0
 
     def wait_ready(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                httpx.get(f"{self.url}/price/ready", timeout=2, headers={"Connection": "close"})
+                with self.client() as client:
+                    client.get("/price/ready", timeout=2)
                 self.lookups += 1  # a lookup too
                 return
             except httpx.TransportError:
                 time.sleep(0.2)
         raise SystemExit(f"{self.name} server did not start")
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, transport=httpx.HTTPTransport(uds=self.uds), timeout=10)
+
+    def async_client(self, concurrency: int) -> httpx.AsyncClient:
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        transport = httpx.AsyncHTTPTransport(uds=self.uds, limits=limits)
+        return httpx.AsyncClient(base_url=self.url, transport=transport, timeout=30)
 
     def stop(self) -> None:
         os.killpg(self.process.pid, signal.SIGTERM)
@@ -105,8 +124,7 @@ class Server:
 
 
 async def load(server: Server, requests: int, concurrency: int) -> None:
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=server.url, limits=limits, timeout=30) as client:
+    async with server.async_client(concurrency) as client:
         queue = iter(range(requests))
 
         async def worker() -> None:
@@ -117,7 +135,9 @@ async def load(server: Server, requests: int, concurrency: int) -> None:
                 response.raise_for_status()
                 server.lookups += 1
 
+        started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
+        server.elapsed += time.perf_counter() - started
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -125,7 +145,8 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def scrape_check(server: Server) -> tuple[float, float]:
-    text = httpx.get(f"{server.url}/metrics", timeout=10).text
+    with server.client() as client:
+        text = client.get("/metrics").text
     samples = [s for family in text_string_to_metric_families(text) for s in family.samples]
     lookups = sum(s.value for s in samples if s.name in ("cache_hits_total", "cache_misses_total"))
     requests = sum(
@@ -142,6 +163,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=5000, help="requests sent to each server")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--tcp", action="store_true", help="loopback TCP rather than a Unix socket")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -149,15 +171,16 @@ def main() -> None:
         (Path(tmp) / "instrumented").mkdir()
         for sub in ("plain", "instrumented"):
             (Path(tmp) / sub / "bench_app.py").write_text(APP)
-        plain = Server("plain", Path(tmp) / "plain", instrumented=False)
-        ours = Server("instrumented", Path(tmp) / "instrumented", instrumented=True)
+        plain = Server("plain", Path(tmp) / "plain", instrumented=False, tcp=args.tcp)
+        ours = Server("instrumented", Path(tmp) / "instrumented", instrumented=True, tcp=args.tcp)
         try:
             for server in (plain, ours):
                 server.wait_ready()
             asyncio.run(load(plain, 200, args.concurrency))  # warm-up, not measured
             asyncio.run(load(ours, 200, args.concurrency))
-            plain.latencies.clear()
-            ours.latencies.clear()
+            for server in (plain, ours):
+                server.latencies.clear()
+                server.elapsed = 0.0
             per_round = args.requests // args.rounds
             for round_number in range(args.rounds):
                 order = (plain, ours) if round_number % 2 == 0 else (ours, plain)
@@ -170,14 +193,15 @@ def main() -> None:
             ours.stop()
 
     sent = args.rounds * per_round
-    print(f"{sent} requests per server, concurrency {args.concurrency}, 2 uvicorn workers each")
-    print(f"{'':14}{'p50 ms':>10}{'p99 ms':>10}")
+    over = "loopback TCP" if args.tcp else "a Unix socket"
+    print(f"{sent} requests per server, concurrency {args.concurrency}, 2 uvicorn workers each, over {over}")
+    print(f"{'':14}{'p50 ms':>10}{'p99 ms':>10}{'req/s':>10}")
     for server in (plain, ours):
         p50, p99 = percentile(server.latencies, 50), percentile(server.latencies, 99)
-        print(f"{server.name:14}{p50 * 1000:>10.2f}{p99 * 1000:>10.2f}")
+        print(f"{server.name:14}{p50 * 1000:>10.2f}{p99 * 1000:>10.2f}{sent / server.elapsed:>10.0f}")
     ratio50 = percentile(ours.latencies, 50) / percentile(plain.latencies, 50)
     ratio99 = percentile(ours.latencies, 99) / percentile(plain.latencies, 99)
-    print(f"{'ratio':14}{ratio50:>10.2f}{ratio99:>10.2f}")
+    print(f"{'ratio':14}{ratio50:>10.2f}{ratio99:>10.2f}{plain.elapsed / ours.elapsed:>10.2f}")
     verdict = "OK" if counted == ours.lookups else "MISMATCH"
     print(f"scrape: {counted:.0f} lookups counted, {ours.lookups} made ({verdict})")
     print(f"        {requests:.0f} requests counted on /price/{{sku}}")
