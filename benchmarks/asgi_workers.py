@@ -18,8 +18,9 @@ difference between the two apps.
 
 httpx sends ``--requests`` to each (at most ``--concurrency`` in flight, keep-alive
 connections spread over both workers), in rounds that alternate the two servers so
-machine noise hits both. Prints p50, p99 and throughput per server and their ratios, then
-scrapes
+machine noise hits both. Prints p50, p99, throughput and the workers' CPU time per
+request (from /proc: the figure least moved by other load on the machine) per server
+and their ratios, then scrapes
 the instrumented server's ``/metrics`` once: the lookups it counts must equal the
 lookups made, whichever worker served them.
 """
@@ -96,6 +97,7 @@ class Server:
         )
         self.latencies: list[float] = []
         self.elapsed = 0.0
+        self.cpu_s = 0.0
         self.lookups = 0
 
     def wait_ready(self, timeout: float = 60) -> None:
@@ -109,6 +111,15 @@ class Server:
             except httpx.TransportError:
                 time.sleep(0.2)
         raise SystemExit(f"{self.name} server did not start")
+
+    def workers_cpu_s(self) -> float:
+        """User + system CPU seconds the workers have used so far (Linux /proc)."""
+        pid = self.process.pid
+        total = 0
+        for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+            fields = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        return total / os.sysconf("SC_CLK_TCK")
 
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, transport=httpx.HTTPTransport(uds=self.uds), timeout=10)
@@ -135,9 +146,10 @@ async def load(server: Server, requests: int, concurrency: int) -> None:
                 response.raise_for_status()
                 server.lookups += 1
 
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), server.workers_cpu_s()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         server.elapsed += time.perf_counter() - started
+        server.cpu_s += server.workers_cpu_s() - cpu
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -180,7 +192,7 @@ def main() -> None:
             asyncio.run(load(ours, 200, args.concurrency))
             for server in (plain, ours):
                 server.latencies.clear()
-                server.elapsed = 0.0
+                server.elapsed = server.cpu_s = 0.0
             per_round = args.requests // args.rounds
             for round_number in range(args.rounds):
                 order = (plain, ours) if round_number % 2 == 0 else (ours, plain)
@@ -195,13 +207,15 @@ def main() -> None:
     sent = args.rounds * per_round
     over = "loopback TCP" if args.tcp else "a Unix socket"
     print(f"{sent} requests per server, concurrency {args.concurrency}, 2 uvicorn workers each, over {over}")
-    print(f"{'':14}{'p50 ms':>10}{'p99 ms':>10}{'req/s':>10}")
+    print(f"{'':14}{'p50 ms':>10}{'p99 ms':>10}{'req/s':>10}{'CPU µs/req':>12}")
     for server in (plain, ours):
         p50, p99 = percentile(server.latencies, 50), percentile(server.latencies, 99)
-        print(f"{server.name:14}{p50 * 1000:>10.2f}{p99 * 1000:>10.2f}{sent / server.elapsed:>10.0f}")
+        rate, cpu = sent / server.elapsed, server.cpu_s / sent * 1e6
+        print(f"{server.name:14}{p50 * 1000:>10.2f}{p99 * 1000:>10.2f}{rate:>10.0f}{cpu:>12.0f}")
     ratio50 = percentile(ours.latencies, 50) / percentile(plain.latencies, 50)
     ratio99 = percentile(ours.latencies, 99) / percentile(plain.latencies, 99)
-    print(f"{'ratio':14}{ratio50:>10.2f}{ratio99:>10.2f}{plain.elapsed / ours.elapsed:>10.2f}")
+    throughput, cpu = plain.elapsed / ours.elapsed, ours.cpu_s / plain.cpu_s
+    print(f"{'ratio':14}{ratio50:>10.2f}{ratio99:>10.2f}{throughput:>10.2f}{cpu:>12.2f}")
     verdict = "OK" if counted == ours.lookups else "MISMATCH"
     print(f"scrape: {counted:.0f} lookups counted, {ours.lookups} made ({verdict})")
     print(f"        {requests:.0f} requests counted on /price/{{sku}}")
