@@ -176,7 +176,7 @@ def _refresh_resource_after_fork() -> None:
     telemetry = _current
     if telemetry is None or telemetry.resource is None:
         return
-    fresh = {"process.pid": os.getpid()}
+    fresh: dict[str, Any] = {"process.pid": os.getpid()}
     if "service.instance.id" not in telemetry.settings.resource_attributes:  # one the user chose stays
         fresh["service.instance.id"] = _INSTANCE_ID
     attributes = {**telemetry.resource.attributes, **fresh}
