@@ -15,7 +15,9 @@ import bisect
 import contextlib
 import errno
 import logging
+import os
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -221,6 +223,12 @@ class PrometheusBridge(MetricReader):
         self.registry.register(self._collector)
         if multiprocess_dir is not None:
             self._multiprocess = MultiprocessSnapshots(multiprocess_dir, self._collect_own)
+        _bridges.add(self)
+
+    def _after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()  # the snapshot thread may have held it at the fork
+        if self._multiprocess is not None:
+            self._multiprocess.after_fork_in_child()
 
     @property
     def multiprocess(self) -> bool:
@@ -297,6 +305,7 @@ class _MetricsServer:
         self._server: Any = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        _servers.add(self)
         if not self._try_bind():
             self._log_port_taken()
             retry = threading.Thread(target=self._retry, name="telemetry-metrics-takeover", daemon=True)
@@ -351,6 +360,15 @@ class _MetricsServer:
                     _log.info("now serving metrics on %s:%s", self._host, self._port)
                 return
 
+    def _after_fork_in_child(self) -> None:
+        """A forked worker (gunicorn ``--preload``) leaves the port to its parent: it closes
+        its copy of the listening socket, which no thread of its own serves."""
+        self._lock = threading.Lock()  # another thread may have held it at the fork
+        self._stopped.set()
+        server, self._server, self._thread = self._server, None, None
+        if server is not None:
+            server.socket.close()
+
     def stop(self) -> None:
         with self._lock:
             self._stopped.set()
@@ -360,6 +378,21 @@ class _MetricsServer:
             server.server_close()
             if self._thread is not None:
                 self._thread.join(timeout=5)
+
+
+_servers: weakref.WeakSet[_MetricsServer] = weakref.WeakSet()
+_bridges: weakref.WeakSet[PrometheusBridge] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for bridge in list(_bridges):
+        bridge._after_fork_in_child()
+    for server in list(_servers):
+        server._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def serve_metrics(bridge: PrometheusBridge, port: int, host: str = "127.0.0.1") -> Callable[[], None]:

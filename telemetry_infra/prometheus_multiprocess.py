@@ -203,6 +203,7 @@ def merge(workers: Iterable[tuple[int, dict[str, Family]]]) -> dict[str, Family]
 # ---------------------------------------------------------------- one worker's side
 
 _instances: weakref.WeakSet[MultiprocessSnapshots] = weakref.WeakSet()
+"""Live instances of this process: a reconfigure must not remove the file a newer one writes."""
 
 
 class MultiprocessSnapshots:
@@ -219,6 +220,10 @@ class MultiprocessSnapshots:
         except OSError as error:
             raise ValueError(f"{ENV_VAR}={directory!s} is not a usable directory: {error}") from error
         _instances.add(self)
+        self._start()
+
+    def after_fork_in_child(self) -> None:
+        """Threads do not survive ``fork()``: the forked worker starts its own file and thread."""
         self._start()
 
     def _start(self) -> None:
@@ -318,13 +323,3 @@ class MultiprocessSnapshots:
                 path.unlink()
             return None
         return snapshot
-
-
-def _after_fork_in_child() -> None:
-    """Threads do not survive ``fork()``: a forked worker starts its own file and thread."""
-    for snapshots in list(_instances):
-        snapshots._start()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)

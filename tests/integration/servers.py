@@ -75,8 +75,9 @@ def command(server: str, port: int, app_dir: Path, workers: int = 2) -> list[str
             *(sys.executable, "-m", "uvicorn", "workers_app:app", "--app-dir", str(app_dir)),
             *("--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)),
         ]
+    preload = ["--preload"] if server == "gunicorn-preload" else []
     return [
-        *(sys.executable, "-m", "gunicorn", "workers_app:app", "--chdir", str(app_dir)),
+        *(sys.executable, "-m", "gunicorn", "workers_app:app", "--chdir", str(app_dir), *preload),
         *("-k", "uvicorn.workers.UvicornWorker", "-w", str(workers), "-b", f"127.0.0.1:{port}"),
     ]
 
