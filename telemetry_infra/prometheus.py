@@ -10,9 +10,14 @@ Names follow the OTel -> Prometheus rules: ``cache.operation.duration`` with uni
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import contextlib
+import errno
+import logging
+import os
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,6 +54,7 @@ from prometheus_client.openmetrics.exposition import generate_latest as generate
 from prometheus_client.samples import Exemplar
 
 from telemetry_infra.preaggregated import add_preaggregated
+from telemetry_infra.prometheus_multiprocess import ENV_VAR, Family, MultiprocessSnapshots
 
 __all__ = ["MetricsApp", "PrometheusBridge", "metrics_asgi_app", "serve_metrics"]
 
@@ -64,6 +70,7 @@ _CUMULATIVE = {
     )
 }
 _SCOPE_LABEL = "otel_scope_name"
+_log = logging.getLogger("telemetry_infra.prometheus")
 
 
 @dataclass
@@ -74,6 +81,9 @@ class _Family:
     description: str
     unit: str
     rows: list[tuple[dict[str, str], Any]] = field(default_factory=list)
+
+    def as_tuple(self) -> Family:
+        return self.kind, self.description, self.unit, self.rows
 
     def build(self, name: str) -> Metric:
         keys = sorted({key for labels, _ in self.rows for key in labels})
@@ -149,16 +159,13 @@ def _family_name(metric_name: str, unit: str, kind: str) -> str:
 ExemplarMemory = dict[tuple[str, tuple[tuple[str, str], ...]], dict[int, Exemplar]]
 
 
-def translate(data: MetricsData, families: dict[str, _Family], exemplars: ExemplarMemory) -> Resource | None:
-    """Fold one collection into ``families`` (by Prometheus name); return its resource."""
-    resource = None
+def translate(data: MetricsData, families: dict[str, _Family], exemplars: ExemplarMemory) -> None:
+    """Fold one collection into ``families`` (by Prometheus name)."""
     for resource_metrics in data.resource_metrics:
-        resource = resource_metrics.resource
         for scope_metrics in resource_metrics.scope_metrics:
             scope = {_SCOPE_LABEL: scope_metrics.scope.name}
             for metric in scope_metrics.metrics:
                 _add_metric(metric, scope, families, exemplars)
-    return resource
 
 
 def _add_metric(
@@ -180,8 +187,16 @@ def _add_metric(
             family.rows.append((labels, point.value))
 
 
-def _target_info(resource: Resource) -> Metric:
-    labels = {sanitize_attribute(k): _label_value(v) for k, v in resource.attributes.items()}
+#: Resource attributes that differ between the workers a merged exposition answers for.
+_PER_PROCESS_ATTRIBUTES = frozenset({"process.pid", "service.instance.id"})
+
+
+def _target_info(resource: Resource, per_process: bool = True) -> Metric:
+    labels = {
+        sanitize_attribute(k): _label_value(v)
+        for k, v in resource.attributes.items()
+        if per_process or k not in _PER_PROCESS_ATTRIBUTES
+    }
     info = InfoMetricFamily("target", "Target metadata", labels=list(labels))
     info.add_metric(list(labels), labels)
     return info
@@ -191,18 +206,33 @@ class PrometheusBridge(MetricReader):
     """A pull ``MetricReader`` that serves its collections to prometheus-client.
 
     ``registry`` holds only this bridge, so several ``configure()`` calls in one
-    process never register a metric twice.
+    process never register a metric twice. With ``multiprocess_dir`` (see
+    :mod:`telemetry_infra.prometheus_multiprocess`) a scrape answers for every live
+    worker sharing the directory.
     """
 
-    def __init__(self, resource: Resource | None = None) -> None:
+    def __init__(self, resource: Resource | None = None, multiprocess_dir: str | None = None) -> None:
         super().__init__(preferred_temporality=_CUMULATIVE)
         self._resource = resource
         self._lock = threading.Lock()
         self._exemplars: ExemplarMemory = {}
-        self._families: list[Metric] = []
+        self._collected: dict[str, _Family] = {}
+        self._multiprocess: MultiprocessSnapshots | None = None
         self.registry = CollectorRegistry(auto_describe=False)
         self._collector = _RegistryCollector(self)
         self.registry.register(self._collector)
+        if multiprocess_dir is not None:
+            self._multiprocess = MultiprocessSnapshots(multiprocess_dir, self._collect_own)
+        _bridges.add(self)
+
+    def _after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()  # the snapshot thread may have held it at the fork
+        if self._multiprocess is not None:
+            self._multiprocess.after_fork_in_child()
+
+    @property
+    def multiprocess(self) -> bool:
+        return self._multiprocess is not None
 
     def _receive_metrics(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **_: Any) -> None:
         # Translated on every collection, also those another reader's force_flush()
@@ -210,20 +240,35 @@ class PrometheusBridge(MetricReader):
         families: dict[str, _Family] = {}
         if self._resource is not None:
             metrics_data = add_preaggregated(metrics_data, self._resource)
-        resource = translate(metrics_data, families, self._exemplars) or self._resource
-        built = [family.build(name) for name, family in families.items()]
-        self._families = [_target_info(resource), *built] if resource is not None else built
+        translate(metrics_data, families, self._exemplars)
+        self._collected = families
 
     def shutdown(self, timeout_millis: float = 30_000, **_: Any) -> None:
         with contextlib.suppress(KeyError):  # already shut down
             self.registry.unregister(self._collector)
+        if self._multiprocess is not None:
+            self._multiprocess.close()
+
+    def _collect_own(self, timeout_millis: float = 10_000) -> dict[str, Family]:
+        """One OTel collection of this process, by Prometheus family name."""
+        with self._lock:
+            self._collected = {}
+            if self._collect is not None:  # else not on a MeterProvider yet: nothing to collect
+                super().collect(timeout_millis=timeout_millis)
+            return {name: family.as_tuple() for name, family in self._collected.items()}
 
     def collect_families(self, timeout_millis: float = 10_000) -> list[Metric]:
-        """Run one OTel collection and return it as Prometheus metric families."""
-        with self._lock:
-            self._families = [_target_info(self._resource)] if self._resource is not None else []
-            super().collect(timeout_millis=timeout_millis)
-            return self._families
+        """Run one OTel collection and return it as Prometheus metric families.
+
+        In multi-process mode: merged with the other live workers' snapshots.
+        """
+        families = self._collect_own(timeout_millis)
+        if self._multiprocess is not None:
+            families = self._multiprocess.merged(families)
+        built = [_Family(*family).build(name) for name, family in families.items()]
+        if self._resource is None:
+            return built
+        return [_target_info(self._resource, per_process=self._multiprocess is None), *built]
 
     def text(self, openmetrics: bool = False) -> str:
         """The current exposition: Prometheus text, or OpenMetrics (with exemplars)."""
@@ -245,21 +290,119 @@ class _RegistryCollector:
         return iter(self._bridge.collect_families())
 
 
+#: How often a process whose metrics port is taken tries to bind it again.
+TAKEOVER_INTERVAL_S = 1.0
+
+
+class _MetricsServer:
+    """``/metrics`` on ``host:port`` in a daemon thread; when the port is taken (another
+    worker serves it), one log record and a retry every :data:`TAKEOVER_INTERVAL_S`, so
+    the port is served once and a worker that frees it is replaced, never a crash."""
+
+    def __init__(self, bridge: PrometheusBridge, port: int, host: str) -> None:
+        self._bridge, self._port, self._host = bridge, port, host
+        self._stopped = threading.Event()
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        _servers.add(self)
+        if not self._try_bind():
+            self._log_port_taken()
+            retry = threading.Thread(target=self._retry, name="telemetry-metrics-takeover", daemon=True)
+            retry.start()
+
+    @property
+    def serving(self) -> bool:
+        return self._server is not None
+
+    def _try_bind(self) -> bool:
+        from prometheus_client import start_http_server
+
+        with self._lock:
+            if self._stopped.is_set():
+                return True
+            try:
+                self._server, self._thread = start_http_server(
+                    self._port, addr=self._host, registry=self._bridge.registry
+                )
+            except OSError as error:
+                if error.errno != errno.EADDRINUSE:
+                    raise OSError(
+                        error.errno,
+                        f"cannot serve metrics on {self._host}:{self._port} "
+                        f"(prometheus_port / OTEL_EXPORTER_PROMETHEUS_PORT): {error.strerror}",
+                    ) from error
+                return False
+        return True
+
+    def _log_port_taken(self) -> None:
+        where = f"{self._host}:{self._port}"
+        if self._bridge.multiprocess:
+            _log.info(
+                "metrics port %s (prometheus_port / OTEL_EXPORTER_PROMETHEUS_PORT) is served by another "
+                "process; it answers for this worker too (%s); this process takes the port over if it frees",
+                where,
+                ENV_VAR,
+            )
+            return
+        _log.warning(
+            "metrics port %s (prometheus_port / OTEL_EXPORTER_PROMETHEUS_PORT) is already in use: this "
+            "process's metrics are not served there until it frees. With several workers set %s to a "
+            "shared directory so one port answers for all of them",
+            where,
+            ENV_VAR,
+        )
+
+    def _retry(self) -> None:
+        while not self._stopped.wait(TAKEOVER_INTERVAL_S):
+            if self._try_bind():
+                if self._server is not None:
+                    _log.info("now serving metrics on %s:%s", self._host, self._port)
+                return
+
+    def _after_fork_in_child(self) -> None:
+        """A forked worker (gunicorn ``--preload``) leaves the port to its parent: it closes
+        its copy of the listening socket, which no thread of its own serves."""
+        self._lock = threading.Lock()  # another thread may have held it at the fork
+        self._stopped.set()
+        server, self._server, self._thread = self._server, None, None
+        if server is not None:
+            server.socket.close()
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped.set()
+            server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+            if self._thread is not None:
+                self._thread.join(timeout=5)
+
+
+_servers: weakref.WeakSet[_MetricsServer] = weakref.WeakSet()
+_bridges: weakref.WeakSet[PrometheusBridge] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for bridge in list(_bridges):
+        bridge._after_fork_in_child()
+    for server in list(_servers):
+        server._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def serve_metrics(bridge: PrometheusBridge, port: int, host: str = "127.0.0.1") -> Callable[[], None]:
     """Serve ``/metrics`` on ``host:port`` in a daemon thread; return a function that stops it.
 
-    The format follows the scraper's ``Accept`` header (OpenMetrics when asked).
+    The format follows the scraper's ``Accept`` header (OpenMetrics when asked). A port
+    already in use is logged and retried in the background, never raised (see
+    :class:`_MetricsServer`).
     """
-    from prometheus_client import start_http_server
-
-    server, thread = start_http_server(port, addr=host, registry=bridge.registry)
-
-    def stop() -> None:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
-
-    return stop
+    return _MetricsServer(bridge, port, host).stop
 
 
 class MetricsApp:
@@ -282,7 +425,11 @@ class MetricsApp:
         current = self.bridge or _current_bridge()
         headers = dict(scope.get("headers") or ())
         encode, content_type = choose_encoder(headers.get(b"accept", b"").decode("latin-1"))
-        body = encode(current.registry) if current is not None else b""
+        body = b""
+        if current is not None and current.multiprocess:  # waits for the other workers' snapshots
+            body = await asyncio.get_running_loop().run_in_executor(None, encode, current.registry)
+        elif current is not None:
+            body = encode(current.registry)
         start = {
             "type": "http.response.start",
             "status": 200,

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry import metrics, trace
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 from opentelemetry.sdk.metrics import Histogram, MeterProvider
@@ -35,6 +36,7 @@ from telemetry_infra.otlp_tls import grpc_credentials, requests_session
 from telemetry_infra.otlp_wire.exporters import FastLogExporter, FastSpanExporter
 from telemetry_infra.preaggregated import SECONDS_BUCKETS, WithPreaggregated, reset_all
 from telemetry_infra.prometheus import PrometheusBridge, serve_metrics
+from telemetry_infra.prometheus_multiprocess import multiprocess_dir
 from telemetry_infra.settings import SIGNALS, BatchSettings, OTLPExport, Settings, configuration_warnings
 from telemetry_infra.switchable_providers import SwitchableMeterProvider, SwitchableTracerProvider
 
@@ -175,6 +177,29 @@ def _resource(settings: Settings) -> Resource:
     return Resource(attributes)
 
 
+def _refresh_resource_after_fork() -> None:
+    """A forked worker is its own instance: a new ``process.pid`` and ``service.instance.id``.
+
+    Every provider, reader and exporter of a setup holds the one ``Resource`` object
+    ``_build`` made, so updating its attributes in place reaches all of them (no lock is
+    taken: another thread may have held one at the moment of the fork).
+    """
+    global _INSTANCE_ID
+    _INSTANCE_ID = str(uuid.uuid4())
+    telemetry = _current
+    if telemetry is None or telemetry.resource is None:
+        return
+    fresh: dict[str, Any] = {"process.pid": os.getpid()}
+    if "service.instance.id" not in telemetry.settings.resource_attributes:  # one the user chose stays
+        fresh["service.instance.id"] = _INSTANCE_ID
+    attributes = {**telemetry.resource.attributes, **fresh}
+    telemetry.resource._attributes = BoundedAttributes(attributes=attributes, immutable=True)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_refresh_resource_after_fork)
+
+
 def _grpc_exporter(export: OTLPExport) -> Any:
     import grpc
 
@@ -307,7 +332,7 @@ def _build(settings: Settings) -> Telemetry:
     # Sampler: OTEL_TRACES_SAMPLER(_ARG), parent-based by default.
     tracer_provider = TracerProvider(resource=resource, sampler=_sampler(settings), shutdown_on_exit=False)
     logger_provider = LoggerProvider(resource=resource, shutdown_on_exit=False)
-    bridge = PrometheusBridge(resource)
+    bridge = PrometheusBridge(resource, multiprocess_dir())
     readers: list[MetricReader] = [bridge]
     exporters: list[Any] = []
     span_otlp, metric_otlp, log_otlp = _exporters(settings)

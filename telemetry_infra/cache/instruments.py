@@ -280,8 +280,10 @@ class _Instruments:
         _meter.create_observable_gauge(
             "cache.fallback.active", [self._fallback], description="1 while memory serves instead of Redis"
         )
+        # semconv's db.client.connection.count under its earlier name: a Prometheus gauge
+        # may not end in _count (promtool), and this one is db_client_connections_usage
         pool_gauges = (
-            ("db.client.connection.count", self._connection_count, "Redis connections of the pool by state"),
+            ("db.client.connections.usage", self._connection_count, "Redis connections of the pool by state"),
             ("db.client.connection.max", self._connection_max, "Maximum Redis connections of the pool"),
         )
         for name, callback, description in pool_gauges:

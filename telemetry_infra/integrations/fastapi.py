@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
-from telemetry_infra.integrations.asgi import TelemetryMiddleware, UserIdGetter
+from telemetry_infra.integrations.asgi import ExceptionRecorder, TelemetryMiddleware, UserIdGetter
 from telemetry_infra.prometheus import metrics_asgi_app
 
 __all__ = ["instrument_app"]
@@ -17,12 +18,17 @@ def instrument_app(
     request_id_header: str = "X-Request-ID",
     metrics_path: str | None = "/metrics",
     excluded_urls: str | None = None,
+    excluded_paths: Iterable[str] = (),
+    log_excluded: bool = False,
+    access_log: bool = True,
 ) -> Any:
     """Add :class:`TelemetryMiddleware` to a FastAPI/Starlette ``app`` and mount ``/metrics``.
 
-    ``metrics_path=None`` leaves ``/metrics`` out. By default ``/metrics`` gets no span.
-    An app that ``opentelemetry-instrument`` (FastAPIInstrumentor) already wrapped is
-    unwrapped first: one SERVER span and one set of HTTP metrics per request. Returns the app.
+    ``metrics_path=None`` leaves ``/metrics`` out. The metrics path and
+    ``excluded_paths`` (exact paths, or prefixes ending in ``*``) get no span and no
+    metric, and no access record unless ``log_excluded``. An app that
+    ``opentelemetry-instrument`` (FastAPIInstrumentor) already wrapped is unwrapped
+    first: one SERVER span and one set of HTTP metrics per request. Returns the app.
     """
     if getattr(app, "_is_instrumented_by_opentelemetry", False):
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
@@ -30,17 +36,25 @@ def instrument_app(
         FastAPIInstrumentor.uninstrument_app(app)
     if metrics_path:
         app.add_route(metrics_path, metrics_asgi_app(), include_in_schema=False)
-        excluded_urls = ",".join(filter(None, (excluded_urls, metrics_path)))
+        excluded_paths = (*excluded_paths, metrics_path)
     build_inner_stack = app.build_middleware_stack
 
     def build_middleware_stack() -> Any:
+        stack = build_inner_stack()
+        # Starlette's ServerErrorMiddleware sends the 500 and only then re-raises: the
+        # exception is recorded inside it, while the SERVER span is still current
+        if hasattr(stack, "app") and hasattr(stack, "handler"):
+            stack.app = ExceptionRecorder(stack.app)
         # outermost, around Starlette's ServerErrorMiddleware, so a 500 it renders still
         # carries the X-Request-ID header and is the status the access record shows
         return TelemetryMiddleware(
-            build_inner_stack(),
+            stack,
             user_id_getter=user_id_getter,
             request_id_header=request_id_header,
             excluded_urls=excluded_urls,
+            excluded_paths=excluded_paths,
+            log_excluded=log_excluded,
+            access_log=access_log,
         )
 
     app.build_middleware_stack = build_middleware_stack

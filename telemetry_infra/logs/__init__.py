@@ -19,10 +19,17 @@ from telemetry_infra.logs.json_formatter import JsonFormatter
 from telemetry_infra.logs.loggers import StructuredLogger, get_logger
 from telemetry_infra.logs.otlp_handler import OTLPLogHandler
 from telemetry_infra.logs.redaction import REDACTED, set_secret_keys
-from telemetry_infra.logs.setup import installed_handlers, setup_logging, teardown_logging
+from telemetry_infra.logs.setup import (
+    SERVER_LOG_CONFIG,
+    installed_handlers,
+    server_console_handler,
+    setup_logging,
+    teardown_logging,
+)
 
 __all__ = [
     "REDACTED",
+    "SERVER_LOG_CONFIG",
     "ConsoleFormatter",
     "JsonFormatter",
     "OTLPLogHandler",
@@ -38,6 +45,7 @@ __all__ = [
     "log_exceptions",
     "log_execution_time",
     "request_context",
+    "server_console_handler",
     "set_request_context",
     "set_secret_keys",
     "setup_logging",

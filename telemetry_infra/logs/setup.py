@@ -14,9 +14,17 @@ from telemetry_infra.logs.correlation import TraceCorrelationFilter
 from telemetry_infra.logs.files import DAY_SECONDS, SharedRotatingFileHandler
 from telemetry_infra.logs.json_formatter import JsonFormatter
 from telemetry_infra.logs.redaction import set_secret_keys
+from telemetry_infra.logs.server_loggers import SERVER_LOGGERS, route_server_loggers
 from telemetry_infra.settings import Settings
 
-__all__ = ["LOG_FILES", "installed_handlers", "setup_logging", "teardown_logging"]
+__all__ = [
+    "LOG_FILES",
+    "SERVER_LOG_CONFIG",
+    "installed_handlers",
+    "server_console_handler",
+    "setup_logging",
+    "teardown_logging",
+]
 
 _MARKER = "_telemetry_infra_logs"
 """Attribute set on every handler setup_logging installs, so it only replaces its own."""
@@ -121,7 +129,8 @@ def setup_logging(
     each process its own files. ``secret_keys`` replaces the names whose values are
     redacted. Calling it again replaces what the previous call installed and leaves
     other handlers alone. An unwritable ``log_dir`` logs one warning and keeps the
-    console going.
+    console going. uvicorn's and gunicorn's loggers are routed through these handlers
+    (see :mod:`telemetry_infra.logs.server_loggers`).
     """
     settings = Settings.resolve(log_level=log_level, log_dir=log_dir, environment=environment)
     if secret_keys is not None:
@@ -145,6 +154,7 @@ def setup_logging(
         handler.addFilter(correlation)
         setattr(handler, _MARKER, True)
         root.addHandler(handler)
+    route_server_loggers()
     if file_error is not None:
         _log.warning(
             "Cannot write log files to %s (%s: %s); logging to the console only",
@@ -152,3 +162,26 @@ def setup_logging(
             type(file_error).__name__,
             file_error.strerror or file_error,
         )
+
+
+def server_console_handler() -> logging.Handler:
+    """The console handler :func:`setup_logging` installs, for a server's logging config.
+
+    Used by :data:`SERVER_LOG_CONFIG`, so the server's first lines (before the app
+    imported and ``configure()`` ran) are already ours; ``setup_logging`` replaces it.
+    """
+    handler = _console_handler(None, Settings.resolve().json_logs)
+    handler.addFilter(TraceCorrelationFilter())
+    setattr(handler, _MARKER, True)
+    return handler
+
+
+#: ``uvicorn --log-config`` / ``uvicorn.run(log_config=...)`` / gunicorn ``logconfig_dict``:
+#: every server line through our console handler (JSON in production), nothing on stderr.
+SERVER_LOG_CONFIG: dict[str, object] = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"telemetry_infra": {"()": "telemetry_infra.logs.setup.server_console_handler"}},
+    "root": {"level": "INFO", "handlers": ["telemetry_infra"]},
+    "loggers": {name: {"handlers": [], "propagate": True} for name in SERVER_LOGGERS},
+}

@@ -74,23 +74,29 @@ class ResourceGroups:
 
 
 class BlockCache:
-    """Encoded resource or scope blocks, kept per object: they are encoded once, not per batch."""
+    """Encoded resource or scope blocks, kept per object: they are encoded once, not per batch.
+
+    A block is reused while the object still holds the same attributes object: a forked
+    worker's resource gets new attributes in place (its own ``process.pid``), and its
+    records must not leave with the parent's.
+    """
 
     __slots__ = ("_blocks", "_encode")
 
     def __init__(self, encode: Callable[[Any], tuple[bytes, bytes]]) -> None:
         self._encode = encode
-        self._blocks: dict[int, tuple[Any, tuple[bytes, bytes]]] = {}
+        self._blocks: dict[int, tuple[Any, Any, tuple[bytes, bytes]]] = {}
 
     def __call__(self, obj: Any) -> tuple[bytes, bytes]:
         """(prefix, suffix) of the block: the fields before and after its records."""
+        attributes = getattr(obj, "attributes", None)
         cached = self._blocks.get(id(obj))
-        if cached is not None and cached[0] is obj:
-            return cached[1]
+        if cached is not None and cached[0] is obj and cached[1] is attributes:
+            return cached[2]
         block = self._encode(obj)
         if len(self._blocks) >= 256:
             self._blocks.clear()
-        self._blocks[id(obj)] = (obj, block)  # holds obj: its id cannot be reused meanwhile
+        self._blocks[id(obj)] = (obj, attributes, block)  # holds obj: its id cannot be reused meanwhile
         return block
 
 

@@ -5,19 +5,24 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import shutil
+import subprocess
 from pathlib import Path
 
 import httpx
 import pytest
 from fastapi import FastAPI
+from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
+from starlette.authentication import AuthCredentials, AuthenticationBackend, SimpleUser
+from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 import telemetry_infra as ti
 from telemetry_infra.integrations.asgi import TelemetryMiddleware
 from telemetry_infra.integrations.fastapi import instrument_app
-from telemetry_infra.testing import OTLPReceiver
+from telemetry_infra.testing import OTLPReceiver, RedisServer
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 TRACEPARENT = f"00-{TRACE_ID}-b7ad6b7169203331-01"
@@ -153,3 +158,149 @@ async def test_hostile_request_id_is_replaced_by_the_trace_id(
 ) -> None:
     response = await _get(_fastapi_app(), "/items/1", headers={"X-Request-ID": "x" * 500})
     assert len(response.headers["x-request-id"]) == 32
+
+
+# ------------------------------------------------------------------ issue 14: middleware fixes
+
+
+class _HeaderAuth(AuthenticationBackend):
+    """Starlette authentication: ``Authorization: User <name>``."""
+
+    async def authenticate(self, conn):  # type: ignore[no-untyped-def]
+        scheme, _, name = conn.headers.get("authorization", "").partition(" ")
+        if scheme != "User" or not name:
+            return None
+        return AuthCredentials(["authenticated"]), SimpleUser(name)
+
+
+def _authenticated_app(user_id_getter) -> FastAPI:  # type: ignore[no-untyped-def]
+    app = FastAPI()
+    app.add_middleware(AuthenticationMiddleware, backend=_HeaderAuth())
+
+    @app.get("/me")
+    async def me() -> dict:
+        return {"ok": True}
+
+    @app.get("/price/metrics")
+    async def price_metrics() -> dict:
+        return {"price": 1}
+
+    return instrument_app(app, user_id_getter=user_id_getter)
+
+
+async def test_user_from_starlette_authentication_reaches_span_and_access_record(
+    configured: OTLPReceiver, log_dir: Path
+) -> None:
+    # the README's getter: the user Starlette's AuthenticationMiddleware put in the scope
+    app = _authenticated_app(lambda scope: scope.get("user"))
+    response = await _get(app, "/me", headers={"Authorization": "User alice"})
+    assert response.status_code == 200
+    (access,) = [r for r in _records(log_dir) if r["logger_name"] == "api.access"]
+    assert access["user_id"] == "alice"
+    (span,) = configured.wait_for_spans(lambda s: s.kind == "SERVER")
+    assert span.attributes["enduser.id"] == "alice"
+
+
+async def test_a_getter_that_raises_does_not_fail_the_request(
+    configured: OTLPReceiver, log_dir: Path
+) -> None:
+    app = _authenticated_app(lambda scope: scope["user"].missing_attribute)
+    response = await _get(app, "/me", headers={"Authorization": "User alice"})
+    assert response.status_code == 200
+    (access,) = [r for r in _records(log_dir) if r["logger_name"] == "api.access"]
+    assert access["http_status"] == 200 and "user_id" not in access
+
+
+async def test_only_the_metrics_path_itself_is_excluded(configured: OTLPReceiver, log_dir: Path) -> None:
+    app = _authenticated_app(None)
+    assert (await _get(app, "/price/metrics")).status_code == 200
+    assert (await _get(app, "/metrics")).status_code == 200
+    spans = configured.wait_for_spans(lambda s: s.kind == "SERVER")
+    assert [s.attributes["http.route"] for s in spans] == ["/price/metrics"]
+    routes = [r["http_route"] for r in _records(log_dir) if r["logger_name"] == "api.access"]
+    assert routes == ["/price/metrics"]  # a scrape writes no access record
+
+
+async def test_excluded_paths_are_configurable_and_can_be_logged(
+    configured: OTLPReceiver, log_dir: Path
+) -> None:
+    app = FastAPI()
+
+    @app.get("/health")
+    async def health() -> dict:
+        return {"ok": True}
+
+    instrument_app(app, excluded_paths=["/health"], log_excluded=True)
+    assert (await _get(app, "/health")).status_code == 200
+    assert (await _get(app, "/metrics")).status_code == 200
+    routes = [r["http_route"] for r in _records(log_dir) if r["logger_name"] == "api.access"]
+    assert sorted(routes) == ["/health", "/metrics"]
+    ti.get_telemetry().force_flush()
+    assert not [s for s in configured.spans() if s.kind == "SERVER"]
+
+
+async def test_unhandled_exception_is_an_exception_event_with_error_type(
+    configured: OTLPReceiver, log_dir: Path
+) -> None:
+    response = await _get(_fastapi_app(), "/boom")
+    assert response.status_code == 500
+    (span,) = configured.wait_for_spans(lambda s: s.kind == "SERVER")
+    assert span.status_code == "ERROR" and span.attributes["error.type"] == "RuntimeError"
+    events = [attributes for name, attributes in span.events if name == "exception"]
+    assert len(events) == 1 and events[0]["exception.message"] == "handler failed"
+
+
+async def test_plain_asgi_exception_is_one_exception_event_with_error_type(
+    configured: OTLPReceiver, log_dir: Path
+) -> None:
+    async def failing(scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+        raise KeyError("missing")
+
+    response = await _get(TelemetryMiddleware(failing), "/anything")
+    assert response.status_code == 500
+    (span,) = configured.wait_for_spans(lambda s: s.kind == "SERVER")
+    assert span.status_code == "ERROR" and span.attributes["error.type"] == "KeyError"
+    assert [name for name, _ in span.events].count("exception") == 1
+
+
+def _active_requests(exposition: str) -> float:
+    families = text_string_to_metric_families(exposition)
+    return sum(s.value for f in families if f.name == "http_server_active_requests" for s in f.samples)
+
+
+async def test_default_exposition_of_an_instrumented_app_passes_promtool(
+    configured: OTLPReceiver, log_dir: Path, redis_server: RedisServer
+) -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool not installed")
+    app = FastAPI()
+    cache = ti.CacheManager(redis_url=redis_server.url, name="lint")
+
+    @app.get("/prices/{sku}")
+    async def price(sku: str) -> dict:
+        return {"price": await cache.get(sku)}
+
+    @app.get("/inflight")
+    async def inflight() -> float:
+        return _active_requests(ti.get_telemetry().prometheus_text())
+
+    instrument_app(app)
+    async with cache:
+        for sku in ("a", "b"):
+            assert (await _get(app, f"/prices/{sku}")).status_code == 200
+        exposition = (await _get(app, "/metrics")).text
+    done = await asyncio.to_thread(
+        subprocess.run, [promtool, "check", "metrics"], input=exposition, text=True, capture_output=True
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    requests = {
+        sample.labels["http_route"]: sample.value
+        for family in text_string_to_metric_families(exposition)
+        for sample in family.samples
+        if sample.name == "http_server_request_duration_seconds_count"
+    }
+    assert requests == {"/prices/{sku}": 2}  # stable semconv, seconds, by route; /metrics not counted
+    assert "db_client_connections_usage{" in exposition
+    assert _active_requests(exposition) == 0  # all answered; the scrape itself is excluded
+    assert (await _get(app, "/inflight")).json() == 1  # counted while it runs
