@@ -12,7 +12,7 @@ import functools
 import inspect
 import logging
 import time
-from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -30,8 +30,11 @@ from telemetry_infra.cache.errors import (
 )
 from telemetry_infra.cache.failover import FailoverBackend
 from telemetry_infra.cache.instruments import NO_TELEMETRY, CacheTelemetry, Operation
+from telemetry_infra.cache.invalidations import InvalidationChannel, tracking_connection_factory
 from telemetry_infra.cache.journal import OutageJournal
 from telemetry_infra.cache.keys import Namespace, key_list
+from telemetry_infra.cache.near import NEAR_MISS, Flight, NearCache
+from telemetry_infra.cache.redis_urls import parse_redis_url
 from telemetry_infra.cache.stats import CacheStats
 
 __all__ = ["TTL", "CacheManager"]
@@ -106,6 +109,9 @@ class CacheManager:
         telemetry: bool = True,
         hash_keys_in_spans: bool = False,
         memory_cache_max_bytes: int = 64 * 1024 * 1024,
+        near_cache: bool = False,
+        near_cache_size: int = 10_000,
+        near_cache_max_ttl: float | timedelta = 60,
     ) -> None:
         if max_connections < 1:
             raise ValueError(f"max_connections must be >= 1, got {max_connections!r}")
@@ -113,6 +119,8 @@ class CacheManager:
         self.redis_url = redis_url
         self.max_connections = max_connections
         self.socket_timeout = _seconds(socket_timeout, "socket_timeout")
+        self._connect_timeout = _seconds(socket_connect_timeout, "socket_connect_timeout")
+        self._probe_interval = probe_interval
         self._namespace = Namespace(namespace)
         self._codec = Codec(
             serialization,
@@ -138,7 +146,7 @@ class CacheManager:
                 redis_url,
                 max_connections=max_connections,
                 socket_timeout=self.socket_timeout,
-                socket_connect_timeout=_seconds(socket_connect_timeout, "socket_connect_timeout"),
+                socket_connect_timeout=self._connect_timeout,
                 pool_timeout=_seconds(pool_timeout, "pool_timeout"),
                 health_check_interval=health_check_interval,
             )
@@ -155,6 +163,13 @@ class CacheManager:
             )
             redis_backend.fail_fast_when(lambda: failover.breaker.blocks_writes)
             self._backend = failover
+        self._near: NearCache | None = None
+        self._channel: InvalidationChannel | None = None
+        if near_cache and self._failover is not None:
+            self._near, self._channel = self._near_tier(
+                redis_url, near_cache_size, _seconds(near_cache_max_ttl, "near_cache_max_ttl")
+            )
+            self._failover.breaker.add_listener(self._near.breaker_changed)
         self._telemetry = NO_TELEMETRY
         if telemetry:
             self._telemetry = CacheTelemetry(
@@ -162,6 +177,27 @@ class CacheManager:
             )
             if self._failover is not None:
                 self._failover.breaker.add_listener(self._telemetry.breaker_changed)
+
+    def _near_tier(self, url: str, size: int, max_ttl: float) -> tuple[NearCache, InvalidationChannel]:
+        topology = parse_redis_url(url).topology
+        if topology != "redis":
+            raise ValueError(
+                f"near_cache=True is not supported with a Redis {topology} URL yet (one node only: "
+                "redis:// or rediss://)"
+            )
+        near = NearCache(size, max_ttl, self._codec.decode, self._stats)
+        connect = tracking_connection_factory(
+            url, socket_timeout=self.socket_timeout, socket_connect_timeout=self._connect_timeout
+        )
+        channel = InvalidationChannel(
+            connect,
+            self._namespace.prefix,
+            near,
+            answer_timeout=self.socket_timeout,
+            retry_interval=self._probe_interval,
+            task_context=lambda: self._telemetry.background_context(),
+        )
+        return near, channel
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -175,11 +211,15 @@ class CacheManager:
         if self._failover is not None:
             with self._telemetry.untraced():
                 await self._failover.connect(self.socket_timeout)
+        if self._channel is not None and not self.fallback_active:
+            await self._channel.wait_tracking(self._connect_timeout + self.socket_timeout)
 
     async def close(self) -> None:
         """Release connections (of every loop still running) and the probe task; later calls
         raise ``CacheClosedError``. May be called from any loop."""
         backend, self._backend = self._backend, _Closed()
+        if self._channel is not None:
+            await self._channel.stop()
         if not isinstance(backend, _Closed):
             await backend.close()
 
@@ -195,7 +235,17 @@ class CacheManager:
     async def get(self, key: str, default: Any = None) -> Any:
         """The cached value, or ``default`` when absent (a cached ``None`` is returned as ``None``)."""
         stored = self._namespace.key(key)
+        near = self._near
         with self._telemetry.operation("get", key) as op:
+            if near is not None:
+                value = near.get(stored)
+                if value is not NEAR_MISS:
+                    self._stats.hits += 1
+                    self._stats.near_hits += 1
+                    op.served_near()
+                    op.set("cache.hit", True)
+                    return value
+                return await self._get_through_near(op, key, stored, default, near)
             try:
                 payload = await self._backend.get(stored)
             except BACKEND_ERRORS as exc:
@@ -215,6 +265,46 @@ class CacheManager:
             op.set("cache.hit", False)
             return default
 
+    async def _get_through_near(
+        self, op: Operation, key: str, stored: str, default: Any, near: NearCache
+    ) -> Any:
+        """A near miss: read the backend and fill the near tier (``near.Flight`` guards the race)."""
+        self._stats.near_misses += 1
+        self._channel.ensure_listening()  # type: ignore[union-attr]
+        flight = near.begin(stored)
+        settled = False
+        try:
+            try:
+                payload = await self._backend.get(stored)
+            except BACKEND_ERRORS as exc:
+                self._failed(op, exc)
+                payload = None
+                settled = True  # a failed read says nothing about the key: it installs nothing
+                if flight is not None:
+                    near.release(stored, flight)
+            if payload is not None:
+                try:
+                    value = self._codec.decode(payload)
+                except CacheDecodeError as exc:
+                    self._undecodable(op, key, exc)
+                else:
+                    if flight is not None:
+                        settled = True
+                        near.settle(stored, flight, payload, value)
+                    self._stats.hits += 1
+                    op.set("cache.hit", True)
+                    op.set("cache.item_size", len(payload))
+                    return value
+            elif flight is not None and not settled:
+                settled = True
+                near.settle(stored, flight, None)
+            self._stats.misses += 1
+            op.set("cache.hit", False)
+            return default
+        finally:
+            if flight is not None and not settled:
+                near.release(stored, flight)
+
     async def set(self, key: str, value: Any, ttl: TTL = None) -> bool:
         """Store ``value`` for ``ttl`` seconds (``None``: the manager's ``default_ttl``).
 
@@ -232,7 +322,7 @@ class CacheManager:
             if seconds is not None:
                 op.set("cache.ttl", seconds)
             try:
-                await self._backend.set(stored, payload, seconds)
+                await self._changing((stored,), self._backend.set(stored, payload, seconds))
             except (CacheWriteError, *BACKEND_ERRORS) as exc:
                 self._failed(op, exc)
                 return False
@@ -250,7 +340,7 @@ class CacheManager:
         """
         stored = self._namespace.key(key)
         with self._telemetry.operation("delete", key) as op:
-            removed = await self._guarded(op, self._backend.delete(stored), False)
+            removed = await self._guarded(op, self._changing((stored,), self._backend.delete(stored)), False)
             self._stats.deletes += 1
             return removed
 
@@ -270,9 +360,27 @@ class CacheManager:
         """
         stored_pattern = self._namespace.pattern(pattern)
         with self._telemetry.operation("clear", "*" if pattern is None else pattern) as op:
-            removed = await self._guarded(op, self._backend.clear(stored_pattern), 0)
+            removed = await self._guarded(
+                op, self._changing(stored_pattern, self._backend.clear(stored_pattern)), 0
+            )
             op.set("cache.keys.count", removed)
             return removed
+
+    def _changing(self, keys: Sequence[str] | str, change: Awaitable[T]) -> Awaitable[T]:
+        """``change`` with the near entries of ``keys`` (a sequence, or a glob pattern) dropped
+        before it is sent and again once it is done or has failed: no near entry or fill
+        in flight outlives our own write (see ``near``)."""
+        if self._near is None:
+            return change
+        return self._near_changing(self._near, keys, change)
+
+    async def _near_changing(self, near: NearCache, keys: Sequence[str] | str, change: Awaitable[T]) -> T:
+        drop = near.discard_matching if isinstance(keys, str) else near.discard
+        drop(keys)  # type: ignore[arg-type]
+        try:
+            return await change
+        finally:
+            drop(keys)  # type: ignore[arg-type]
 
     async def _guarded(self, op: Operation, call: Awaitable[T], failed: T) -> T:
         """``await call``, or ``failed`` when the backend raises (counted, logged, on the span);
@@ -294,24 +402,76 @@ class CacheManager:
             return {}
         with self._telemetry.operation("mget") as op:
             op.set("cache.keys.count", len(stored))
-            try:
-                payloads = await self._backend.mget(stored)
-            except BACKEND_ERRORS as exc:
-                self._failed(op, exc)
-                payloads = [None] * len(stored)
             found: dict[str, Any] = {}
-            decode = self._codec.decode
-            for key, payload in zip(user_keys, payloads, strict=True):
-                if payload is None:
-                    continue
+            wanted = len(user_keys)
+            near = self._near
+            if near is None:
+                await self._mget_backend(op, found, user_keys, stored, None)
+            else:
+                user_keys, stored = self._mget_near(found, user_keys, stored, near)
+                if not stored:
+                    op.served_near()
+                flights: list[Flight | None] = [near.begin(key) for key in stored]
                 try:
-                    found[key] = decode(payload)
+                    await self._mget_backend(op, found, user_keys, stored, flights)
+                finally:
+                    for key, flight in zip(stored, flights, strict=True):
+                        if flight is not None:  # cancelled meanwhile
+                            near.release(key, flight)
+            self._stats.hits += len(found)
+            self._stats.misses += wanted - len(found)
+            op.set("cache.hit", len(found) == wanted)
+            return found
+
+    async def _mget_backend(
+        self,
+        op: Operation,
+        found: dict[str, Any],
+        user_keys: list[str],
+        stored: list[str],
+        flights: list[Flight | None] | None,
+    ) -> None:
+        """Read ``stored`` in one ``MGET`` into ``found``; settle (and clear) each of ``flights``."""
+        if not stored:
+            return
+        try:
+            payloads = await self._backend.mget(stored)
+        except BACKEND_ERRORS as exc:
+            self._failed(op, exc)
+            return  # the flights install nothing: released by the caller
+        decode = self._codec.decode
+        near = self._near
+        for index, (key, payload) in enumerate(zip(user_keys, payloads, strict=True)):
+            value = None
+            if payload is not None:
+                try:
+                    value = found[key] = decode(payload)
                 except CacheDecodeError as exc:
                     self._undecodable(op, key, exc)
-            self._stats.hits += len(found)
-            self._stats.misses += len(user_keys) - len(found)
-            op.set("cache.hit", len(found) == len(user_keys))
-            return found
+                    continue
+            flight = flights[index] if flights is not None else None
+            if flight is not None:
+                flights[index] = None  # type: ignore[index]
+                near.settle(stored[index], flight, payload, value)  # type: ignore[union-attr]
+
+    def _mget_near(
+        self, found: dict[str, Any], user_keys: list[str], stored: list[str], near: NearCache
+    ) -> tuple[list[str], list[str]]:
+        """Put what the near tier holds in ``found``; return the keys (user, stored) it lacks."""
+        missing_keys: list[str] = []
+        missing_stored: list[str] = []
+        for key, stored_key in zip(user_keys, stored, strict=True):
+            value = near.get(stored_key)
+            if value is NEAR_MISS:
+                missing_keys.append(key)
+                missing_stored.append(stored_key)
+            else:
+                found[key] = value
+        self._stats.near_hits += len(found)
+        self._stats.near_misses += len(missing_stored)
+        if missing_stored:
+            self._channel.ensure_listening()  # type: ignore[union-attr]
+        return missing_keys, missing_stored
 
     async def mset(self, mapping: Mapping[str, Any], ttl: TTL = None) -> bool:
         """Store every item (TTL included): one round trip per chunk of up to 1000 items or
@@ -336,7 +496,7 @@ class CacheManager:
             if seconds is not None:
                 op.set("cache.ttl", seconds)
             try:
-                await self._backend.mset(items, seconds)
+                await self._changing([key for key, _ in items], self._backend.mset(items, seconds))
             except (CacheWriteError, *BACKEND_ERRORS) as exc:
                 self._failed(op, exc)
                 return False
@@ -395,7 +555,9 @@ class CacheManager:
 
     def get_stats(self) -> dict[str, Any]:
         """Counters since creation: ``hits misses hit_rate sets deletes errors evictions
-        fallback_active backend memory_items`` (plus ``fallbacks`` and ``journal_overflowed``)."""
+        fallback_active backend memory_items`` (plus ``fallbacks`` and ``journal_overflowed``),
+        and ``near_hits near_misses near_invalidations near_items`` (0 without ``near_cache``).
+        ``hits`` include ``near_hits``."""
         stats = self._stats
         failover = self._failover
         return {
@@ -411,6 +573,10 @@ class CacheManager:
             "memory_items": len(self._memory),
             "fallbacks": failover.breaker.times_opened if failover else 0,
             "journal_overflowed": failover.journal.overflowed if failover else 0,
+            "near_hits": stats.near_hits,
+            "near_misses": stats.near_misses,
+            "near_invalidations": stats.near_invalidations,
+            "near_items": len(self._near) if self._near is not None else 0,
         }
 
     async def health_check(self) -> dict[str, Any]:
@@ -418,7 +584,9 @@ class CacheManager:
 
         ``degraded`` while memory serves, and while writes fail although Redis answers: the
         last write was refused or unconfirmed and none has succeeded since
-        (``redis.write_error`` holds Redis's message).
+        (``redis.write_error`` holds Redis's message). With ``near_cache=True`` also while
+        its invalidation channel is not tracking although Redis answers (``near.error``
+        says why; reads then all go to Redis).
         """
         redis = {"connected": False, "latency_ms": None, "error": None, "write_error": None}
         if isinstance(self._backend, _Closed):
@@ -441,8 +609,10 @@ class CacheManager:
             if failure is not None:
                 redis["write_error"] = failure
             healthy = redis["connected"] and not self.fallback_active and failure is None
+            if healthy and self._channel is not None:
+                healthy = await self._channel.wait_tracking(self.socket_timeout)
             status = "healthy" if healthy else "degraded"
-        return {
+        report = {
             "status": status,
             "backend": self.backend_name,
             "redis": redis,
@@ -455,6 +625,17 @@ class CacheManager:
             },
             "stats": self.get_stats(),
         }
+        if self._near is not None and self._channel is not None:
+            report["near"] = {
+                "tracking": self._near.tracking,
+                "serving": self._near.serving,
+                "items": len(self._near),
+                "max_items": self._near.maxsize,
+                "max_ttl_seconds": self._near.max_ttl,
+                "flushes": self._near.flushes,
+                "error": self._channel.last_error,
+            }
+        return report
 
     # -- policies -------------------------------------------------------------------
 
@@ -484,6 +665,8 @@ class CacheManager:
         """Redis failed and memory served (see ``failover``): counted, on the span."""
         self._stats.count_error(exc)
         self._telemetry.outage(exc)
+        if self._near is not None:
+            self._near.abandon_fills()  # the read in flight may be answered by memory
 
     def _report(self, kind: str, message: str, *args: Any) -> None:
         """Log a kind of failure once at WARNING, then at DEBUG (a flood stays a counter)."""
