@@ -35,6 +35,7 @@ import contextvars
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -56,10 +57,13 @@ PING_INTERVAL_S = 1.0
 Connect = Callable[[], Any]
 
 
-def tracking_connection_factory(url: str, *, socket_timeout: float, socket_connect_timeout: float) -> Connect:
+def tracking_connection_factory(
+    url: str, *, socket_timeout: float, socket_connect_timeout: float, client_name: str
+) -> Connect:
     """Makes RESP3 connections to the node of ``url`` (TLS, credentials and db as in the
     URL); commands time out after ``socket_timeout``, never retried, never health-checked
-    behind our back (that would read a reply meant for the listener)."""
+    behind our back (that would read a reply meant for the listener). ``client_name``
+    (``CLIENT SETNAME``) lets operators tell the channel apart in ``CLIENT LIST``."""
     template = aioredis.ConnectionPool.from_url(url)
     options = {
         **template.connection_kwargs,
@@ -67,6 +71,7 @@ def tracking_connection_factory(url: str, *, socket_timeout: float, socket_conne
         "socket_timeout": socket_timeout,
         "socket_connect_timeout": socket_connect_timeout,
         "health_check_interval": 0,
+        "client_name": "".join(c if c.isalnum() or c in "-_.:" else "_" for c in client_name),
         "retry": Retry(NoBackoff(), 0),
     }
     connection_class = template.connection_class
@@ -107,8 +112,9 @@ class InvalidationChannel:
         self._trust_s = ping_interval + 2 * answer_timeout
         self._task_context = task_context
         self._listener: asyncio.Task[None] | None = None
-        self._ping_sent_at = 0.0
-        self._pong: asyncio.Event | None = None
+        # PINGs sent on the connection and not answered yet, oldest first: (sent at, answered)
+        self._pings: deque[tuple[float, asyncio.Future[None]]] = deque()
+        self._connection: Any = None
         #: what ended the last connection (``Type: message``), None while tracking
         self.last_error: str | None = None
         self._warned = False
@@ -187,13 +193,16 @@ class InvalidationChannel:
             await connection.read_response()  # OK, or raises (Redis < 6, a proxy refusing it)
             if self._listener is not me:
                 return
-            self._pong = asyncio.Event()
+            self._pings.clear()
             self._near.tracking_started(started + self._trust_s)
             if self.last_error is not None:
                 logger.info("near cache: invalidation channel tracking again")
             self.last_error = None
+            self._connection = connection
             await self._read_and_ping(connection, me)
         finally:
+            if self._connection is connection:
+                self._connection = None
             with contextlib.suppress(Exception):
                 await connection.disconnect()
 
@@ -215,10 +224,11 @@ class InvalidationChannel:
             message = await connection.read_response(timeout=math.inf, push_request=True)
             if isinstance(message, list):
                 self._invalidated(message)
-            elif message in (b"PONG", "PONG"):
-                near.renew(self._ping_sent_at + self._trust_s)
-                if self._pong is not None:
-                    self._pong.set()
+            elif message in (b"PONG", "PONG") and self._pings:
+                sent_at, answered = self._pings.popleft()
+                near.renew(sent_at + self._trust_s)
+                if not answered.done():
+                    answered.set_result(None)
 
     def _invalidated(self, message: list[Any]) -> None:
         if len(message) < 2 or message[0] not in (b"invalidate", "invalidate"):
@@ -230,20 +240,40 @@ class InvalidationChannel:
         self._near.invalidate([key.decode("utf-8", "replace") if type(key) is bytes else key for key in keys])
 
     async def _ping(self, connection: Any) -> None:
-        pong = self._pong
-        assert pong is not None
         while True:
             await asyncio.sleep(self.ping_interval)
-            if not connection.is_connected:
-                # sending would reconnect without tracking: end here, the listener starts over
-                raise RedisError("invalidation channel disconnected")
-            pong.clear()
-            self._ping_sent_at = _monotonic()
-            await connection.send_packed_command(connection.pack_command("PING"), check_health=False)
+            answered = await self._send_ping(connection)
             try:
-                await asyncio.wait_for(pong.wait(), self.answer_timeout)
+                await asyncio.wait_for(asyncio.shield(answered), self.answer_timeout)
             except asyncio.TimeoutError:
                 raise ChannelSilentError(f"no answer to PING within {self.answer_timeout:g} s") from None
+
+    async def _send_ping(self, connection: Any) -> asyncio.Future[None]:
+        if not connection.is_connected:
+            # sending would reconnect without tracking: end here, the listener starts over
+            raise RedisError("invalidation channel disconnected")
+        answered = asyncio.get_running_loop().create_future()
+        self._pings.append((_monotonic(), answered))
+        await connection.send_packed_command(connection.pack_command("PING"), check_health=False)
+        return answered
+
+    async def sync(self, timeout: float = 1.0) -> bool:
+        """Wait until every invalidation Redis sent before now has been applied; False if the
+        channel is not tracking or does not answer within ``timeout``.
+
+        A PING's answer follows, on the same connection, the invalidations of every write
+        Redis completed before it. Call it on the loop the channel runs on (tests do, to
+        make "B wrote, A has heard" deterministic).
+        """
+        connection = self._connection
+        if connection is None or not self._near.tracking:
+            return False
+        try:
+            answered = await self._send_ping(connection)
+            await asyncio.wait_for(asyncio.shield(answered), timeout)
+        except (RedisError, OSError, asyncio.TimeoutError):
+            return False
+        return True
 
     def _lost(self, me: asyncio.Task[None] | None, exc: BaseException) -> None:
         if self._listener is not me:

@@ -140,6 +140,13 @@ class CacheManager:
         )
         self._failover: FailoverBackend | None = None
         self._backend: Backend = self._memory
+        if near_cache and redis_url is not None:
+            topology = parse_redis_url(redis_url).topology
+            if topology != "redis":
+                raise ValueError(
+                    f"near_cache=True is not supported with a Redis {topology} URL yet (one node only: "
+                    "redis://, rediss:// or unix://)"
+                )
         if redis_url is not None:
             connect = functools.partial(
                 create_client,
@@ -179,15 +186,12 @@ class CacheManager:
                 self._failover.breaker.add_listener(self._telemetry.breaker_changed)
 
     def _near_tier(self, url: str, size: int, max_ttl: float) -> tuple[NearCache, InvalidationChannel]:
-        topology = parse_redis_url(url).topology
-        if topology != "redis":
-            raise ValueError(
-                f"near_cache=True is not supported with a Redis {topology} URL yet (one node only: "
-                "redis:// or rediss://)"
-            )
         near = NearCache(size, max_ttl, self._codec.decode, self._stats)
         connect = tracking_connection_factory(
-            url, socket_timeout=self.socket_timeout, socket_connect_timeout=self._connect_timeout
+            url,
+            socket_timeout=self.socket_timeout,
+            socket_connect_timeout=self._connect_timeout,
+            client_name=f"telemetry_infra-near:{self.name}",
         )
         channel = InvalidationChannel(
             connect,
