@@ -183,6 +183,7 @@ class CacheTelemetry:
         observed: Observed,
         *,
         hash_keys: bool = False,
+        near: bool = False,
     ) -> None:
         self.name = name
         self.backend_name = backend_name
@@ -196,12 +197,21 @@ class CacheTelemetry:
             for backend in BACKENDS
         }
         # near hits: a few µs, they would hide the Redis round trips in the redis series
-        self.durations["near"] = {
-            op: duration.series(
-                {"cache.name": name, "cache.operation": op, "cache.backend": "redis", "cache.tier": "near"}
-            )
-            for op in TIERED
-        }
+        self.durations["near"] = (
+            {}
+            if not near
+            else {
+                op: duration.series(
+                    {
+                        "cache.name": name,
+                        "cache.operation": op,
+                        "cache.backend": "redis",
+                        "cache.tier": "near",
+                    }
+                )
+                for op in TIERED
+            }
+        )
         self._pending_events: list[tuple[str, dict[str, str]]] = []
         _instruments().register(name, stats, observed)
 

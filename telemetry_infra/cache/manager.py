@@ -180,7 +180,12 @@ class CacheManager:
         self._telemetry = NO_TELEMETRY
         if telemetry:
             self._telemetry = CacheTelemetry(
-                name, self._stats, lambda: self._backend.name, self, hash_keys=hash_keys_in_spans
+                name,
+                self._stats,
+                lambda: self._backend.name,
+                self,
+                hash_keys=hash_keys_in_spans,
+                near=self._near is not None,
             )
             if self._failover is not None:
                 self._failover.breaker.add_listener(self._telemetry.breaker_changed)
