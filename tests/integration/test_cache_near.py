@@ -353,3 +353,39 @@ async def test_flushdb_elsewhere_flushes_the_near_tier(redis_server, namespace):
         with redis_server.client(db=7) as other:
             other.flushdb()
         await wait_until(lambda: _equals(a, "k", None), 1)
+
+
+def test_listener_follows_the_event_loops(redis_server):
+    """The channel runs on one loop; when that loop ends the tier is flushed, and the next
+    loop's first miss starts it again there."""
+    namespace = f"near-{uuid.uuid4().hex[:8]}"
+    a = manager(redis_server.url, namespace)
+    b = manager(redis_server.url, namespace, near=False)
+
+    async def first() -> None:
+        await b.set("k", "v1")
+        await a.initialize()
+        await a.get("k")
+        await a.get("k")
+        assert a.get_stats()["near_items"] == 1
+
+    asyncio.run(first())
+    assert a.get_stats()["near_items"] == 0  # its loop ended: nothing delivers invalidations
+
+    async def second() -> None:
+        await b.set("k", "v2")
+        assert await a.get("k") == "v2"
+        await wait_until(lambda: _tracking(a), 2)
+        await heard(a)
+        await a.get("k")
+        hits = a.get_stats()["near_hits"]
+        assert await a.get("k") == "v2"
+        assert a.get_stats()["near_hits"] == hits + 1
+        await a.close()
+        await b.close()
+
+    asyncio.run(second())
+
+
+async def _tracking(cache: ti.CacheManager) -> bool:
+    return cache._near.tracking
