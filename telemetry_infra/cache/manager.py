@@ -112,6 +112,7 @@ class CacheManager:
         near_cache: bool = False,
         near_cache_size: int = 10_000,
         near_cache_max_ttl: float | timedelta = 60,
+        near_cache_max_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         if max_connections < 1:
             raise ValueError(f"max_connections must be >= 1, got {max_connections!r}")
@@ -173,9 +174,14 @@ class CacheManager:
         self._near: NearCache | None = None
         self._channel: InvalidationChannel | None = None
         if near_cache and self._failover is not None:
-            self._near, self._channel = self._near_tier(
-                redis_url, near_cache_size, _seconds(near_cache_max_ttl, "near_cache_max_ttl")
+            self._near = NearCache(
+                near_cache_size,
+                _seconds(near_cache_max_ttl, "near_cache_max_ttl"),
+                self._codec.decode,
+                self._stats,
+                max_bytes=near_cache_max_bytes,
             )
+            self._channel = self._invalidation_channel(redis_url, self._near)
             self._failover.breaker.add_listener(self._near.breaker_changed)
         self._telemetry = NO_TELEMETRY
         if telemetry:
@@ -190,15 +196,15 @@ class CacheManager:
             if self._failover is not None:
                 self._failover.breaker.add_listener(self._telemetry.breaker_changed)
 
-    def _near_tier(self, url: str, size: int, max_ttl: float) -> tuple[NearCache, InvalidationChannel]:
-        near = NearCache(size, max_ttl, self._codec.decode, self._stats)
+    def _invalidation_channel(self, url: str, near: NearCache) -> InvalidationChannel:
+        """The channel that keeps ``near`` exact: one connection to the one Redis node."""
         connect = tracking_connection_factory(
             url,
             socket_timeout=self.socket_timeout,
             socket_connect_timeout=self._connect_timeout,
             client_name=f"telemetry_infra-near:{self.name}",
         )
-        channel = InvalidationChannel(
+        return InvalidationChannel(
             connect,
             self._namespace.prefix,
             near,
@@ -206,7 +212,6 @@ class CacheManager:
             retry_interval=self._probe_interval,
             task_context=lambda: self._telemetry.background_context(),
         )
-        return near, channel
 
     # -- lifecycle ------------------------------------------------------------------
 

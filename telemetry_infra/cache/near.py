@@ -18,8 +18,8 @@ The coherence rules, in one place (the channel that feeds them is ``invalidation
 * **Own writes** drop the key's entry and mark its flights stale before the write is
   sent and again once it is answered (or has failed), so after ``set``/``delete``/
   ``clear``/``mset`` returns no entry and no pending fill predates it.
-* **Bounded**: at most ``maxsize`` entries (least recently used evicted first), none
-  older than ``max_ttl`` seconds.
+* **Bounded**: at most ``maxsize`` entries and ``max_bytes`` of payloads (least recently
+  used evicted first), none older than ``max_ttl`` seconds.
 
 Values are held decoded. ``str``, ``int``, ``float``, ``bool``, ``bytes`` and ``None`` are
 immutable and handed out as they are; anything else (a dict, a list, an object) is
@@ -64,17 +64,28 @@ class Flight:
 
 
 class NearCache:
-    """``maxsize`` decoded entries for at most ``max_ttl`` seconds each, served only while
-    ``covered`` (tracking on, breaker closed, channel heard from recently)."""
+    """At most ``maxsize`` decoded entries and ``max_bytes`` of their payloads (least
+    recently used evicted first; a payload larger than ``max_bytes`` is not kept), each
+    for at most ``max_ttl`` seconds, served only while covered (tracking on, breaker
+    closed, channel heard from recently)."""
 
     def __init__(
-        self, maxsize: int, max_ttl: float, decode: Callable[[bytes], Any], stats: CacheStats
+        self,
+        maxsize: int,
+        max_ttl: float,
+        decode: Callable[[bytes], Any],
+        stats: CacheStats,
+        *,
+        max_bytes: int = 64 * 1024 * 1024,
     ) -> None:
-        if isinstance(maxsize, bool) or not isinstance(maxsize, int):
-            raise TypeError(f"near_cache_size must be an int, got {type(maxsize).__qualname__}")
-        if maxsize < 1:
-            raise ValueError(f"near_cache_size must be >= 1, got {maxsize!r}")
+        for name, bound in (("near_cache_size", maxsize), ("near_cache_max_bytes", max_bytes)):
+            if isinstance(bound, bool) or not isinstance(bound, int):
+                raise TypeError(f"{name} must be an int, got {type(bound).__qualname__}")
+            if bound < 1:
+                raise ValueError(f"{name} must be >= 1, got {bound!r}")
         self.maxsize = maxsize
+        self.max_bytes = max_bytes
+        self.stored_bytes = 0
         self.max_ttl = max_ttl
         self._decode = decode
         self._stats = stats
@@ -113,7 +124,7 @@ class NearCache:
         try:
             entry = self._entries[key]
             if entry[2] <= now:
-                del self._entries[key]
+                self._drop(key)
                 return NEAR_MISS
             self._entries.move_to_end(key)
         except KeyError:
@@ -147,7 +158,7 @@ class NearCache:
                 flight.answer = payload
             elif flight.answer != payload:
                 flight.stale = True
-                self._entries.pop(key, None)
+                self._drop(key)
                 return
             if payload is None:
                 return
@@ -164,13 +175,22 @@ class NearCache:
             del self._flights[key]
 
     def _install(self, key: str, payload: bytes, value: Any) -> None:
+        self._drop(key)
+        size = len(payload)
+        if size > self.max_bytes:
+            return
         if value.__class__ not in _SHAREABLE:
             value = _DECODE_AFRESH
         entries = self._entries
         entries[key] = (value, payload, _monotonic() + self.max_ttl)
-        entries.move_to_end(key)
-        while len(entries) > self.maxsize:
-            entries.popitem(last=False)
+        self.stored_bytes += size
+        while len(entries) > self.maxsize or self.stored_bytes > self.max_bytes:
+            self.stored_bytes -= len(entries.popitem(last=False)[1][1])
+
+    def _drop(self, key: str) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            self.stored_bytes -= len(entry[1])
 
     # -- invalidation -----------------------------------------------------------------
 
@@ -185,7 +205,8 @@ class NearCache:
         with self._lock:
             for key in keys:
                 count += 1
-                entries.pop(key, None)
+                if key in entries:
+                    self._drop(key)
                 flight = flights.pop(key, None)
                 if flight is not None:
                     flight.stale = True
@@ -212,6 +233,7 @@ class NearCache:
 
     def _flush(self) -> None:
         self._entries.clear()
+        self.stored_bytes = 0
         for flight in self._flights.values():
             flight.stale = True
         self._flights.clear()

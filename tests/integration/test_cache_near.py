@@ -310,8 +310,14 @@ async def test_near_cache_arguments_are_checked(redis_server):
         ti.CacheManager(redis_server.url, near_cache=True, near_cache_size=0)
     with pytest.raises(ValueError, match="near_cache_max_ttl"):
         ti.CacheManager(redis_server.url, near_cache=True, near_cache_max_ttl=0)
+    with pytest.raises(ValueError, match="near_cache_max_bytes"):
+        ti.CacheManager(redis_server.url, near_cache=True, near_cache_max_bytes=0)
+    with pytest.raises(TypeError, match="near_cache_size"):
+        ti.CacheManager(redis_server.url, near_cache=True, near_cache_size=10.5)
     with pytest.raises(ValueError, match="near_cache"):
         ti.CacheManager("redis+cluster://127.0.0.1:7000", near_cache=True)
+    memory_only = ti.CacheManager(None, near_cache=True)  # already in process: nothing to add
+    assert memory_only.get_stats()["near_items"] == 0
 
 
 async def test_entries_live_at_most_near_cache_max_ttl(redis_server, namespace):
@@ -341,6 +347,23 @@ async def test_near_cache_size_bounds_entries(redis_server, namespace):
         assert a.get_stats()["near_items"] == 5
         before = get_calls(redis_server)
         assert await a.mget([f"k{i}" for i in range(15, 20)]) == {f"k{i}": i for i in range(15, 20)}
+        assert get_calls(redis_server) == before
+
+
+async def test_near_cache_max_bytes_bounds_payloads(redis_server, namespace):
+    async with (
+        manager(redis_server.url, namespace, near_cache_max_bytes=2500, enable_compression=False) as a,
+        manager(redis_server.url, namespace, near=False, enable_compression=False) as b,
+    ):
+        await b.mset({"big": "x" * 4000, **{f"k{i}": "y" * 1000 for i in range(4)}})
+        await heard(a)
+        assert await a.get("big") == "x" * 4000
+        assert a.get_stats()["near_items"] == 0  # larger than the bound: not kept near
+        for i in range(4):
+            await a.get(f"k{i}")
+        assert a.get_stats()["near_items"] == 2  # two ~1 KB payloads fit in 2500 bytes
+        before = get_calls(redis_server)
+        assert await a.mget(["k2", "k3"]) == {"k2": "y" * 1000, "k3": "y" * 1000}
         assert get_calls(redis_server) == before
 
 
