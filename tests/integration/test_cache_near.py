@@ -412,3 +412,35 @@ def test_listener_follows_the_event_loops(redis_server):
 
 async def _tracking(cache: ti.CacheManager) -> bool:
     return cache._near.tracking
+
+
+async def test_silent_channel_stops_serving(redis_restartable, namespace):
+    """A channel whose PING goes unanswered (here the server is stuck in DEBUG SLEEP; a
+    half-open connection looks the same) cannot vouch for the near tier: it is flushed
+    without any data read having to fail first."""
+    url = redis_restartable.url
+    async with manager(url, namespace, socket_timeout=0.3, probe_interval=0.2) as a:
+        with redis_restartable.client() as other:
+            other.set(f"{namespace}:k", b'\xc1\x00"v"')
+        await heard(a)
+        assert await a.get("k") == "v"
+        assert await a.get("k") == "v"
+        assert a.get_stats()["near_items"] == 1
+
+        def stall() -> None:
+            with redis_restartable.client(socket_timeout=5) as admin:
+                admin.execute_command("DEBUG", "SLEEP", "2.5")
+
+        stalled = asyncio.ensure_future(asyncio.to_thread(stall))
+        started = time.monotonic()
+        while a.get_stats()["near_items"]:
+            assert time.monotonic() - started < 2.4, "the silent channel was not noticed"
+            await asyncio.sleep(0.02)
+        assert "PING" in (a._channel.last_error or "")
+        assert not a._near.serving
+        await stalled
+        await wait_until(lambda: _tracking(a), 3)
+        await heard(a)
+        await a.get("k")
+        assert await a.get("k") == "v"
+        assert a.get_stats()["near_items"] == 1
