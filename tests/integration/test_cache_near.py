@@ -444,3 +444,30 @@ async def test_silent_channel_stops_serving(redis_restartable, namespace):
         await a.get("k")
         assert await a.get("k") == "v"
         assert a.get_stats()["near_items"] == 1
+
+
+async def test_a_thread_with_its_own_loop_is_served_and_kept_exact(redis_server, namespace):
+    """The channel runs on this loop; another thread's loop reads the same near entries
+    and sees another process's write once the channel has applied it."""
+    async with (
+        manager(redis_server.url, namespace) as a,
+        manager(redis_server.url, namespace, near=False) as b,
+    ):
+        await b.set("k", "v1")
+        await heard(a)
+        assert await a.get("k") == "v1"
+
+        def read_in_thread() -> tuple[object, int]:
+            async def read() -> tuple[object, int]:
+                before = a.get_stats()["near_hits"]
+                value = await a.get("k")
+                return value, a.get_stats()["near_hits"] - before
+
+            return asyncio.run(read())
+
+        assert await asyncio.to_thread(read_in_thread) == ("v1", 1)
+        await b.set("k", "v2")
+        await heard(a)
+        value, _hits = await asyncio.to_thread(read_in_thread)
+        assert value == "v2"
+        assert a._near.tracking  # the other loop's end did not stop this loop's channel
