@@ -112,6 +112,7 @@ class InvalidationChannel:
         self._trust_s = ping_interval + 2 * answer_timeout
         self._task_context = task_context
         self._listener: asyncio.Task[None] | None = None
+        self._stopped = False
         # PINGs sent on the connection and not answered yet, oldest first: (sent at, answered)
         self._pings: deque[tuple[float, asyncio.Future[None]]] = deque()
         self._connection: Any = None
@@ -130,7 +131,9 @@ class InvalidationChannel:
         deliver invalidations: the tier is flushed and a new listener starts here.
         """
         listener = self._listener
-        if listener is not None and not listener.done() and listener.get_loop().is_running():
+        if self._stopped or (
+            listener is not None and not listener.done() and listener.get_loop().is_running()
+        ):
             return
         if listener is not None:
             self._near.tracking_lost()
@@ -148,7 +151,8 @@ class InvalidationChannel:
         return self._near.tracking
 
     async def stop(self) -> None:
-        """Stop listening (on close), whichever loop the listener runs on; flush the tier."""
+        """Stop listening for good (on close), whichever loop the listener runs on; flush the tier."""
+        self._stopped = True
         listener, self._listener = self._listener, None
         self._near.tracking_lost()
         if listener is None or listener.done():

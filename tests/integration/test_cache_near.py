@@ -82,6 +82,18 @@ async def test_each_caller_gets_its_own_copy(redis_server, namespace):
         assert a.get_stats()["near_hits"] == 2
 
 
+async def test_close_stops_the_channel_for_good(redis_server, namespace):
+    a = manager(redis_server.url, namespace)
+    await a.initialize()
+    await a.close()
+    with pytest.raises(ti.CacheClosedError):
+        await a.get("k")
+    await asyncio.sleep(0.05)
+    with redis_server.client() as admin:
+        names = [c["name"] for c in admin.client_list()]
+    assert f"telemetry_infra-near:{namespace}" not in names
+
+
 async def test_off_by_default(redis_server, namespace):
     async with ti.CacheManager(redis_url=redis_server.url, namespace=namespace) as a:
         await a.set("k", 1)
