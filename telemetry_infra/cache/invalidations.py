@@ -44,6 +44,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from telemetry_infra.cache.background_tasks import cancel_anywhere
 from telemetry_infra.cache.near import NearCache
 
 __all__ = ["InvalidationChannel", "tracking_connection_factory"]
@@ -155,19 +156,7 @@ class InvalidationChannel:
         self._stopped = True
         listener, self._listener = self._listener, None
         self._near.tracking_lost()
-        if listener is None or listener.done():
-            return
-        loop = listener.get_loop()
-        if loop is asyncio.get_running_loop():
-            listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await listener
-            return
-        with contextlib.suppress(RuntimeError):  # that loop closed meanwhile
-            if loop.is_running():
-                loop.call_soon_threadsafe(listener.cancel)
-            elif not loop.is_closed():
-                listener.cancel()
+        await cancel_anywhere(listener)
 
     # -- the listener task --------------------------------------------------------------
 

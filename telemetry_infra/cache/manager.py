@@ -49,6 +49,7 @@ DataLoader = Callable[[], Pairs | Awaitable[Pairs]]
 
 #: The longest TTL accepted (100 years): Redis stores expiries as milliseconds in 64 bits.
 MAX_TTL_S = 100 * 365 * 24 * 3600.0
+_UNANSWERED: Any = object()
 
 
 def _seconds(ttl: float | int | timedelta, name: str) -> float:
@@ -251,6 +252,7 @@ class CacheManager:
         stored = self._namespace.key(key)
         near = self._near
         with self._telemetry.operation("get", key) as op:
+            flight = None
             if near is not None:
                 value = near.get(stored)
                 if value is not NEAR_MISS:
@@ -259,43 +261,18 @@ class CacheManager:
                     op.served_near()
                     op.set("cache.hit", True)
                     return value
-                return await self._get_through_near(op, key, stored, default, near)
+                flight = self._near_miss(stored, near)
+            payload = _UNANSWERED
             try:
                 payload = await self._backend.get(stored)
             except BACKEND_ERRORS as exc:
                 self._failed(op, exc)
-                payload = None
-            if payload is not None:
-                try:
-                    value = self._codec.decode(payload)
-                except CacheDecodeError as exc:
-                    self._undecodable(op, key, exc)
-                else:
-                    self._stats.hits += 1
-                    op.set("cache.hit", True)
-                    op.set("cache.item_size", len(payload))
-                    return value
-            self._stats.misses += 1
-            op.set("cache.hit", False)
-            return default
-
-    async def _get_through_near(
-        self, op: Operation, key: str, stored: str, default: Any, near: NearCache
-    ) -> Any:
-        """A near miss: read the backend and fill the near tier (``near.Flight`` guards the race)."""
-        self._stats.near_misses += 1
-        self._channel.ensure_listening()  # type: ignore[union-attr]
-        flight = near.begin(stored)
-        settled = False
-        try:
-            try:
-                payload = await self._backend.get(stored)
-            except BACKEND_ERRORS as exc:
-                self._failed(op, exc)
-                payload = None
-                settled = True  # a failed read says nothing about the key: it installs nothing
-                if flight is not None:
-                    near.release(stored, flight)
+            finally:
+                if payload is _UNANSWERED:
+                    payload = None
+                    if flight is not None:  # failed or cancelled: says nothing about the key
+                        near.release(stored, flight)  # type: ignore[union-attr]
+                        flight = None
             if payload is not None:
                 try:
                     value = self._codec.decode(payload)
@@ -303,21 +280,22 @@ class CacheManager:
                     self._undecodable(op, key, exc)
                 else:
                     if flight is not None:
-                        settled = True
-                        near.settle(stored, flight, payload, value)
+                        near.settle(stored, flight, payload, value)  # type: ignore[union-attr]
                     self._stats.hits += 1
                     op.set("cache.hit", True)
                     op.set("cache.item_size", len(payload))
                     return value
-            elif flight is not None and not settled:
-                settled = True
-                near.settle(stored, flight, None)
+            if flight is not None:  # absent, or unreadable (a miss either way)
+                near.settle(stored, flight, None)  # type: ignore[union-attr]
             self._stats.misses += 1
             op.set("cache.hit", False)
             return default
-        finally:
-            if flight is not None and not settled:
-                near.release(stored, flight)
+
+    def _near_miss(self, stored: str, near: NearCache) -> Flight | None:
+        """A read the near tier cannot answer: counted, and registered so its reply may fill it."""
+        self._stats.near_misses += 1
+        self._channel.ensure_listening()  # type: ignore[union-attr]
+        return near.begin(stored)
 
     async def set(self, key: str, value: Any, ttl: TTL = None) -> bool:
         """Store ``value`` for ``ttl`` seconds (``None``: the manager's ``default_ttl``).
