@@ -83,6 +83,8 @@ class CacheManager:
     used and memory takes over while Redis is unreachable (see the "Cache" section of README.md).
     Keys are ``str`` and stored under ``"<namespace>:"``; values go through the
     codec (``serialization="json"`` via orjson, or HMAC-signed ``"pickle"``).
+    ``near_cache=True`` keeps the entries read in process memory in front of Redis, kept
+    exact by Redis's invalidations (``near`` and ``invalidations`` say how).
     """
 
     def __init__(
@@ -219,7 +221,9 @@ class CacheManager:
     async def initialize(self) -> None:
         """Check Redis once; when it does not answer, start on memory and keep probing.
 
-        Optional: without it the first call connects. The manager may be used from any
+        With ``near_cache=True`` it also waits (at most ``socket_connect_timeout`` +
+        ``socket_timeout``) until the invalidation channel tracks, so the first reads fill
+        the near tier. Optional: without it the first call connects. The manager may be used from any
         event loop (each gets its own connection pool), so one made at import time works
         across ``asyncio.run()`` calls, pytest-asyncio's per-test loops and threads.
         """
@@ -623,6 +627,8 @@ class CacheManager:
                 "serving": self._near.serving,
                 "items": len(self._near),
                 "max_items": self._near.maxsize,
+                "bytes": self._near.stored_bytes,
+                "max_bytes": self._near.max_bytes,
                 "max_ttl_seconds": self._near.max_ttl,
                 "flushes": self._near.flushes,
                 "error": self._channel.last_error,
