@@ -436,7 +436,16 @@ class CacheManager:
             self._failed(op, exc)
             return  # the flights install nothing: released by the caller
         decode = self._codec.decode
-        near = self._near
+        if flights is None:
+            for key, payload in zip(user_keys, payloads, strict=True):
+                if payload is None:
+                    continue
+                try:
+                    found[key] = decode(payload)
+                except CacheDecodeError as exc:
+                    self._undecodable(op, key, exc)
+            return
+        settle = self._near.settle  # type: ignore[union-attr]
         for index, (key, payload) in enumerate(zip(user_keys, payloads, strict=True)):
             value = None
             if payload is not None:
@@ -444,11 +453,11 @@ class CacheManager:
                     value = found[key] = decode(payload)
                 except CacheDecodeError as exc:
                     self._undecodable(op, key, exc)
-                    continue
-            flight = flights[index] if flights is not None else None
+                    continue  # its flight is released by the caller
+            flight = flights[index]
             if flight is not None:
-                flights[index] = None  # type: ignore[index]
-                near.settle(stored[index], flight, payload, value)  # type: ignore[union-attr]
+                flights[index] = None
+                settle(stored[index], flight, payload, value)
 
     def _mget_near(
         self, found: dict[str, Any], user_keys: list[str], stored: list[str], near: NearCache
