@@ -172,9 +172,9 @@ class InvalidationChannel:
                     return
                 await asyncio.sleep(self.retry_interval)
         finally:
-            # cancelled (close, or the loop shutting down): nothing delivers invalidations now
-            if self._listener is me:
-                self._near.tracking_lost()
+            # cancelled (close, or the loop shutting down) or superseded: if this listener was
+            # the one tracking, nothing delivers invalidations now
+            self._near.tracking_lost(me)
 
     async def _listen(self, me: asyncio.Task[None] | None) -> None:
         connection = self._connect()
@@ -187,7 +187,7 @@ class InvalidationChannel:
             if self._listener is not me:
                 return
             self._pings.clear()
-            self._near.tracking_started(started + self._trust_s)
+            self._near.tracking_started(started + self._trust_s, me)
             if self.last_error is not None:
                 logger.info("near cache: invalidation channel tracking again")
             self.last_error = None
@@ -219,7 +219,7 @@ class InvalidationChannel:
                 self._invalidated(message)
             elif message in (b"PONG", "PONG") and self._pings:
                 sent_at, answered = self._pings.popleft()
-                near.renew(sent_at + self._trust_s)
+                near.renew(sent_at + self._trust_s, me)
                 if not answered.done():
                     answered.set_result(None)
 
@@ -269,9 +269,9 @@ class InvalidationChannel:
         return True
 
     def _lost(self, me: asyncio.Task[None] | None, exc: BaseException) -> None:
+        self._near.tracking_lost(me)
         if self._listener is not me:
             return
-        self._near.tracking_lost()
         self.last_error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         level = logging.DEBUG if self._warned else logging.WARNING
         self._warned = True

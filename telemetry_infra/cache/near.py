@@ -94,6 +94,7 @@ class NearCache:
         self._lock = threading.Lock()
         self._acquire, self._release = self._lock.acquire, self._lock.release
         self._tracking = False
+        self._tracked_by: object = None
         self._suspended = False
         self._heard_until = 0.0
         #: monotonic time until which entries may be served; 0 while not covered
@@ -241,22 +242,28 @@ class NearCache:
 
     # -- coverage (called by the invalidation channel and the breaker) -----------------
 
-    def tracking_started(self, heard_until: float) -> None:
-        """Tracking confirmed: entries may be filled, and served until ``heard_until``."""
+    def tracking_started(self, heard_until: float, channel: object) -> None:
+        """Tracking confirmed by ``channel`` (a connection's listener): entries may be filled,
+        and served until ``heard_until``."""
         with self._lock:
             self._flush()  # whatever is held predates this channel
             self._tracking = True
+            self._tracked_by = channel
             self._renew(heard_until)
 
-    def renew(self, heard_until: float) -> None:
-        """The channel answered a PING: serve until ``heard_until`` unless heard from again."""
+    def renew(self, heard_until: float, channel: object) -> None:
+        """``channel`` answered a PING: serve until ``heard_until`` unless heard from again."""
         with self._lock:
-            if self._tracking:
+            if self._tracking and self._tracked_by is channel:
                 self._renew(heard_until)
 
-    def tracking_lost(self) -> None:
-        """The channel dropped or went silent: flush, and reads go to Redis until it is back."""
+    def tracking_lost(self, channel: object = None) -> None:
+        """The channel dropped or went silent (``channel``: only if it is the one tracking;
+        None: whichever): flush, and reads go to Redis until tracking is back."""
         with self._lock:
+            if channel is not None and self._tracked_by is not channel:
+                return
+            self._tracked_by = None
             self._tracking = False
             self._serve_until = 0.0
             self._flush()
