@@ -501,7 +501,8 @@ class CacheManager:
             if seconds is not None:
                 op.set("cache.ttl", seconds)
             try:
-                await self._changing([key for key, _ in items], self._backend.mset(items, seconds))
+                keys = [key for key, _ in items] if self._near is not None else ()
+                await self._changing(keys, self._backend.mset(items, seconds))
             except (CacheWriteError, *BACKEND_ERRORS) as exc:
                 self._failed(op, exc)
                 return False
