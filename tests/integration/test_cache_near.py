@@ -14,6 +14,7 @@ import uuid
 import pytest
 
 import telemetry_infra as ti
+from telemetry_infra.testing import RedisServer, free_port
 
 MISSING = object()
 
@@ -483,3 +484,33 @@ async def test_a_thread_with_its_own_loop_is_served_and_kept_exact(redis_server,
         value, _hits = await asyncio.to_thread(read_in_thread)
         assert value == "v2"
         assert a._near.tracking  # the other loop's end did not stop this loop's channel
+
+
+async def test_tls_and_password_reach_the_invalidation_channel(tls_files):
+    """``rediss://`` with a password: the channel's RESP3 connection (HELLO 3 with AUTH)
+    uses the URL's TLS settings and credentials like the data connections."""
+    port = free_port()
+    server = RedisServer(
+        port=port,
+        extra_args=[
+            "--port", "0", "--tls-port", str(port),
+            "--tls-cert-file", tls_files.server_certificate, "--tls-key-file", tls_files.server_key,
+            "--tls-ca-cert-file", tls_files.ca, "--tls-auth-clients", "no",
+            "--requirepass", "s3cret",
+        ],
+    ).start()  # fmt: skip
+    try:
+        url = f"rediss://:s3cret@127.0.0.1:{port}/0?ssl_ca_certs={tls_files.ca}"
+        namespace = f"near-{uuid.uuid4().hex[:8]}"
+        async with manager(url, namespace) as a, manager(url, namespace, near=False) as b:
+            assert (await a.health_check())["near"]["tracking"]
+            await b.set("k", "v1")
+            await heard(a)
+            assert await a.get("k") == "v1"
+            assert await a.get("k") == "v1"
+            assert a.get_stats()["near_hits"] == 1
+            await b.set("k", "v2")
+            await heard(a)
+            assert await a.get("k") == "v2"
+    finally:
+        server.close()
