@@ -11,6 +11,10 @@ their ratio, and the median of the per-round ratios.
 Part 1 (issue 4) runs with telemetry off. Part 2 (issue 5) runs with
 ``configure()`` active and no network exporter; the raw side calls the original,
 uninstrumented ``execute_command`` so it stays the floor.
+
+Part 3 (issue 17, ``--parts 17``): near cache hits against a raw Redis GET in the same
+run, telemetry off and on, and the invalidation latency on loopback: from the start of
+another manager's ``set`` to the near tier having dropped the key.
 """
 
 from __future__ import annotations
@@ -215,15 +219,104 @@ async def issue_5(bench: Bench, rounds: int, iterations: int) -> list[Cleanup]:
     return [cache.close, memory.close, dead.close]
 
 
+async def issue_17(bench: Bench, rounds: int, iterations: int) -> list[Cleanup]:
+    cleanups: list[Cleanup] = []
+    tables: list[tuple[str, list[Case]]] = []
+    tracer = trace.get_tracer("benchmarks.cache")
+    for telemetry in (False, True):
+        if telemetry:
+            ti.configure(service_name="cache-benchmark", instrument_redis=False, setup_logs=False)
+        near = await bench.manager(telemetry=telemetry, near_cache=True, name=f"near-{telemetry}")
+        cleanups.append(near.close)
+        await near.set("scalar", "a string value")
+        await near._channel.sync()
+        for label in ("small", "1 KB", "scalar"):  # fill the near tier
+            await near.get(label)
+        assert near.get_stats()["near_items"] == 3, "the near tier does not serve"
+        target = "<= 12 µs" if telemetry else "<= 5 µs"
+        cases = [
+            Case(f"near get hit ({label} dict)", lambda k=label, near=near: near.get(k),
+                 bench.raw_call("GET", f"bench:{label}"), target)
+            for label in ("small", "1 KB")
+        ] + [
+            Case("near get hit (str: shared, not decoded)", lambda near=near: near.get("scalar"),
+                 bench.raw_call("GET", "bench:scalar"), "(for information)")
+        ]  # fmt: skip
+        if not telemetry:
+            tables.append(
+                (
+                    "Issue 17: near cache hits vs a Redis GET, telemetry off",
+                    await measure(cases, rounds, iterations),
+                )
+            )
+            continue
+        tables.append(
+            (
+                "Issue 17: near cache hits vs a Redis GET, configure() active, outside a trace",
+                await measure(cases, rounds, iterations),
+            )
+        )
+        with tracer.start_as_current_span("request") as request, inside(request):
+            assert trace.get_current_span().is_recording()
+            sampled = await measure(
+                bench_cases_fresh(cases, "(for information: the SDK's span)"), rounds, iterations
+            )
+        tables.append(
+            ("Issue 17: near cache hits vs a Redis GET, configure() active, sampled (a span each)", sampled)
+        )
+        ti.shutdown()
+    for title, cases in tables:
+        report(title, cases)
+    cleanups.append(await invalidation_latency(bench))
+    return cleanups
+
+
+def bench_cases_fresh(cases: list[Case], target: str) -> list[Case]:
+    """The same calls, with no timings yet."""
+    return [Case(case.name, case.ours, case.raw, target) for case in cases]
+
+
+async def invalidation_latency(bench: Bench, updates: int = 500) -> Cleanup:
+    """From the start of B's ``set`` to A's near tier having dropped the key (loopback)."""
+    a = ti.CacheManager(redis_url=bench.url, namespace="bench", near_cache=True, telemetry=False)
+    b = ti.CacheManager(redis_url=bench.url, namespace="bench", telemetry=False)
+    await a.initialize()
+    latencies = []
+    for version in range(updates):
+        await a._channel.sync()
+        await a.get("latency")
+        if await a.get("latency") != (version - 1 if version else None):
+            raise AssertionError("the near tier serves a stale value")
+        seen = a.get_stats()["near_invalidations"]
+        started = time.perf_counter()
+        await b.set("latency", version)
+        while a.get_stats()["near_invalidations"] == seen:  # noqa: ASYNC110 (measured: no Event to wait on)
+            await asyncio.sleep(0)
+        latencies.append(time.perf_counter() - started)
+    latencies.sort()
+    p50 = latencies[len(latencies) // 2] * 1e6
+    p99 = latencies[int(len(latencies) * 0.99)] * 1e6
+    print(f"\nIssue 17: invalidation latency over {updates} updates (B's set start -> A dropped the key)")
+    print(f"p50 {p50:.0f} µs   p99 {p99:.0f} µs   max {latencies[-1] * 1e6:.0f} µs")
+
+    async def close() -> None:
+        await a.close()
+        await b.close()
+
+    return close
+
+
 async def main(rounds: int, iterations: int, parts: str) -> None:
     with RedisServer() as server:
         bench = Bench(server.url)
         cleanups: list[Cleanup] = []
         try:
-            if "4" in parts:
+            if "4" in parts.replace("17", ""):
                 cleanups += await issue_4(bench, rounds, iterations)
-            if "5" in parts:
+            if "5" in parts.replace("17", ""):
                 cleanups += await issue_5(bench, rounds, iterations)
+            if "17" in parts:
+                cleanups += await issue_17(bench, rounds, iterations)
         finally:
             for cleanup in cleanups:
                 await cleanup()
@@ -235,6 +328,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--iterations", type=int, default=300)
-    parser.add_argument("--parts", default="45", help="which issues' tables to run: 4, 5 or 45")
+    parser.add_argument(
+        "--parts", default="4,5,17", help="which issues' tables to run: 4, 5, 17 (comma-separated)"
+    )
     options = parser.parse_args()
     asyncio.run(main(options.rounds, options.iterations, options.parts))

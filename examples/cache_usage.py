@@ -106,6 +106,32 @@ async def serialization_modes() -> None:
         print("json turns tuples into lists:", await as_json.get("tuple"))
 
 
+async def near_cache() -> None:
+    show("near cache")
+    if REDIS_URL is None:
+        print("needs Redis: without it the cache is already in process memory")
+        return
+    options = {"redis_url": REDIS_URL, "namespace": "example"}
+    async with (
+        ti.CacheManager(**options, near_cache=True, name="reader") as reader,
+        ti.CacheManager(**options, name="writer") as writer,
+    ):
+        await writer.set("hot", {"price": 1})
+        await reader.get("hot")  # from Redis; kept in the reader's memory
+        for _ in range(3):
+            await reader.get("hot")  # from process memory, no round trip
+        await writer.set("hot", {"price": 2})  # Redis tells the reader at once
+        for _ in range(1000):  # usually the first read already has it
+            if (await reader.get("hot"))["price"] == 2:
+                break
+            await asyncio.sleep(0.001)
+        stats = reader.get_stats()
+        print(
+            f"reader sees price 2; near hits={stats['near_hits']} invalidations={stats['near_invalidations']}"
+        )
+        await writer.delete("hot")
+
+
 async def main() -> None:
     cache = ti.CacheManager(
         redis_url=REDIS_URL, max_connections=50, enable_compression=True, namespace="example"
@@ -126,6 +152,7 @@ async def main() -> None:
         await cache.clear()
     finally:
         await cache.close()
+    await near_cache()
     await fallback()
     await serialization_modes()
 

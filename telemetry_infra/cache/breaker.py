@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import logging
 from collections.abc import Awaitable, Callable
+
+from telemetry_infra.cache.background_tasks import cancel_anywhere
 
 __all__ = ["CircuitBreaker"]
 
@@ -129,21 +130,7 @@ class CircuitBreaker:
     async def stop(self) -> None:
         """Cancel the background probe (used on close), whichever loop it runs on."""
         prober, self._prober = self._prober, None
-        if prober is None or prober.done():
-            return
-        loop = prober.get_loop()
-        if loop is asyncio.get_running_loop():
-            prober.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await prober
-            return
-        # Another thread's loop, or one that no longer runs. A task may only be touched
-        # from its loop's thread; unreferenced, it would stop at its next turn anyway.
-        with contextlib.suppress(RuntimeError):  # that loop closed meanwhile
-            if loop.is_running():
-                loop.call_soon_threadsafe(prober.cancel)
-            elif not loop.is_closed():
-                prober.cancel()
+        await cancel_anywhere(prober)
 
 
 def _describe(cause: BaseException | None) -> str:

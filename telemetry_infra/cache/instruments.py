@@ -40,6 +40,8 @@ __all__ = ["KEY_ATTRIBUTE_LIMIT", "NO_TELEMETRY", "CacheTelemetry", "Observed", 
 KEY_ATTRIBUTE_LIMIT = 128
 OPERATIONS = ("get", "set", "delete", "exists", "clear", "mget", "mset")
 BACKENDS = ("redis", "memory", "closed")
+#: reads whose spans say which tier answered (``cache.tier``: ``near``, ``redis`` or ``memory``)
+TIERED = frozenset(("get", "mget"))
 
 _tracer = trace.get_tracer("telemetry_infra.cache")
 _meter = metrics.get_meter("telemetry_infra.cache")
@@ -61,6 +63,9 @@ class _NoOperation:
         return None
 
     def fail(self, exc: BaseException) -> None:
+        return None
+
+    def served_near(self) -> None:
         return None
 
 
@@ -97,11 +102,12 @@ def _suppressed() -> context.Context:
 class _Operation:
     """One timed operation; a span when the current trace records."""
 
-    __slots__ = ("_attributes", "_name", "_span", "_started", "_telemetry", "_token")
+    __slots__ = ("_attributes", "_name", "_near", "_span", "_started", "_telemetry", "_token")
 
     def __init__(self, telemetry: CacheTelemetry, name: str, key: str | None) -> None:
         self._telemetry = telemetry
         self._name = name
+        self._near = False
         self._span: trace.Span | None = None
         if trace.get_current_span().is_recording():
             attributes = {"cache.name": telemetry.name}
@@ -129,6 +135,10 @@ class _Operation:
         if self._span is not None:
             self._attributes[name] = value
 
+    def served_near(self) -> None:
+        """The near tier answered: ``cache.tier=near``, and its own duration series."""
+        self._near = True
+
     def fail(self, exc: BaseException) -> None:
         """The operation failed (raised, or degraded to its empty result)."""
         span = self._span
@@ -141,7 +151,7 @@ class _Operation:
         elapsed = _perf_counter() - self._started
         telemetry = self._telemetry
         backend = telemetry.backend_name()
-        series = telemetry.durations[backend][self._name]
+        series = telemetry.durations["near" if self._near else backend][self._name]
         span = self._span
         if span is None:
             series.record(elapsed)
@@ -151,6 +161,8 @@ class _Operation:
         if exc is not None:
             self.fail(exc)
         self._attributes["cache.backend"] = backend
+        if self._name in TIERED:
+            self._attributes["cache.tier"] = "near" if self._near else backend
         span.set_attributes(self._attributes)
         series.record(elapsed, span.get_span_context())  # the exemplar points at this operation
         span.end()
@@ -171,6 +183,7 @@ class CacheTelemetry:
         observed: Observed,
         *,
         hash_keys: bool = False,
+        near: bool = False,
     ) -> None:
         self.name = name
         self.backend_name = backend_name
@@ -183,6 +196,22 @@ class CacheTelemetry:
             }
             for backend in BACKENDS
         }
+        # near hits: a few µs, they would hide the Redis round trips in the redis series
+        self.durations["near"] = (
+            {}
+            if not near
+            else {
+                op: duration.series(
+                    {
+                        "cache.name": name,
+                        "cache.operation": op,
+                        "cache.backend": "redis",
+                        "cache.tier": "near",
+                    }
+                )
+                for op in TIERED
+            }
+        )
         self._pending_events: list[tuple[str, dict[str, str]]] = []
         _instruments().register(name, stats, observed)
 
@@ -274,6 +303,14 @@ class _Instruments:
             ("cache.misses", self._misses, "{miss}", "Lookups that found nothing"),
             ("cache.errors", self._errors, "{error}", "Failed cache operations"),
             ("cache.evictions", self._evictions, "{entry}", "Memory entries evicted for room"),
+            ("cache.near.hits", self._near_hits, "{hit}", "Lookups answered by the near cache"),
+            ("cache.near.misses", self._near_misses, "{miss}", "Near cache lookups that went to Redis"),
+            (
+                "cache.near.invalidations",
+                self._near_invalidations,
+                "{key}",
+                "Keys Redis said changed, dropped from the near cache",
+            ),
         )
         for name, callback, unit, description in counters:
             _meter.create_observable_counter(name, [callback], unit=unit, description=description)
@@ -313,6 +350,18 @@ class _Instruments:
 
     def _misses(self, _options: CallbackOptions) -> Iterable[Observation]:
         return [Observation(n, {"cache.name": name}) for name, n in self._totals(lambda s: s.misses).items()]
+
+    def _near_hits(self, _options: CallbackOptions) -> Iterable[Observation]:
+        return self._per_name(lambda s: s.near_hits)
+
+    def _near_misses(self, _options: CallbackOptions) -> Iterable[Observation]:
+        return self._per_name(lambda s: s.near_misses)
+
+    def _near_invalidations(self, _options: CallbackOptions) -> Iterable[Observation]:
+        return self._per_name(lambda s: s.near_invalidations)
+
+    def _per_name(self, read: Callable[[CacheStats], int]) -> list[Observation]:
+        return [Observation(n, {"cache.name": name}) for name, n in self._totals(read).items()]
 
     def _evictions(self, _options: CallbackOptions) -> Iterable[Observation]:
         return [

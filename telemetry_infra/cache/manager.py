@@ -12,7 +12,7 @@ import functools
 import inspect
 import logging
 import time
-from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -30,8 +30,11 @@ from telemetry_infra.cache.errors import (
 )
 from telemetry_infra.cache.failover import FailoverBackend
 from telemetry_infra.cache.instruments import NO_TELEMETRY, CacheTelemetry, Operation
+from telemetry_infra.cache.invalidations import InvalidationChannel, tracking_connection_factory
 from telemetry_infra.cache.journal import OutageJournal
 from telemetry_infra.cache.keys import Namespace, key_list
+from telemetry_infra.cache.near import NEAR_MISS, Flight, NearCache
+from telemetry_infra.cache.redis_urls import parse_redis_url
 from telemetry_infra.cache.stats import CacheStats
 
 __all__ = ["TTL", "CacheManager"]
@@ -46,6 +49,7 @@ DataLoader = Callable[[], Pairs | Awaitable[Pairs]]
 
 #: The longest TTL accepted (100 years): Redis stores expiries as milliseconds in 64 bits.
 MAX_TTL_S = 100 * 365 * 24 * 3600.0
+_UNANSWERED: Any = object()
 
 
 def _seconds(ttl: float | int | timedelta, name: str) -> float:
@@ -79,6 +83,8 @@ class CacheManager:
     used and memory takes over while Redis is unreachable (see the "Cache" section of README.md).
     Keys are ``str`` and stored under ``"<namespace>:"``; values go through the
     codec (``serialization="json"`` via orjson, or HMAC-signed ``"pickle"``).
+    ``near_cache=True`` keeps the entries read in process memory in front of Redis, kept
+    exact by Redis's invalidations (``near`` and ``invalidations`` say how).
     """
 
     def __init__(
@@ -106,6 +112,10 @@ class CacheManager:
         telemetry: bool = True,
         hash_keys_in_spans: bool = False,
         memory_cache_max_bytes: int = 64 * 1024 * 1024,
+        near_cache: bool = False,
+        near_cache_size: int = 10_000,
+        near_cache_max_ttl: float | timedelta = 60,
+        near_cache_max_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         if max_connections < 1:
             raise ValueError(f"max_connections must be >= 1, got {max_connections!r}")
@@ -113,6 +123,8 @@ class CacheManager:
         self.redis_url = redis_url
         self.max_connections = max_connections
         self.socket_timeout = _seconds(socket_timeout, "socket_timeout")
+        self._connect_timeout = _seconds(socket_connect_timeout, "socket_connect_timeout")
+        self._probe_interval = probe_interval
         self._namespace = Namespace(namespace)
         self._codec = Codec(
             serialization,
@@ -132,13 +144,20 @@ class CacheManager:
         )
         self._failover: FailoverBackend | None = None
         self._backend: Backend = self._memory
+        if near_cache and redis_url is not None:
+            topology = parse_redis_url(redis_url).topology
+            if topology != "redis":
+                raise ValueError(
+                    f"near_cache=True is not supported with a Redis {topology} URL yet (one node only: "
+                    "redis://, rediss:// or unix://)"
+                )
         if redis_url is not None:
             connect = functools.partial(
                 create_client,
                 redis_url,
                 max_connections=max_connections,
                 socket_timeout=self.socket_timeout,
-                socket_connect_timeout=_seconds(socket_connect_timeout, "socket_connect_timeout"),
+                socket_connect_timeout=self._connect_timeout,
                 pool_timeout=_seconds(pool_timeout, "pool_timeout"),
                 health_check_interval=health_check_interval,
             )
@@ -155,31 +174,71 @@ class CacheManager:
             )
             redis_backend.fail_fast_when(lambda: failover.breaker.blocks_writes)
             self._backend = failover
+        self._near: NearCache | None = None
+        self._channel: InvalidationChannel | None = None
+        if near_cache and self._failover is not None:
+            self._near = NearCache(
+                near_cache_size,
+                _seconds(near_cache_max_ttl, "near_cache_max_ttl"),
+                self._codec.decode,
+                self._stats,
+                max_bytes=near_cache_max_bytes,
+            )
+            self._channel = self._invalidation_channel(redis_url, self._near)
+            self._failover.breaker.add_listener(self._near.breaker_changed)
         self._telemetry = NO_TELEMETRY
         if telemetry:
             self._telemetry = CacheTelemetry(
-                name, self._stats, lambda: self._backend.name, self, hash_keys=hash_keys_in_spans
+                name,
+                self._stats,
+                lambda: self._backend.name,
+                self,
+                hash_keys=hash_keys_in_spans,
+                near=self._near is not None,
             )
             if self._failover is not None:
                 self._failover.breaker.add_listener(self._telemetry.breaker_changed)
+
+    def _invalidation_channel(self, url: str, near: NearCache) -> InvalidationChannel:
+        """The channel that keeps ``near`` exact: one connection to the one Redis node."""
+        connect = tracking_connection_factory(
+            url,
+            socket_timeout=self.socket_timeout,
+            socket_connect_timeout=self._connect_timeout,
+            client_name=f"telemetry_infra-near:{self.name}",
+        )
+        return InvalidationChannel(
+            connect,
+            self._namespace.prefix,
+            near,
+            answer_timeout=self.socket_timeout,
+            retry_interval=self._probe_interval,
+            task_context=lambda: self._telemetry.background_context(),
+        )
 
     # -- lifecycle ------------------------------------------------------------------
 
     async def initialize(self) -> None:
         """Check Redis once; when it does not answer, start on memory and keep probing.
 
-        Optional: without it the first call connects. The manager may be used from any
+        With ``near_cache=True`` it also waits (at most ``socket_connect_timeout`` +
+        ``socket_timeout``) until the invalidation channel tracks, so the first reads fill
+        the near tier. Optional: without it the first call connects. The manager may be used from any
         event loop (each gets its own connection pool), so one made at import time works
         across ``asyncio.run()`` calls, pytest-asyncio's per-test loops and threads.
         """
         if self._failover is not None:
             with self._telemetry.untraced():
                 await self._failover.connect(self.socket_timeout)
+        if self._channel is not None and not self.fallback_active:
+            await self._channel.wait_tracking(self._connect_timeout + self.socket_timeout)
 
     async def close(self) -> None:
         """Release connections (of every loop still running) and the probe task; later calls
         raise ``CacheClosedError``. May be called from any loop."""
         backend, self._backend = self._backend, _Closed()
+        if self._channel is not None:
+            await self._channel.stop()
         if not isinstance(backend, _Closed):
             await backend.close()
 
@@ -195,25 +254,52 @@ class CacheManager:
     async def get(self, key: str, default: Any = None) -> Any:
         """The cached value, or ``default`` when absent (a cached ``None`` is returned as ``None``)."""
         stored = self._namespace.key(key)
+        near = self._near
         with self._telemetry.operation("get", key) as op:
+            flight = None
+            if near is not None:
+                value = near.get(stored)
+                if value is not NEAR_MISS:
+                    self._stats.hits += 1
+                    self._stats.near_hits += 1
+                    op.served_near()
+                    op.set("cache.hit", True)
+                    return value
+                flight = self._near_miss(stored, near)
+            payload = _UNANSWERED
             try:
                 payload = await self._backend.get(stored)
             except BACKEND_ERRORS as exc:
                 self._failed(op, exc)
-                payload = None
+            finally:
+                if payload is _UNANSWERED:
+                    payload = None
+                    if flight is not None:  # failed or cancelled: says nothing about the key
+                        near.release(stored, flight)  # type: ignore[union-attr]
+                        flight = None
             if payload is not None:
                 try:
                     value = self._codec.decode(payload)
                 except CacheDecodeError as exc:
                     self._undecodable(op, key, exc)
                 else:
+                    if flight is not None:
+                        near.settle(stored, flight, payload, value)  # type: ignore[union-attr]
                     self._stats.hits += 1
                     op.set("cache.hit", True)
                     op.set("cache.item_size", len(payload))
                     return value
+            if flight is not None:  # absent, or unreadable (a miss either way)
+                near.settle(stored, flight, None)  # type: ignore[union-attr]
             self._stats.misses += 1
             op.set("cache.hit", False)
             return default
+
+    def _near_miss(self, stored: str, near: NearCache) -> Flight | None:
+        """A read the near tier cannot answer: counted, and registered so its reply may fill it."""
+        self._stats.near_misses += 1
+        self._channel.ensure_listening()  # type: ignore[union-attr]
+        return near.begin(stored)
 
     async def set(self, key: str, value: Any, ttl: TTL = None) -> bool:
         """Store ``value`` for ``ttl`` seconds (``None``: the manager's ``default_ttl``).
@@ -232,7 +318,7 @@ class CacheManager:
             if seconds is not None:
                 op.set("cache.ttl", seconds)
             try:
-                await self._backend.set(stored, payload, seconds)
+                await self._changing((stored,), self._backend.set(stored, payload, seconds))
             except (CacheWriteError, *BACKEND_ERRORS) as exc:
                 self._failed(op, exc)
                 return False
@@ -250,7 +336,7 @@ class CacheManager:
         """
         stored = self._namespace.key(key)
         with self._telemetry.operation("delete", key) as op:
-            removed = await self._guarded(op, self._backend.delete(stored), False)
+            removed = await self._guarded(op, self._changing((stored,), self._backend.delete(stored)), False)
             self._stats.deletes += 1
             return removed
 
@@ -270,9 +356,27 @@ class CacheManager:
         """
         stored_pattern = self._namespace.pattern(pattern)
         with self._telemetry.operation("clear", "*" if pattern is None else pattern) as op:
-            removed = await self._guarded(op, self._backend.clear(stored_pattern), 0)
+            removed = await self._guarded(
+                op, self._changing(stored_pattern, self._backend.clear(stored_pattern)), 0
+            )
             op.set("cache.keys.count", removed)
             return removed
+
+    def _changing(self, keys: Sequence[str] | str, change: Awaitable[T]) -> Awaitable[T]:
+        """``change`` with the near entries of ``keys`` (a sequence, or a glob pattern) dropped
+        before it is sent and again once it is done or has failed: no near entry or fill
+        in flight outlives our own write (see ``near``)."""
+        if self._near is None:
+            return change
+        return self._near_changing(self._near, keys, change)
+
+    async def _near_changing(self, near: NearCache, keys: Sequence[str] | str, change: Awaitable[T]) -> T:
+        drop = near.discard_matching if isinstance(keys, str) else near.discard
+        drop(keys)  # type: ignore[arg-type]
+        try:
+            return await change
+        finally:
+            drop(keys)  # type: ignore[arg-type]
 
     async def _guarded(self, op: Operation, call: Awaitable[T], failed: T) -> T:
         """``await call``, or ``failed`` when the backend raises (counted, logged, on the span);
@@ -294,13 +398,45 @@ class CacheManager:
             return {}
         with self._telemetry.operation("mget") as op:
             op.set("cache.keys.count", len(stored))
-            try:
-                payloads = await self._backend.mget(stored)
-            except BACKEND_ERRORS as exc:
-                self._failed(op, exc)
-                payloads = [None] * len(stored)
             found: dict[str, Any] = {}
-            decode = self._codec.decode
+            wanted = len(user_keys)
+            near = self._near
+            if near is None:
+                await self._mget_backend(op, found, user_keys, stored, None)
+            else:
+                user_keys, stored = self._mget_near(found, user_keys, stored, near)
+                if not stored:
+                    op.served_near()
+                flights: list[Flight | None] = [near.begin(key) for key in stored]
+                try:
+                    await self._mget_backend(op, found, user_keys, stored, flights)
+                finally:
+                    for key, flight in zip(stored, flights, strict=True):
+                        if flight is not None:  # cancelled meanwhile
+                            near.release(key, flight)
+            self._stats.hits += len(found)
+            self._stats.misses += wanted - len(found)
+            op.set("cache.hit", len(found) == wanted)
+            return found
+
+    async def _mget_backend(
+        self,
+        op: Operation,
+        found: dict[str, Any],
+        user_keys: list[str],
+        stored: list[str],
+        flights: list[Flight | None] | None,
+    ) -> None:
+        """Read ``stored`` in one ``MGET`` into ``found``; settle (and clear) each of ``flights``."""
+        if not stored:
+            return
+        try:
+            payloads = await self._backend.mget(stored)
+        except BACKEND_ERRORS as exc:
+            self._failed(op, exc)
+            return  # the flights install nothing: released by the caller
+        decode = self._codec.decode
+        if flights is None:
             for key, payload in zip(user_keys, payloads, strict=True):
                 if payload is None:
                     continue
@@ -308,10 +444,39 @@ class CacheManager:
                     found[key] = decode(payload)
                 except CacheDecodeError as exc:
                     self._undecodable(op, key, exc)
-            self._stats.hits += len(found)
-            self._stats.misses += len(user_keys) - len(found)
-            op.set("cache.hit", len(found) == len(user_keys))
-            return found
+            return
+        settle = self._near.settle  # type: ignore[union-attr]
+        for index, (key, payload) in enumerate(zip(user_keys, payloads, strict=True)):
+            value = None
+            if payload is not None:
+                try:
+                    value = found[key] = decode(payload)
+                except CacheDecodeError as exc:
+                    self._undecodable(op, key, exc)
+                    continue  # its flight is released by the caller
+            flight = flights[index]
+            if flight is not None:
+                flights[index] = None
+                settle(stored[index], flight, payload, value)
+
+    def _mget_near(
+        self, found: dict[str, Any], user_keys: list[str], stored: list[str], near: NearCache
+    ) -> tuple[list[str], list[str]]:
+        """Put what the near tier holds in ``found``; return the keys (user, stored) it lacks."""
+        missing_keys: list[str] = []
+        missing_stored: list[str] = []
+        for key, stored_key in zip(user_keys, stored, strict=True):
+            value = near.get(stored_key)
+            if value is NEAR_MISS:
+                missing_keys.append(key)
+                missing_stored.append(stored_key)
+            else:
+                found[key] = value
+        self._stats.near_hits += len(found)
+        self._stats.near_misses += len(missing_stored)
+        if missing_stored:
+            self._channel.ensure_listening()  # type: ignore[union-attr]
+        return missing_keys, missing_stored
 
     async def mset(self, mapping: Mapping[str, Any], ttl: TTL = None) -> bool:
         """Store every item (TTL included): one round trip per chunk of up to 1000 items or
@@ -336,7 +501,8 @@ class CacheManager:
             if seconds is not None:
                 op.set("cache.ttl", seconds)
             try:
-                await self._backend.mset(items, seconds)
+                keys = [key for key, _ in items] if self._near is not None else ()
+                await self._changing(keys, self._backend.mset(items, seconds))
             except (CacheWriteError, *BACKEND_ERRORS) as exc:
                 self._failed(op, exc)
                 return False
@@ -395,7 +561,9 @@ class CacheManager:
 
     def get_stats(self) -> dict[str, Any]:
         """Counters since creation: ``hits misses hit_rate sets deletes errors evictions
-        fallback_active backend memory_items`` (plus ``fallbacks`` and ``journal_overflowed``)."""
+        fallback_active backend memory_items`` (plus ``fallbacks`` and ``journal_overflowed``),
+        and ``near_hits near_misses near_invalidations near_items`` (0 without ``near_cache``).
+        ``hits`` include ``near_hits``."""
         stats = self._stats
         failover = self._failover
         return {
@@ -411,6 +579,10 @@ class CacheManager:
             "memory_items": len(self._memory),
             "fallbacks": failover.breaker.times_opened if failover else 0,
             "journal_overflowed": failover.journal.overflowed if failover else 0,
+            "near_hits": stats.near_hits,
+            "near_misses": stats.near_misses,
+            "near_invalidations": stats.near_invalidations,
+            "near_items": len(self._near) if self._near is not None else 0,
         }
 
     async def health_check(self) -> dict[str, Any]:
@@ -418,7 +590,9 @@ class CacheManager:
 
         ``degraded`` while memory serves, and while writes fail although Redis answers: the
         last write was refused or unconfirmed and none has succeeded since
-        (``redis.write_error`` holds Redis's message).
+        (``redis.write_error`` holds Redis's message). With ``near_cache=True`` also while
+        its invalidation channel is not tracking although Redis answers (``near.error``
+        says why; reads then all go to Redis).
         """
         redis = {"connected": False, "latency_ms": None, "error": None, "write_error": None}
         if isinstance(self._backend, _Closed):
@@ -441,8 +615,10 @@ class CacheManager:
             if failure is not None:
                 redis["write_error"] = failure
             healthy = redis["connected"] and not self.fallback_active and failure is None
+            if healthy and self._channel is not None:
+                healthy = await self._channel.wait_tracking(self.socket_timeout)
             status = "healthy" if healthy else "degraded"
-        return {
+        report = {
             "status": status,
             "backend": self.backend_name,
             "redis": redis,
@@ -455,6 +631,19 @@ class CacheManager:
             },
             "stats": self.get_stats(),
         }
+        if self._near is not None and self._channel is not None:
+            report["near"] = {
+                "tracking": self._near.tracking,
+                "serving": self._near.serving,
+                "items": len(self._near),
+                "max_items": self._near.maxsize,
+                "bytes": self._near.stored_bytes,
+                "max_bytes": self._near.max_bytes,
+                "max_ttl_seconds": self._near.max_ttl,
+                "flushes": self._near.flushes,
+                "error": self._channel.last_error,
+            }
+        return report
 
     # -- policies -------------------------------------------------------------------
 
@@ -484,6 +673,8 @@ class CacheManager:
         """Redis failed and memory served (see ``failover``): counted, on the span."""
         self._stats.count_error(exc)
         self._telemetry.outage(exc)
+        if self._near is not None:
+            self._near.abandon_fills()  # the read in flight may be answered by memory
 
     def _report(self, kind: str, message: str, *args: Any) -> None:
         """Log a kind of failure once at WARNING, then at DEBUG (a flood stays a counter)."""

@@ -21,6 +21,9 @@ class CacheStats:
     sets: int = 0
     deletes: int = 0
     evictions: int = 0
+    near_hits: int = 0
+    near_misses: int = 0
+    near_invalidations: int = 0
     errors_by_type: Counter[str] = field(default_factory=Counter)
 
     @property

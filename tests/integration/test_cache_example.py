@@ -27,8 +27,10 @@ def test_cache_example_runs_against_redis(redis_server):
         "health check",
         "fallback",
         "serialization modes",
+        "near cache",
     ):
         assert f"== {section}" in done.stdout
     assert "function ran 1 time(s)" in done.stdout
+    assert "reader sees price 2; near hits=" in done.stdout
     with redis_server.client() as raw:
         assert list(raw.scan_iter(match="example:*")) == []

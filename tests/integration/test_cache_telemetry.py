@@ -259,3 +259,50 @@ async def test_without_a_sampled_trace_no_span_is_exported_not_even_a_redis_comm
         (("cache_backend", "redis"), ("cache_operation", "get")): 2.0,
         (("cache_backend", "redis"), ("cache_operation", "set")): 1.0,
     }
+
+
+async def test_near_cache_counters_tier_and_duration_series(telemetry, otlp_receiver, redis_server):
+    name = f"near-{uuid.uuid4().hex[:6]}"
+    namespace = f"tel-{uuid.uuid4().hex[:8]}"
+    async with (
+        ti.CacheManager(redis_url=redis_server.url, namespace=namespace, telemetry=False) as writer,
+        ti.CacheManager(redis_url=redis_server.url, namespace=namespace, name=name, near_cache=True) as cache,
+    ):
+        await writer.mset({"k": 1, "j": 2})
+        assert await cache._channel.sync()
+        with tracer.start_as_current_span("near-workload"):
+            await cache.get("k")  # miss near, hit redis
+            await cache.get("k")  # near
+            await cache.mget(["k"])  # near
+            await cache.mget(["k", "j"])  # k near, j from redis: the span says redis
+            await writer.set("k", 3)
+            assert await cache._channel.sync()
+            assert await cache.get("k") == 3  # invalidated: from redis again
+        telemetry.force_flush()
+        spans = otlp_receiver.wait_for_spans(
+            lambda s: s.name in ("cache.get", "cache.mget") and s.attributes.get("cache.name") == name,
+            count=5,
+        )
+        tiers = [(s.name, s.attributes["cache.tier"], s.attributes["cache.backend"]) for s in spans]
+        assert sorted(tiers) == sorted(
+            [
+                ("cache.get", "redis", "redis"),
+                ("cache.get", "near", "redis"),
+                ("cache.mget", "near", "redis"),
+                ("cache.mget", "redis", "redis"),
+                ("cache.get", "redis", "redis"),
+            ]
+        )
+        # counted per key, like cache.hits
+        assert prometheus_samples(telemetry, "cache_near_hits_total", name) == {(): 3.0}
+        assert prometheus_samples(telemetry, "cache_near_misses_total", name) == {(): 3.0}
+        # every key Redis named: the first mset's two, then "k"
+        assert prometheus_samples(telemetry, "cache_near_invalidations_total", name) == {(): 3.0}
+        assert prometheus_samples(telemetry, "cache_hits_total", name) == {(): 6.0}
+        counts = prometheus_samples(telemetry, "cache_operation_duration_seconds_count", name)
+        near_series = (("cache_backend", "redis"), ("cache_operation", "get"), ("cache_tier", "near"))
+        assert counts[near_series] == 1.0
+        # the exposition gives the other series of the family an empty cache_tier
+        assert counts[(("cache_backend", "redis"), ("cache_operation", "get"), ("cache_tier", ""))] == 2.0
+        stats = cache.get_stats()
+        assert (stats["near_hits"], stats["near_misses"], stats["near_invalidations"]) == (3, 3, 3)

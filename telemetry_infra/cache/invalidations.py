@@ -1,0 +1,284 @@
+"""The invalidation channel: one RESP3 connection to a Redis node tracking a key prefix.
+
+Redis's server-assisted client-side caching, as this project uses it:
+
+* ``CLIENT TRACKING ON BCAST PREFIX <namespace>:`` on a dedicated connection opened with
+  ``HELLO 3``: Redis pushes an ``invalidate`` message on that very connection for every
+  key under the prefix that changes (written, deleted, expired, evicted), whoever changed
+  it, and ``invalidate`` with no keys on ``FLUSHDB``/``FLUSHALL``.
+* Why RESP3 on one connection rather than RESP2 ``REDIRECT``: redis-py 8.1's asyncio
+  connection reads RESP3 push frames (``read_response(push_request=True)`` hands them
+  over once an invalidation handler is set), so one connection carries the tracking,
+  the notifications and the health PINGs. With ``REDIRECT`` the tracking client and the
+  subscribed target are two connections that fail separately, and a RESP2 tracking
+  client is not told when its target is gone: invalidations would be lost silently.
+  The data connections stay RESP2 and untouched.
+* Why BCAST rather than OPTIN: no per-read bookkeeping (``CLIENT CACHING yes``) on the
+  pooled, per-event-loop data connections, and no per-key table on the server. The cost
+  is one message per change under the prefix, read or not by this process.
+* NOLOOP would only silence writes made on the tracking connection, which makes none:
+  our own writes come back as invalidations like anyone else's (BCAST does not say who
+  wrote). The near tier drops its entry on its own writes at once (see ``near``).
+
+The channel belongs to one node. It runs as a task on one event loop: the loop of the
+first call that needed it (``ensure_listening()``). When that loop ends, or the
+connection drops, or a PING goes unanswered for ``answer_timeout`` seconds, the near
+tier is flushed and reads go to Redis; the channel reconnects every ``retry_interval``
+seconds, and a later call on another running loop starts it there if its loop is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from telemetry_infra.cache.background_tasks import cancel_anywhere
+from telemetry_infra.cache.near import NearCache
+
+__all__ = ["InvalidationChannel", "tracking_connection_factory"]
+
+logger = logging.getLogger("telemetry_infra.cache")
+_monotonic = time.monotonic
+
+#: Seconds between PINGs on the channel (its health check).
+PING_INTERVAL_S = 1.0
+
+Connect = Callable[[], Any]
+
+
+def tracking_connection_factory(
+    url: str, *, socket_timeout: float, socket_connect_timeout: float, client_name: str
+) -> Connect:
+    """Makes RESP3 connections to the node of ``url`` (TLS, credentials and db as in the
+    URL); commands time out after ``socket_timeout``, never retried, never health-checked
+    behind our back (that would read a reply meant for the listener). ``client_name``
+    (``CLIENT SETNAME``) lets operators tell the channel apart in ``CLIENT LIST``."""
+    template = aioredis.ConnectionPool.from_url(url)
+    options = {
+        **template.connection_kwargs,
+        "protocol": 3,
+        "socket_timeout": socket_timeout,
+        "socket_connect_timeout": socket_connect_timeout,
+        "health_check_interval": 0,
+        "client_name": "".join(c if c.isalnum() or c in "-_.:" else "_" for c in client_name),
+        "retry": Retry(NoBackoff(), 0),
+    }
+    connection_class = template.connection_class
+    return lambda: connection_class(**options)
+
+
+class ChannelSilentError(RedisError):
+    """The channel did not answer a PING in time (half-open connection, paused server...)."""
+
+
+async def _as_received(message: Any) -> Any:
+    return message
+
+
+class InvalidationChannel:
+    """Feeds ``near`` with the invalidations of keys starting with ``prefix`` on one node."""
+
+    def __init__(
+        self,
+        connect: Connect,
+        prefix: str,
+        near: NearCache,
+        *,
+        answer_timeout: float = 1.0,
+        retry_interval: float = 1.0,
+        ping_interval: float = PING_INTERVAL_S,
+        task_context: Callable[[], contextvars.Context] = contextvars.copy_context,
+    ) -> None:
+        self._connect = connect
+        self._tracking_command: tuple[str, ...] = ("CLIENT", "TRACKING", "ON", "BCAST")
+        if prefix:
+            self._tracking_command += ("PREFIX", prefix)
+        self._near = near
+        self.answer_timeout = answer_timeout
+        self.retry_interval = retry_interval
+        self.ping_interval = ping_interval
+        # the channel is believed for one PING period plus an answer's time either side
+        self._trust_s = ping_interval + 2 * answer_timeout
+        self._task_context = task_context
+        self._listener: asyncio.Task[None] | None = None
+        self._stopped = False
+        # PINGs sent on the connection and not answered yet, oldest first: (sent at, answered)
+        self._pings: deque[tuple[float, asyncio.Future[None]]] = deque()
+        self._connection: Any = None
+        #: what ended the last connection (``Type: message``), None while tracking
+        self.last_error: str | None = None
+        self._warned = False
+
+    @property
+    def tracking(self) -> bool:
+        return self._near.tracking
+
+    def ensure_listening(self) -> None:
+        """Start the listener on the running loop unless one runs on a live loop.
+
+        Cheap enough for every near miss. A listener whose loop no longer runs cannot
+        deliver invalidations: the tier is flushed and a new listener starts here.
+        """
+        listener = self._listener
+        if self._stopped or (
+            listener is not None and not listener.done() and listener.get_loop().is_running()
+        ):
+            return
+        if listener is not None:
+            self._near.tracking_lost()
+        loop = asyncio.get_running_loop()
+        # the listener outlives the call that started it: it must not run in its context
+        self._listener = self._task_context().run(loop.create_task, self._listen_forever())
+
+    async def wait_tracking(self, timeout: float) -> bool:
+        """Start listening if needed and wait up to ``timeout`` s for tracking to be on."""
+        self.ensure_listening()
+        deadline = _monotonic() + timeout
+        # polled: the listener may run on another thread's loop, where no Event of ours can wake us
+        while not self._near.tracking and _monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
+        return self._near.tracking
+
+    async def stop(self) -> None:
+        """Stop listening for good (on close), whichever loop the listener runs on; flush the tier."""
+        self._stopped = True
+        listener, self._listener = self._listener, None
+        self._near.tracking_lost()
+        await cancel_anywhere(listener)
+
+    # -- the listener task --------------------------------------------------------------
+
+    async def _listen_forever(self) -> None:
+        me = asyncio.current_task()
+        try:
+            while self._listener is me:
+                try:
+                    await self._listen(me)
+                except (RedisError, OSError, asyncio.TimeoutError) as exc:
+                    self._lost(me, exc)
+                if self._listener is not me:
+                    return
+                await asyncio.sleep(self.retry_interval)
+        finally:
+            # cancelled (close, or the loop shutting down) or superseded: if this listener was
+            # the one tracking, nothing delivers invalidations now
+            self._near.tracking_lost(me)
+
+    async def _listen(self, me: asyncio.Task[None] | None) -> None:
+        connection = self._connect()
+        try:
+            await connection.connect()
+            connection._parser.set_invalidation_push_handler(_as_received)
+            started = _monotonic()
+            await connection.send_command(*self._tracking_command)
+            await connection.read_response()  # OK, or raises (Redis < 6, a proxy refusing it)
+            if self._listener is not me:
+                return
+            self._pings.clear()
+            self._near.tracking_started(started + self._trust_s, me)
+            if self.last_error is not None:
+                logger.info("near cache: invalidation channel tracking again")
+            self.last_error = None
+            self._connection = connection
+            await self._read_and_ping(connection, me)
+        finally:
+            if self._connection is connection:
+                self._connection = None
+            with contextlib.suppress(Exception):
+                await connection.disconnect()
+
+    async def _read_and_ping(self, connection: Any, me: asyncio.Task[None] | None) -> None:
+        reader = asyncio.ensure_future(self._read(connection, me))
+        pinger = asyncio.ensure_future(self._ping(connection))
+        try:
+            done, _pending = await asyncio.wait((reader, pinger), return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()  # raises what ended it
+        finally:
+            for task in (reader, pinger):
+                task.cancel()
+            await asyncio.gather(reader, pinger, return_exceptions=True)
+
+    async def _read(self, connection: Any, me: asyncio.Task[None] | None) -> None:
+        near = self._near
+        while self._listener is me:
+            message = await connection.read_response(timeout=math.inf, push_request=True)
+            if isinstance(message, list):
+                self._invalidated(message)
+            elif message in (b"PONG", "PONG") and self._pings:
+                sent_at, answered = self._pings.popleft()
+                near.renew(sent_at + self._trust_s, me)
+                if not answered.done():
+                    answered.set_result(None)
+
+    def _invalidated(self, message: list[Any]) -> None:
+        if len(message) < 2 or message[0] not in (b"invalidate", "invalidate"):
+            return
+        keys = message[1]
+        if keys is None:  # FLUSHDB / FLUSHALL
+            self._near.flush()
+            return
+        self._near.invalidate([key.decode("utf-8", "replace") if type(key) is bytes else key for key in keys])
+
+    async def _ping(self, connection: Any) -> None:
+        while True:
+            await asyncio.sleep(self.ping_interval)
+            answered = await self._send_ping(connection)
+            try:
+                await asyncio.wait_for(asyncio.shield(answered), self.answer_timeout)
+            except asyncio.TimeoutError:
+                raise ChannelSilentError(f"no answer to PING within {self.answer_timeout:g} s") from None
+
+    async def _send_ping(self, connection: Any) -> asyncio.Future[None]:
+        if not connection.is_connected:
+            # sending would reconnect without tracking: end here, the listener starts over
+            raise RedisError("invalidation channel disconnected")
+        answered = asyncio.get_running_loop().create_future()
+        self._pings.append((_monotonic(), answered))
+        await connection.send_packed_command(connection.pack_command("PING"), check_health=False)
+        return answered
+
+    async def sync(self, timeout: float = 1.0) -> bool:
+        """Wait until every invalidation Redis sent before now has been applied; False if the
+        channel is not tracking or does not answer within ``timeout``.
+
+        A PING's answer follows, on the same connection, the invalidations of every write
+        Redis completed before it. Call it on the loop the channel runs on (tests do, to
+        make "B wrote, A has heard" deterministic).
+        """
+        connection = self._connection
+        if connection is None or not self._near.tracking:
+            return False
+        try:
+            answered = await self._send_ping(connection)
+            await asyncio.wait_for(asyncio.shield(answered), timeout)
+        except (RedisError, OSError, asyncio.TimeoutError):
+            return False
+        return True
+
+    def _lost(self, me: asyncio.Task[None] | None, exc: BaseException) -> None:
+        self._near.tracking_lost(me)
+        if self._listener is not me:
+            return
+        self.last_error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        level = logging.DEBUG if self._warned else logging.WARNING
+        self._warned = True
+        logger.log(
+            level,
+            "near cache: invalidation channel lost (%s); near entries flushed, reads go to Redis "
+            "until it is back (retrying every %.3gs)",
+            self.last_error,
+            self.retry_interval,
+        )
