@@ -12,7 +12,7 @@ from opentelemetry import trace
 from prometheus_client.parser import text_string_to_metric_families
 
 import telemetry_infra as ti
-from telemetry_infra.setup import SECONDS_BUCKETS
+from telemetry_infra.otel.setup import SECONDS_BUCKETS
 
 tracer = trace.get_tracer("tests.cache")
 SCOPE = {"otel_scope_name", "otel_scope_version", "otel_scope_schema_url"}
