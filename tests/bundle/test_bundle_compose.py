@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import pytest
 from bundle_layout import REPO, compose_value, listening_ports, published_ports
 from design_contracts import bundle_ports
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    tomllib = pytest.importorskip("tomli")
 
 CONDITIONS = {"service_started", "service_healthy", "service_completed_successfully"}
 
@@ -43,6 +50,22 @@ def test_demo_image_copies_files_that_exist() -> None:
     assert sources
     missing = [source for source in sources if not (REPO / source).exists()]
     assert not missing, f"the demo image build would fail: {missing} missing from the repository"
+
+
+def test_demo_image_gets_the_files_pyproject_names() -> None:
+    """``pip install .`` in the image needs the readme and license files pyproject.toml names."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    needed = [project["readme"], *project.get("license-files", [])]
+    copies = re.findall(r"^COPY\s+(.+?)\s+\S+\s*$", (REPO / "Dockerfile").read_text(encoding="utf-8"), re.M)
+    copied = {source for line in copies for source in line.split()}
+    allowed = {
+        line[1:].rstrip("/")
+        for line in (REPO / ".dockerignore").read_text(encoding="utf-8").splitlines()
+        if line.startswith("!")
+    }
+    for name in needed:
+        assert name in copied, f"Dockerfile does not COPY {name}, which pyproject.toml names"
+        assert name in allowed, f".dockerignore keeps {name} out of the build context"
 
 
 def test_demo_runs_the_demo_command_forever() -> None:
