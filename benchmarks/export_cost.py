@@ -313,8 +313,8 @@ def micro(batch: int = 512) -> None:
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
     from opentelemetry.trace import SpanKind, set_span_in_context
 
-    from telemetry_infra.otlp_wire.logs import encode_log_record, encode_logs
-    from telemetry_infra.otlp_wire.spans import encode_spans
+    from telemetry_infra.otel.otlp_wire.logs import encode_log_record, encode_logs
+    from telemetry_infra.otel.otlp_wire.spans import encode_spans
 
     resource = Resource.create({"service.name": "export-cost", "service.version": "1.0"})
     span_memory = InMemorySpanExporter()
@@ -368,7 +368,7 @@ def micro(batch: int = 512) -> None:
     scope = records[0].instrumentation_scope
 
     def handler_path() -> bytes:  # what the OTLP handler does: plain values, no SDK record
-        from telemetry_infra.otlp_wire.logs import LogBatch
+        from telemetry_infra.otel.otlp_wire.logs import LogBatch
 
         batch_ = LogBatch()
         for value in values:

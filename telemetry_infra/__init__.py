@@ -25,8 +25,8 @@ from telemetry_infra.logs import (
     set_request_context,
     setup_logging,
 )
+from telemetry_infra.otel.setup import Telemetry, configure, get_telemetry, shutdown
 from telemetry_infra.settings import Settings
-from telemetry_infra.setup import Telemetry, configure, get_telemetry, shutdown
 
 try:
     __version__ = version("telemetry-infra")

@@ -20,6 +20,18 @@ from telemetry_infra.settings import (
 
 __all__ = ["main"]
 
+DESCRIPTION = (
+    "Trace-correlated logs, an instrumented Redis cache and Prometheus metrics for a Python service."
+)
+EPILOG = """\
+examples:
+  telemetry-infra demo      a simulated service: its logs, a trace tree, a summary
+  telemetry-infra check     is the OTLP endpoint, Redis and the log directory usable?
+  telemetry-infra check --redis-url redis://localhost:6379/0
+
+Settings come from arguments, then environment variables (OTEL_EXPORTER_OTLP_ENDPOINT,
+REDIS_URL, LOG_DIR, ...): see docs/configuration.md."""
+
 
 @dataclass(frozen=True)
 class CheckResult:
@@ -36,7 +48,7 @@ class CheckResult:
 
 def check_otlp(settings: Settings, timeout_s: float = 3.0) -> list[CheckResult]:
     """One result per OTLP endpoint: does it answer an empty export as an OTLP receiver does?"""
-    from telemetry_infra.otlp_probe import probe_all
+    from telemetry_infra.otel.otlp_probe import probe_all
 
     if settings.sdk_disabled:
         return [CheckResult("otlp", True, "OTEL_SDK_DISABLED=true: nothing is exported", False)]
@@ -126,7 +138,12 @@ def run_check(args: argparse.Namespace) -> int:
 def _parser() -> argparse.ArgumentParser:
     from telemetry_infra import __version__
 
-    parser = argparse.ArgumentParser(prog="telemetry-infra", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="telemetry-infra",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"telemetry-infra {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     check = commands.add_parser("check", help="check the OTLP endpoint, Redis and the log directory")

@@ -252,7 +252,7 @@ def _print_summary(
 
 def _probe_endpoints(telemetry: Any) -> dict[str, str]:
     """Errors of the OTLP endpoints that do not answer an empty export within a second."""
-    from telemetry_infra.otlp_probe import probe_all
+    from telemetry_infra.otel.otlp_probe import probe_all
 
     results = probe_all(telemetry.settings.otlp, timeout_s=1.0)
     return {signal: error for signal, error in results.items() if error is not None}

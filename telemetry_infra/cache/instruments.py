@@ -9,7 +9,7 @@ Counters are not incremented per call: every manager keeps plain integers
 (``CacheStats``) and one set of observable instruments reads all of them at
 collection time, so exported values are exact and the hot path stays cheap.
 
-The duration histogram is aggregated here (:mod:`telemetry_infra.preaggregated`: a
+The duration histogram is aggregated here (:mod:`telemetry_infra.otel.preaggregated`: a
 bisect and a few additions, where the SDK's ``record()`` costs more than a memory
 hit) and exported by our readers; a sampled operation's span becomes the exemplar of
 its bucket. Span attributes learnt during the call are set in one ``set_attributes``
@@ -33,7 +33,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from telemetry_infra.cache.stats import CacheStats
-from telemetry_infra.preaggregated import PreaggregatedHistogram
+from telemetry_infra.otel.preaggregated import PreaggregatedHistogram
 
 __all__ = ["KEY_ATTRIBUTE_LIMIT", "NO_TELEMETRY", "CacheTelemetry", "Observed", "Operation"]
 

@@ -80,7 +80,7 @@ class CacheManager:
     """Async Redis cache with an in-memory LRU fallback that survives outages.
 
     With ``redis_url=None`` the memory backend is the cache. Otherwise Redis is
-    used and memory takes over while Redis is unreachable (see the "Cache" section of README.md).
+    used and memory takes over while Redis is unreachable (see docs/cache.md).
     Keys are ``str`` and stored under ``"<namespace>:"``; values go through the
     codec (``serialization="json"`` via orjson, or HMAC-signed ``"pickle"``).
     ``near_cache=True`` keeps the entries read in process memory in front of Redis, kept

@@ -24,7 +24,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from telemetry_infra.logs import request_context, set_request_context
 from telemetry_infra.logs.context import USER_ID_ATTRIBUTE
 from telemetry_infra.logs.server_loggers import set_middleware_logs_access
-from telemetry_infra.preaggregated import HistogramSeries, PreaggregatedHistogram
+from telemetry_infra.otel.preaggregated import HistogramSeries, PreaggregatedHistogram
 
 __all__ = ["ACCESS_LOGGER", "HTTP_DURATION_BUCKETS", "ExcludedPaths", "TelemetryMiddleware", "user_id_of"]
 

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from telemetry_infra.integrations.asgi import ExceptionRecorder, TelemetryMiddleware, UserIdGetter
-from telemetry_infra.prometheus import metrics_asgi_app
+from telemetry_infra.otel.prometheus import metrics_asgi_app
 
 __all__ = ["instrument_app"]
 

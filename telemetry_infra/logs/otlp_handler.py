@@ -3,7 +3,7 @@
 The calling thread only captures what cannot wait (the message, the active
 OpenTelemetry context, the request context) and queues the record; a worker thread
 translates it and hands it to the LoggerProvider, whose batch processor exports it.
-Given a :class:`~telemetry_infra.otlp_wire.FastLogExporter` (``configure()``'s
+Given a :class:`~telemetry_infra.otel.otlp_wire.FastLogExporter` (``configure()``'s
 ``fast_export``, the default), the worker instead encodes each record straight to
 OTLP bytes (no SDK log record objects) and sends them in batches of up to 512
 through that exporter; a batch the collector refuses is counted as dropped.
@@ -48,8 +48,8 @@ from telemetry_infra.logs.records import (
     message_of,
     valid_text,
 )
-from telemetry_infra.otlp_wire.exporters import FastLogExporter
-from telemetry_infra.otlp_wire.logs import LogBatch, encode_log_record
+from telemetry_infra.otel.otlp_wire.exporters import FastLogExporter
+from telemetry_infra.otel.otlp_wire.logs import LogBatch, encode_log_record
 
 __all__ = ["EXPORTER_LOGGERS", "OTLPLogHandler"]
 
@@ -162,7 +162,7 @@ class OTLPLogHandler(logging.Handler):
     beyond that new ones are dropped (and counted in ``dropped``). While records
     wait, the worker uses at most ``worker_share`` of one CPU (0.25: about 12,000
     records a second here); :meth:`flush` and :meth:`close` do not wait for its rests.
-    With ``exporter`` (a :class:`~telemetry_infra.otlp_wire.FastLogExporter`) records
+    With ``exporter`` (a :class:`~telemetry_infra.otel.otlp_wire.FastLogExporter`) records
     are encoded by the worker and sent through it, not through ``logger_provider``;
     should the exporter fall back to the SDK's path, so does the handler.
     Never raises.

@@ -13,7 +13,6 @@ COLLECTOR_DIR = REPO / "collector"
 PROVISIONING_DIR = COLLECTOR_DIR / "grafana" / "provisioning"
 DASHBOARDS_DIR = COLLECTOR_DIR / "dashboards"
 COMPOSE_FILE = REPO / "docker-compose.yml"
-DESIGN_FILE = REPO.parent / "shared" / "DESIGN.md"
 
 # `${VAR:-default}` in a compose value: the value compose uses when VAR is unset.
 _COMPOSE_DEFAULT = re.compile(r"\$\{\w+:-([^}]*)\}")

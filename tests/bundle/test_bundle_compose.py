@@ -1,37 +1,23 @@
-"""docker-compose.yml: services, pinned images, DESIGN.md's host ports, mounts, start order."""
+"""docker-compose.yml: services, pinned images, docs/design.md's host ports, mounts, start order."""
 
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from bundle_layout import DESIGN_FILE, REPO, compose_value, listening_ports, published_ports
+from bundle_layout import REPO, compose_value, listening_ports, published_ports
+from design_contracts import bundle_ports
 
-# Which service serves each entry of DESIGN.md's "Bundle ports (host)", on which container port.
-DESIGN_ENTRIES = {
-    "OTLP gRPC": ("otel-collector", 4317),
-    "OTLP HTTP": ("otel-collector", 4318),
-    "Jaeger UI": ("jaeger", 16686),
-    "Prometheus": ("prometheus", 9090),
-    "Grafana": ("grafana", 3000),
-    "Loki": ("loki", 3100),
-    "Redis": ("redis", 6379),
-    "app metrics": ("demo", 9464),
-}
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    tomllib = pytest.importorskip("tomli")
+
 CONDITIONS = {"service_started", "service_healthy", "service_completed_successfully"}
-
-
-def design_ports() -> dict[str, int]:
-    """``{"OTLP gRPC": 4317, ...}`` read from DESIGN.md's "Bundle ports (host)" section."""
-    if not DESIGN_FILE.exists():
-        pytest.skip(f"{DESIGN_FILE} is not beside the repository")
-    section = (
-        DESIGN_FILE.read_text(encoding="utf-8").split("## Bundle ports (host)", 1)[1].split("\n## ", 1)[0]
-    )
-    return {name.strip(): int(port) for name, port in re.findall(r"([A-Za-z][A-Za-z ]*?) (\d+)", section)}
 
 
 def image_is_pinned(image: str) -> bool:
@@ -66,6 +52,22 @@ def test_demo_image_copies_files_that_exist() -> None:
     assert not missing, f"the demo image build would fail: {missing} missing from the repository"
 
 
+def test_demo_image_gets_the_files_pyproject_names() -> None:
+    """``pip install .`` in the image needs the readme and license files pyproject.toml names."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    needed = [project["readme"], *project.get("license-files", [])]
+    copies = re.findall(r"^COPY\s+(.+?)\s+\S+\s*$", (REPO / "Dockerfile").read_text(encoding="utf-8"), re.M)
+    copied = {source for line in copies for source in line.split()}
+    allowed = {
+        line[1:].rstrip("/")
+        for line in (REPO / ".dockerignore").read_text(encoding="utf-8").splitlines()
+        if line.startswith("!")
+    }
+    for name in needed:
+        assert name in copied, f"Dockerfile does not COPY {name}, which pyproject.toml names"
+        assert name in allowed, f".dockerignore keeps {name} out of the build context"
+
+
 def test_demo_runs_the_demo_command_forever() -> None:
     dockerfile = (REPO / "Dockerfile").read_text(encoding="utf-8")
     assert re.search(r"^RUN pip install \.", dockerfile, re.MULTILINE)
@@ -73,14 +75,14 @@ def test_demo_runs_the_demo_command_forever() -> None:
 
 
 def test_host_ports_are_the_ones_design_fixes(services: dict[str, Any]) -> None:
-    expected = design_ports()
-    assert set(expected) == set(DESIGN_ENTRIES), "DESIGN.md lists ports this test does not map to a service"
+    expected = bundle_ports()  # docs/design.md, "Bundle ports (host)"
+    assert expected, "docs/design.md lists no bundle ports"
     published = {
         (name, container): host for name, s in services.items() for host, container in published_ports(s)
     }
-    assert sorted(published.values()) == sorted(expected.values())
-    for entry, port in expected.items():
-        assert published.get(DESIGN_ENTRIES[entry]) == port, entry
+    assert sorted(published.values()) == sorted(host for _, host, _ in expected.values())
+    for entry, (service, host, container) in expected.items():
+        assert published.get((service, container)) == host, entry
 
 
 def test_mounted_files_exist_and_are_read_only(all_services: dict[str, Any]) -> None:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import design_contracts
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -252,6 +253,26 @@ def test_dashboard_metrics_are_in_the_packages_own_exposition(
     }
     wanted, _ = dashboard_reads(dashboards)
     assert wanted <= exposed, f"queried but not exposed for scraping: {sorted(wanted - exposed)}"
+
+
+def test_design_cache_metrics_are_exported_with_their_attributes(exported: Exported) -> None:
+    """Every cache instrument docs/design.md names arrives over OTLP, with the attributes it lists."""
+    for name, attributes in design_contracts.metric_attributes("Cache telemetry names").items():
+        points = [point for point in exported.points if point.name == name]
+        assert points, f"{name} (docs/design.md) was not exported"
+        seen = {key for point in points for key in point.attributes}
+        assert seen == set(attributes), f"{name}: attributes {sorted(seen)}, design says {sorted(attributes)}"
+
+
+def test_design_cache_metrics_are_in_the_exposition(exported: Exported) -> None:
+    """Every Prometheus name of docs/design.md's cache metrics is scraped from /metrics."""
+    exposed = {
+        sample.name
+        for family in text_string_to_metric_families(exported.exposition)
+        for sample in family.samples
+    }
+    wanted = {name for names in design_contracts.cache_metrics().values() for name in names}
+    assert wanted <= exposed, f"named in docs/design.md but not exposed: {sorted(wanted - exposed)}"
 
 
 # ------------------------------------------------------------------ Grafana: traces to metrics

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import design_contracts
 import httpx
 import pytest
 from fastapi import FastAPI
@@ -304,3 +305,25 @@ async def test_default_exposition_of_an_instrumented_app_passes_promtool(
     assert "db_client_connections_usage{" in exposition
     assert _active_requests(exposition) == 0  # all answered; the scrape itself is excluded
     assert (await _get(app, "/inflight")).json() == 1  # counted while it runs
+
+
+async def test_http_metrics_are_the_ones_design_names(configured: OTLPReceiver, log_dir: Path) -> None:
+    """docs/design.md's HTTP instruments, their attributes over OTLP and their Prometheus names."""
+    app = _fastapi_app()
+    assert (await _get(app, "/items/3")).status_code == 200
+    assert (await _get(app, "/boom")).status_code == 500  # error.type
+    exposition = ti.get_telemetry().prometheus_text()
+    ti.get_telemetry().force_flush()
+    section = "HTTP server and log export telemetry names"
+    design = {
+        name: attributes
+        for name, attributes in design_contracts.metric_attributes(section).items()
+        if name.startswith("http.")
+    }
+    assert design
+    exposed = {s.name for family in text_string_to_metric_families(exposition) for s in family.samples}
+    for name, attributes in design.items():
+        assert set(design_contracts.metrics(section)[name]) <= exposed, name
+        points = configured.wait_for_metric_points(lambda p, name=name: p.name == name)
+        seen = {key for point in points for key in point.attributes}
+        assert seen == set(attributes), f"{name}: attributes {sorted(seen)}, design says {sorted(attributes)}"

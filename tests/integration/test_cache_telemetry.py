@@ -7,12 +7,13 @@ import shutil
 import subprocess
 import uuid
 
+import design_contracts
 import pytest
 from opentelemetry import trace
 from prometheus_client.parser import text_string_to_metric_families
 
 import telemetry_infra as ti
-from telemetry_infra.setup import SECONDS_BUCKETS
+from telemetry_infra.otel.setup import SECONDS_BUCKETS
 
 tracer = trace.get_tracer("tests.cache")
 SCOPE = {"otel_scope_name", "otel_scope_version", "otel_scope_schema_url"}
@@ -306,3 +307,26 @@ async def test_near_cache_counters_tier_and_duration_series(telemetry, otlp_rece
         assert counts[(("cache_backend", "redis"), ("cache_operation", "get"), ("cache_tier", ""))] == 2.0
         stats = cache.get_stats()
         assert (stats["near_hits"], stats["near_misses"], stats["near_invalidations"]) == (3, 3, 3)
+
+
+async def test_every_operation_has_the_spans_design_names(telemetry, otlp_receiver, redis_server):
+    """docs/design.md's span table, operation by operation, on a healthy Redis."""
+    name = f"dn-{uuid.uuid4().hex[:6]}"
+    cache = ti.CacheManager(redis_url=redis_server.url, name=name)
+    await cache.initialize()
+    with trace.get_tracer("test").start_as_current_span("design"):
+        await cache.set("k", {"v": 1}, ttl=60)
+        await cache.get("k")  # a hit: cache.item_size is set
+        await cache.exists("k")
+        await cache.mset({"m1": 1, "m2": 2}, ttl=60)
+        await cache.mget(["m1", "m2"])
+        await cache.delete("k")
+        await cache.clear("m*")
+    await cache.close()
+    telemetry.force_flush()
+    design = design_contracts.cache_spans()
+    spans = otlp_receiver.wait_for_spans(lambda s: s.attributes.get("cache.name") == name, count=len(design))
+    by_name = {span.name: span for span in spans}
+    assert set(by_name) == set(design)
+    for span_name, attributes in design.items():
+        assert set(by_name[span_name].attributes) == set(attributes), span_name

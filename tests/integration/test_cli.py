@@ -157,3 +157,12 @@ def test_check_against_a_silent_endpoint_waits_one_timeout(
     elapsed = time.monotonic() - started
     assert result.returncode == 1 and result.stdout.startswith("otlp     FAIL"), result.stdout
     assert elapsed < 4, f"check took {elapsed:.1f}s: the three signals were probed one after another"
+
+
+@pytest.mark.parametrize("command", [[], ["check"], ["demo"]])
+def test_help_is_plain_text(command: list[str]) -> None:
+    result = _run(*command, "--help")
+    assert result.returncode == 0, result.stderr
+    assert "usage: telemetry-infra" in result.stdout
+    for markup in ("``", ":class:", ":mod:", ":func:"):
+        assert markup not in result.stdout, f"raw reST {markup!r} in --help:\n{result.stdout}"

@@ -11,7 +11,7 @@ import pytest
 from opentelemetry import metrics, trace
 
 import telemetry_infra as ti
-from telemetry_infra.setup import SECONDS_BUCKETS
+from telemetry_infra.otel.setup import SECONDS_BUCKETS
 from telemetry_infra.testing import OTLPReceiver, free_port
 
 PROTOCOLS = ["grpc", "http/protobuf"]

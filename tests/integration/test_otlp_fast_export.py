@@ -24,7 +24,7 @@ from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 import telemetry_infra as ti
 from telemetry_infra.logs import OTLPLogHandler
-from telemetry_infra.otlp_wire.exporters import FastLogExporter, FastSpanExporter
+from telemetry_infra.otel.otlp_wire.exporters import FastLogExporter, FastSpanExporter
 from telemetry_infra.settings import Settings
 from telemetry_infra.testing import OTLPReceiver
 
@@ -168,13 +168,13 @@ class _UpgradedStub:
 
 
 def test_an_sdk_whose_internals_differ_gets_its_own_path_with_one_warning(caplog, monkeypatch):
-    from telemetry_infra.otlp_wire import transport
+    from telemetry_infra.otel.otlp_wire import transport
 
     monkeypatch.setattr(transport, "_warned", False)  # as in a fresh process
     with OTLPReceiver() as receiver:
         exporter = GrpcSpanExporter(endpoint=receiver.grpc_endpoint, insecure=True)
         exporter._stub = _UpgradedStub
-        with caplog.at_level(logging.WARNING, logger="telemetry_infra.otlp_wire"):
+        with caplog.at_level(logging.WARNING, logger="telemetry_infra.otel.otlp_wire"):
             wrapped = FastSpanExporter.wrap(exporter)
             again = GrpcSpanExporter(endpoint=receiver.grpc_endpoint, insecure=True)
             again._stub = _UpgradedStub
@@ -204,7 +204,7 @@ def test_a_send_that_fails_on_changed_internals_falls_back_without_losing_the_ba
             changed_export_signature(GrpcSpanExporter)(endpoint=receiver.grpc_endpoint, insecure=True)
         )
         assert isinstance(fast, FastSpanExporter)
-        with caplog.at_level(logging.WARNING, logger="telemetry_infra.otlp_wire"):
+        with caplog.at_level(logging.WARNING, logger="telemetry_infra.otel.otlp_wire"):
             assert fast.export(spans) is SpanExportResult.SUCCESS
             assert fast.export(spans) is SpanExportResult.SUCCESS
         assert len(receiver.wait_for_spans(count=4)) == 4
@@ -277,7 +277,7 @@ def test_the_handler_follows_its_exporter_back_to_the_sdk_path_without_losing_re
         provider = LoggerProvider(resource=resource)
         provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))  # as configure() does
         handler = OTLPLogHandler(provider, exporter=exporter)
-        with caplog.at_level(logging.WARNING, logger="telemetry_infra.otlp_wire"):
+        with caplog.at_level(logging.WARNING, logger="telemetry_infra.otel.otlp_wire"):
             emit_records(handler, TracerProvider(resource=resource).get_tracer("tests"))
             handler.flush()
             emit_records(handler, TracerProvider(resource=resource).get_tracer("tests"))

@@ -12,7 +12,7 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 from prometheus_client.parser import text_string_to_metric_families as parse_prometheus
 
 import telemetry_infra as ti
-from telemetry_infra.prometheus import metrics_asgi_app
+from telemetry_infra.otel.prometheus import metrics_asgi_app
 from telemetry_infra.testing import free_port
 
 tracer = trace.get_tracer("tests.prometheus")

@@ -3,7 +3,7 @@
 Every test records what it tried (cases, faults, recovery times, anything lost)
 through the ``figures`` fixture; at the end of the session they are written to
 ``build/reliability/tests.json`` (or ``$RELIABILITY_RESULTS_DIR``), from which
-``benchmarks/reliability_report.py`` renders the "Reliability" section of README.md.
+``benchmarks/reliability_report.py`` renders the figures of docs/reliability.md.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ import asyncio
 import threading
 
 import pytest
+from design_contracts import log_field_groups
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -40,7 +41,8 @@ def test_ids_inside_a_span_are_the_spans(json_lines, finished_spans):
     assert line["span_id"] == f"{context.span_id:016x}"
     assert line["trace_flags"] == "01"
     assert line["request_id"] == line["trace_id"]  # no explicit request id: the trace id
-    assert list(line)[7:11] == ["request_id", "trace_id", "span_id", "trace_flags"]
+    fields = log_field_groups()  # docs/design.md, "Log records"
+    assert list(line)[:11] == [*fields["record"], fields["request"][0], *fields["trace"]]
 
 
 def test_nested_spans_give_each_record_its_own_span_id(json_lines, finished_spans):

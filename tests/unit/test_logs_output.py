@@ -10,12 +10,13 @@ from datetime import datetime, timezone
 from decimal import Decimal
 
 import pytest
+from design_contracts import log_field_groups
 
 import telemetry_infra as ti
 from telemetry_infra.logs import REDACTED, installed_handlers, set_secret_keys, teardown_logging
 from telemetry_infra.logs.redaction import DEFAULT_SECRET_KEYS
 
-FIXED_FIELDS = ["timestamp", "level", "logger_name", "module", "function_name", "line_number", "message"]
+FIXED_FIELDS = log_field_groups()["record"]  # docs/design.md, "Log records"
 
 
 @pytest.fixture

@@ -25,13 +25,13 @@ from opentelemetry.sdk.util import BoundedList
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 
-from telemetry_infra.otlp_wire.logs import encode_log_record, encode_logs
-from telemetry_infra.otlp_wire.protobuf import varint
-from telemetry_infra.otlp_wire.spans import encode_spans
+from telemetry_infra.otel.otlp_wire.logs import encode_log_record, encode_logs
+from telemetry_infra.otel.otlp_wire.protobuf import varint
+from telemetry_infra.otel.otlp_wire.spans import encode_spans
 
 # The SDK's encoder logs an exception for each attribute it leaves out; so do we, once.
 logging.getLogger("opentelemetry.exporter.otlp.proto.common").setLevel(logging.CRITICAL)
-logging.getLogger("telemetry_infra.otlp_wire").setLevel(logging.CRITICAL)
+logging.getLogger("telemetry_infra.otel.otlp_wire").setLevel(logging.CRITICAL)
 logging.getLogger("opentelemetry.attributes").setLevel(logging.CRITICAL)  # the BoundedAttributes we build
 
 PROPERTY = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

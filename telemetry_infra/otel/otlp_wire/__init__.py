@@ -13,9 +13,9 @@ at a fraction of the cost, and every export goes through the SDK exporter that
 - :mod:`.exporters`: the span exporter and log sender built on them
 """
 
-from telemetry_infra.otlp_wire.exporters import FastLogExporter, FastSpanExporter
-from telemetry_infra.otlp_wire.logs import LogBatch, encode_log_record, encode_logs
-from telemetry_infra.otlp_wire.spans import encode_spans
+from telemetry_infra.otel.otlp_wire.exporters import FastLogExporter, FastSpanExporter
+from telemetry_infra.otel.otlp_wire.logs import LogBatch, encode_log_record, encode_logs
+from telemetry_infra.otel.otlp_wire.spans import encode_spans
 
 __all__ = [
     "FastLogExporter",

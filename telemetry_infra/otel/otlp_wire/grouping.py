@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from telemetry_infra.otlp_wire.protobuf import attributes_field, delimited, string_field, varint
+from telemetry_infra.otel.otlp_wire.protobuf import attributes_field, delimited, string_field, varint
 
 __all__ = ["BlockCache", "Canonical", "ResourceGroups", "encode_request"]
 

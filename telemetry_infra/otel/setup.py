@@ -1,7 +1,7 @@
 """``configure()`` and ``shutdown()``: resource, providers, exporters, readers.
 
 OTel's global providers can be set once per process, so the first ``configure()``
-installs switchable providers (see :mod:`telemetry_infra.switchable_providers`) and
+installs switchable providers (see :mod:`telemetry_infra.otel.switchable_providers`) and
 every call builds a fresh set of SDK providers behind them. The previous set is
 flushed and shut down in the background within a bounded time: a second
 ``configure()`` never duplicates an export, and never hangs on a dead collector.
@@ -32,13 +32,13 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import Sampler
 from opentelemetry.sdk.version import __version__ as sdk_version
 
-from telemetry_infra.otlp_tls import grpc_credentials, requests_session
-from telemetry_infra.otlp_wire.exporters import FastLogExporter, FastSpanExporter
-from telemetry_infra.preaggregated import SECONDS_BUCKETS, WithPreaggregated, reset_all
-from telemetry_infra.prometheus import PrometheusBridge, serve_metrics
-from telemetry_infra.prometheus_multiprocess import multiprocess_dir
+from telemetry_infra.otel.otlp_tls import grpc_credentials, requests_session
+from telemetry_infra.otel.otlp_wire.exporters import FastLogExporter, FastSpanExporter
+from telemetry_infra.otel.preaggregated import SECONDS_BUCKETS, WithPreaggregated, reset_all
+from telemetry_infra.otel.prometheus import PrometheusBridge, serve_metrics, set_current_bridge
+from telemetry_infra.otel.prometheus_multiprocess import multiprocess_dir
+from telemetry_infra.otel.switchable_providers import SwitchableMeterProvider, SwitchableTracerProvider
 from telemetry_infra.settings import SIGNALS, BatchSettings, OTLPExport, Settings, configuration_warnings
-from telemetry_infra.switchable_providers import SwitchableMeterProvider, SwitchableTracerProvider
 
 __all__ = ["SECONDS_BUCKETS", "Telemetry", "configure", "get_telemetry", "shutdown"]
 
@@ -526,7 +526,7 @@ def configure(
     export but prints nothing to the console.
 
     ``fast_export`` (``TELEMETRY_FAST_EXPORT``, default on) encodes spans and log
-    records with our own OTLP encoders (:mod:`telemetry_infra.otlp_wire`) and sends
+    records with our own OTLP encoders (:mod:`telemetry_infra.otel.otlp_wire`) and sends
     them through the same SDK exporters; ``False`` is the SDK's own encoding path.
     Metrics always take the SDK's path.
     """
@@ -575,6 +575,7 @@ def configure(
         if foreign:
             _warn_foreign_providers()
         _current = telemetry
+        set_current_bridge(telemetry.prometheus_bridge)
         if not _atexit_registered:
             atexit.register(shutdown)
             _atexit_registered = True
@@ -608,6 +609,7 @@ def shutdown(timeout_s: float = 5.0) -> bool:
         telemetry, _current = _current, None
         if telemetry is None:
             return True
+        set_current_bridge(None)
         _tracer_provider.switch(trace.NoOpTracerProvider())
         _meter_provider.switch(metrics.NoOpMeterProvider())
     return telemetry.shutdown(timeout_s=timeout_s)

@@ -1,4 +1,4 @@
-"""SDK-compatible exporters that encode with :mod:`telemetry_infra.otlp_wire` and send through the SDK.
+"""SDK-compatible exporters that encode with :mod:`telemetry_infra.otel.otlp_wire` and send through the SDK.
 
 :meth:`FastSpanExporter.wrap` and :meth:`FastLogExporter.wrap` take an OTLP exporter
 that is already built (gRPC or HTTP) and return ours around it, or the exporter
@@ -20,9 +20,9 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from telemetry_infra.otlp_wire.logs import LogBatch, encode_logs
-from telemetry_infra.otlp_wire.spans import encode_spans
-from telemetry_infra.otlp_wire.transport import Transport, transport_for
+from telemetry_infra.otel.otlp_wire.logs import LogBatch, encode_logs
+from telemetry_infra.otel.otlp_wire.spans import encode_spans
+from telemetry_infra.otel.otlp_wire.transport import Transport, transport_for
 
 __all__ = ["FastLogExporter", "FastSpanExporter"]
 

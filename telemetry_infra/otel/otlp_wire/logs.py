@@ -13,8 +13,8 @@ from typing import Any
 
 from opentelemetry.sdk._logs import ReadableLogRecord
 
-from telemetry_infra.otlp_wire.grouping import ResourceGroups, encode_request
-from telemetry_infra.otlp_wire.protobuf import (
+from telemetry_infra.otel.otlp_wire.grouping import ResourceGroups, encode_request
+from telemetry_infra.otel.otlp_wire.protobuf import (
     any_value,
     attributes_field,
     pack_fixed32,

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from telemetry_infra.otlp_tls import grpc_credentials, requests_session
+from telemetry_infra.otel.otlp_tls import grpc_credentials, requests_session
 from telemetry_infra.settings import OTLPExport
 
 __all__ = ["probe", "probe_all"]

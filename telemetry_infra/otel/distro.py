@@ -36,6 +36,6 @@ class TelemetryInfraConfigurator(_BaseConfigurator):  # type: ignore[misc]
     """Runs ``telemetry_infra.configure()`` with every setting from the environment."""
 
     def _configure(self, **kwargs: Any) -> None:
-        from telemetry_infra.setup import configure
+        from telemetry_infra.otel.setup import configure
 
         configure()

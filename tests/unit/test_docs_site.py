@@ -1,0 +1,69 @@
+"""The documentation site builds strictly, and a broken link fails it; README's links land."""
+
+from __future__ import annotations
+
+import html
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+pytest.importorskip("mkdocs", reason="the docs extra is not installed: pip install -e '.[docs]'")
+
+
+def build(config_dir: Path, site_dir: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site_dir)],
+        cwd=config_dir,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_site_builds_strictly(tmp_path: Path) -> None:
+    result = build(REPO, tmp_path / "site")
+    assert result.returncode == 0, result.stderr
+    for page in ("configuration", "cache", "design", "reliability", "changelog", "api"):
+        assert (tmp_path / "site" / page / "index.html").exists(), page
+    # The changelog page is CHANGELOG.md itself (included), not a copy that drifts.
+    changelog = (tmp_path / "site" / "changelog" / "index.html").read_text(encoding="utf-8")
+    entries = [line for line in (REPO / "CHANGELOG.md").read_text().splitlines() if line.startswith("- ")]
+    shown = html.unescape(re.sub(r"<[^>]+>", "", changelog))
+    assert re.sub(r"`([^`]*)`", r"\1", entries[-1][2:42]) in shown
+
+
+def test_a_link_to_a_missing_anchor_fails_the_build(tmp_path: Path) -> None:
+    copy = tmp_path / "repo"
+    shutil.copytree(REPO / "docs", copy / "docs")
+    for name in ("mkdocs.yml", "CHANGELOG.md"):
+        shutil.copy(REPO / name, copy / name)
+    (copy / "telemetry_infra").symlink_to(REPO / "telemetry_infra")
+    with (copy / "docs" / "logging.md").open("a", encoding="utf-8") as page:
+        page.write("\nSee [the cache](cache.md#no-such-section).\n")
+
+    result = build(copy, tmp_path / "site")
+
+    assert result.returncode != 0
+    assert "no-such-section" in result.stderr
+
+
+def test_readme_links_point_at_files_that_exist() -> None:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    targets = [target for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", readme) if "://" not in target]
+    assert targets
+    missing = [target for target in targets if not (REPO / target).exists()]
+    assert not missing, f"README links to missing files: {missing}"
+
+
+def test_readme_is_short_and_shows_the_test_command() -> None:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert len(readme.splitlines()) <= 200
+    assert "python -m pytest" in readme  # .ci/run runs the command README shows
