@@ -39,7 +39,8 @@ __all__ = ["KEY_ATTRIBUTE_LIMIT", "NO_TELEMETRY", "CacheTelemetry", "Observed", 
 
 KEY_ATTRIBUTE_LIMIT = 128
 OPERATIONS = ("get", "set", "delete", "exists", "clear", "mget", "mset")
-BACKENDS = ("redis", "memory", "closed")
+REDIS_BACKENDS = frozenset({"redis", "redis-cluster", "redis-sentinel"})
+BACKENDS = (*sorted(REDIS_BACKENDS), "memory", "closed")
 
 _tracer = trace.get_tracer("telemetry_infra.cache")
 _meter = metrics.get_meter("telemetry_infra.cache")
@@ -113,7 +114,7 @@ class _Operation:
             self._attributes: dict[str, Any] = {}
             telemetry.drain_events(span)
             self._token = context.attach(trace.set_span_in_context(span))
-        elif telemetry.backend_name() == "redis":
+        elif telemetry.backend_name() in REDIS_BACKENDS:
             # No cache span, so no Redis command span either: an orphan GET would be a
             # trace of its own, and an unsampled one still costs its instrumentation.
             self._token = context.attach(_suppressed())

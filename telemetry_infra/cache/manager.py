@@ -8,7 +8,6 @@ the backends' business (``failover.FailoverBackend`` over Redis and memory).
 from __future__ import annotations
 
 import asyncio
-import functools
 import inspect
 import logging
 import time
@@ -18,7 +17,8 @@ from typing import Any, TypeVar
 
 from telemetry_infra.cache.backends import Backend
 from telemetry_infra.cache.backends.memory import MemoryBackend
-from telemetry_infra.cache.backends.redis import MSET_CHUNK_ITEMS, RedisBackend, create_client
+from telemetry_infra.cache.backends.redis import MSET_CHUNK_ITEMS
+from telemetry_infra.cache.backends.topology import redis_backend_for
 from telemetry_infra.cache.codec import Codec
 from telemetry_infra.cache.errors import (
     BACKEND_ERRORS,
@@ -133,8 +133,7 @@ class CacheManager:
         self._failover: FailoverBackend | None = None
         self._backend: Backend = self._memory
         if redis_url is not None:
-            connect = functools.partial(
-                create_client,
+            redis_backend = redis_backend_for(
                 redis_url,
                 max_connections=max_connections,
                 socket_timeout=self.socket_timeout,
@@ -142,7 +141,6 @@ class CacheManager:
                 pool_timeout=_seconds(pool_timeout, "pool_timeout"),
                 health_check_interval=health_check_interval,
             )
-            redis_backend = RedisBackend(connect)
             self._failover = failover = FailoverBackend(
                 redis_backend,
                 self._memory,
