@@ -414,6 +414,10 @@ class CacheManager:
     async def health_check(self) -> dict[str, Any]:
         """PING Redis (really, with latency) and report ``status`` healthy/degraded/unhealthy.
 
+        On a Cluster or under Sentinel, ``redis.nodes`` lists every primary (Cluster) or
+        every Sentinel and the primary they name, each with ``connected``; one node down
+        makes the status ``degraded``.
+
         ``degraded`` while memory serves, and while writes fail although Redis answers: the
         last write was refused or unconfirmed and none has succeeded since
         (``redis.write_error`` holds Redis's message).
@@ -429,6 +433,9 @@ class CacheManager:
                 with self._telemetry.untraced():
                     await asyncio.wait_for(self._failover.ping(), self.socket_timeout)
                     redis["latency_ms"] = round((time.perf_counter() - started) * 1000, 3)
+                    nodes = await asyncio.wait_for(self._failover.primary.node_health(), self.socket_timeout)
+                    if nodes:
+                        redis["nodes"] = nodes
                     if not self.fallback_active:
                         await self._failover.apply_journal()
             except (*OUTAGE_ERRORS, *BACKEND_ERRORS) as exc:
@@ -439,6 +446,7 @@ class CacheManager:
             if failure is not None:
                 redis["write_error"] = failure
             healthy = redis["connected"] and not self.fallback_active and failure is None
+            healthy = healthy and all(node["connected"] for node in redis.get("nodes", ()))
             status = "healthy" if healthy else "degraded"
         return {
             "status": status,

@@ -368,6 +368,16 @@ class RedisBackend:
         client = await self._client()
         await client.execute_command("PING")
 
+    async def node_health(self) -> list[dict[str, Any]]:
+        """Per-node state for ``health_check`` (one node: the PING result says it all)."""
+        return []
+
+    def server_of(self, key: str) -> tuple[str, int] | None:
+        """The address of the server that serves ``key`` (span attributes)."""
+        kwargs = self._bound.pool.connection_kwargs
+        port = kwargs.get("port")
+        return None if port is None else (kwargs.get("host", "localhost"), port)
+
     def fail_fast_when(self, unreachable: Callable[[], bool]) -> None:
         """Calls still queued for a connection fail at once while ``unreachable()`` is true."""
         with self._lock:

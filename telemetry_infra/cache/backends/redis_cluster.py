@@ -23,6 +23,7 @@ redis-py's cluster nodes keep their own connection lists (no queue: a node with
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -49,8 +50,10 @@ from telemetry_infra.cache.redis_urls import RedisTarget
 
 __all__ = ["RedisClusterBackend", "create_cluster_client"]
 
-#: How long a node that failed counts as down when deciding whether every primary is.
-DOWN_MEMORY_S = 10.0
+logger = logging.getLogger("telemetry_infra.cache")
+
+#: How long the answer to "does any primary answer?" is reused by calls that fail.
+VERDICT_TTL_S = 0.5
 #: Attempts redis-py makes after a connection error or CLUSTERDOWN (it refreshes the slot
 #: map in between and sleeps 0.25 s after CLUSTERDOWN): bounded, so a call fails fast.
 CLUSTER_RETRIES = 2
@@ -99,7 +102,8 @@ class RedisClusterBackend(RedisBackend):
     name = "redis-cluster"
 
     def __init__(self, connect: Any, *, scan_count: int = 1000) -> None:
-        self._down: dict[str, float] = {}
+        self._verdict: tuple[float, bool] = (-VERDICT_TTL_S, True)
+        self._asking: dict[asyncio.AbstractEventLoop, asyncio.Task[bool]] = {}
         super().__init__(connect, scan_count=scan_count)
 
     def _pool_size(self, client: Any) -> int:
@@ -110,30 +114,39 @@ class RedisClusterBackend(RedisBackend):
 
     # -- failure classification -----------------------------------------------------
 
-    def _translated(self, exc: BaseException, client: RedisCluster) -> BaseException:
+    async def _translated(self, exc: BaseException, client: RedisCluster) -> BaseException:
         """redis-py's cluster error as this cache classifies it (see the module docstring)."""
         if isinstance(exc, MaxConnectionsError):
             return CachePoolExhaustedError(0, self._max_connections)
         if isinstance(exc, SlotNotCoveredError):
             return CacheShardUnavailableError(None, exc)
+        if not isinstance(exc, RedisClusterException) and await self._some_primary_answers(client):
+            node = getattr(exc, "connection", None)
+            return CacheShardUnavailableError(node.name if isinstance(node, ClusterNode) else None, exc)
         if isinstance(exc, RedisClusterException):  # no startup node answered
             return RedisConnectionError(str(exc))
-        node = getattr(exc, "connection", None)
-        if not isinstance(node, ClusterNode):
-            return exc
-        now = time.monotonic()
-        self._down[node.name] = now
-        if self._every_primary_down(client, now):
-            return exc
-        return CacheShardUnavailableError(node.name, exc)
+        return exc
 
-    def _every_primary_down(self, client: RedisCluster, now: float) -> bool:
-        down = self._down
-        for name, since in list(down.items()):
-            if now - since > DOWN_MEMORY_S:
-                del down[name]
-        primaries = client.get_primaries()
-        return not primaries or all(node.name in down for node in primaries)
+    async def _some_primary_answers(self, client: RedisCluster) -> bool:
+        """Does any primary answer a PING on a connection of its own? Asked once per
+        ``VERDICT_TTL_S`` (calls failing meanwhile share the answer).
+
+        redis-py's own connections are no witness: after a node fails it closes the
+        connections of every node to refresh the slot map, failing calls on healthy nodes.
+        """
+        decided_at, answers = self._verdict
+        if time.monotonic() - decided_at < VERDICT_TTL_S:
+            return answers
+        loop = _running_loop()
+        pending = self._asking.get(loop)
+        if pending is None or pending.done():
+            pending = self._asking[loop] = loop.create_task(self._ask_primaries(client))
+        answers = await asyncio.shield(pending)
+        self._verdict = (time.monotonic(), answers)
+        return answers
+
+    async def _ask_primaries(self, client: RedisCluster) -> bool:
+        return any(error is None for _, error in await self._ping_primaries(client, fresh=True))
 
     # -- operations -----------------------------------------------------------------
 
@@ -144,14 +157,14 @@ class RedisClusterBackend(RedisBackend):
         try:
             return await bound.client.execute_command("GET", key)
         except _CLUSTER_FAILURES as exc:
-            raise self._translated(exc, bound.client) from exc
+            raise await self._translated(exc, bound.client) from exc
 
     async def exists(self, key: str) -> bool:
         client = await self._client()
         try:
             return bool(await client.execute_command("EXISTS", key))
         except _CLUSTER_FAILURES as exc:
-            raise self._translated(exc, client) from exc
+            raise await self._translated(exc, client) from exc
 
     async def set(self, key: str, payload: bytes, ttl: float | None) -> None:
         bound = self._bound
@@ -163,14 +176,14 @@ class RedisClusterBackend(RedisBackend):
             else:
                 await bound.client.execute_command("SET", key, payload, "PX", _milliseconds(ttl))
         except _CLUSTER_FAILURES as exc:
-            raise self._translated(exc, bound.client) from exc
+            raise await self._translated(exc, bound.client) from exc
 
     async def delete(self, key: str) -> bool:
         client = await self._client()
         try:
             return bool(await client.execute_command("UNLINK", key))
         except _CLUSTER_FAILURES as exc:
-            raise self._translated(exc, client) from exc
+            raise await self._translated(exc, client) from exc
 
     async def mget(self, keys: Sequence[str]) -> list[bytes | None]:
         """One ``MGET`` per slot, pipelined per node; when a node fails, the keys it serves
@@ -179,7 +192,7 @@ class RedisClusterBackend(RedisBackend):
         try:
             return await client.mget_nonatomic(keys)
         except _CLUSTER_FAILURES as exc:
-            failure = self._translated(exc, client)
+            failure = await self._translated(exc, client)
             if not isinstance(failure, CacheShardUnavailableError):
                 raise failure from exc
         return await self._mget_per_slot(client, keys)
@@ -193,7 +206,7 @@ class RedisClusterBackend(RedisBackend):
             try:
                 values = await client.execute_command("MGET", *slot_keys)
             except _CLUSTER_FAILURES as exc:
-                failure = self._translated(exc, client)
+                failure = await self._translated(exc, client)
                 if not isinstance(failure, CacheShardUnavailableError):
                     raise failure from exc
                 continue
@@ -216,7 +229,7 @@ class RedisClusterBackend(RedisBackend):
                     pipe.set(key, payload, px=milliseconds)
                 await pipe.execute()
         except _CLUSTER_FAILURES as exc:
-            raise self._translated(exc, client) from exc
+            raise await self._translated(exc, client) from exc
         finally:
             _writing.reset(token)
 
@@ -228,7 +241,7 @@ class RedisClusterBackend(RedisBackend):
             for start in range(0, len(keys), self._scan_count):
                 removed += await client.unlink(*keys[start : start + self._scan_count])
         except _CLUSTER_FAILURES as exc:
-            raise self._translated(exc, client) from exc
+            raise await self._translated(exc, client) from exc
         return removed
 
     async def clear(self, pattern: str) -> int:
@@ -241,7 +254,7 @@ class RedisClusterBackend(RedisBackend):
                 *(self._clear_node(client, node, pattern) for node in client.get_primaries())
             )
         except _CLUSTER_FAILURES as exc:
-            raise self._translated(exc, client) from exc
+            raise await self._translated(exc, client) from exc
         return sum(counts)
 
     async def _clear_node(self, client: RedisCluster, node: ClusterNode, pattern: str) -> int:
@@ -264,16 +277,24 @@ class RedisClusterBackend(RedisBackend):
         if failures and len(failures) == len(health):
             raise failures[0]
 
-    async def _ping_primaries(self, client: RedisCluster) -> list[tuple[ClusterNode, BaseException | None]]:
+    async def _ping_primaries(
+        self, client: RedisCluster, *, fresh: bool = False
+    ) -> list[tuple[ClusterNode, BaseException | None]]:
+        """PING each primary of the slot map (refreshed first if due).
+
+        A refresh that fails (a dead node may be asked first) leaves the last map known;
+        with none known at all, the seed nodes are asked instead. ``fresh``: on a new
+        connection per node, closed after.
+        """
         try:
             if client._initialize:
                 await client.initialize()
         except _CLUSTER_FAILURES as exc:
-            raise self._translated(exc, client) from exc
-        primaries = client.get_primaries()
+            logger.debug("refreshing the Redis Cluster slot map failed: %r", exc)
+        primaries = client.get_primaries() or list(client.nodes_manager.startup_nodes.values())
+        ping = _ping_fresh if fresh else _ping
         replies = await asyncio.gather(
-            *(client.execute_command("PING", target_nodes=node) for node in primaries),
-            return_exceptions=True,
+            *(ping(node, client.get_connection_kwargs()) for node in primaries), return_exceptions=True
         )
         return [
             (node, reply if isinstance(reply, BaseException) else None)
@@ -333,6 +354,18 @@ class RedisClusterBackend(RedisBackend):
         """Drop idle connections of every node and refresh the slot map on next use."""
         client = await self._client()
         await client.aclose()
+
+
+async def _ping(node: ClusterNode, _kwargs: dict[str, Any]) -> None:
+    await node.execute_command("PING")
+
+
+async def _ping_fresh(node: ClusterNode, kwargs: dict[str, Any]) -> None:
+    probe = ClusterNode(node.host, node.port, **{**kwargs, "max_connections": 1})
+    try:
+        await probe.execute_command("PING")
+    finally:
+        await probe.disconnect()
 
 
 def _scan_reply(reply: Any, node: ClusterNode) -> tuple[int, list[Any]]:
