@@ -54,10 +54,12 @@ class FailoverLoad:
         return max(versions, default=0)
 
     def check(self, key: str, value: Any) -> None:
+        """``value`` is ``[key, version]``: an answer meant for another key is caught too."""
         if value is None:
             return
         entry = self.history[key]
-        if entry.failed or not self.floor(key) <= value <= entry.written:
+        owner, version = value
+        if owner != key or entry.failed or not self.floor(key) <= version <= entry.written:
             self.wrong.append(
                 f"{key}: read {value!r}, last written {entry.written} (failed={entry.failed}), "
                 f"floor {self.floor(key)}"
@@ -74,7 +76,7 @@ class FailoverLoad:
             entry = self.history[key]
             entry.written += 1
             try:
-                ok = await self.cache.set(key, entry.written, ttl=120)
+                ok = await self.cache.set(key, [key, entry.written], ttl=120)
                 now = time.monotonic()
                 entry.failed = not ok
                 if ok:
@@ -83,7 +85,7 @@ class FailoverLoad:
                 self.check(key, await self.cache.get(key))
                 for found_key, value in (await self.cache.mget(keys)).items():
                     self.check(found_key, value)
-            except Exception as exc:  # noqa: BLE001 - the test counts what reached callers
+            except Exception as exc:
                 self.exceptions.append(exc)
             await asyncio.sleep(0.005)
 

@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from failover_load import FailoverLoad
 from redis.cluster import ClusterNode
 from redis.cluster import RedisCluster as ClusterClient
 from redis.crc import key_slot
@@ -14,8 +15,6 @@ from redis.crc import key_slot
 import telemetry_infra as ti
 from telemetry_infra.cache import CacheManager
 from telemetry_infra.testing import RedisCluster
-
-from failover_load import FailoverLoad
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +81,7 @@ async def test_batches_of_200_keys_span_slots_and_keep_their_ttl(
 
     assert await cache.mset(mapping, ttl=45)
 
-    assert await cache.mget(list(mapping) + ["absent"]) == mapping
+    assert await cache.mget([*mapping, "absent"]) == mapping
     ttls = [raw.pttl(f"batch:{key}") for key in mapping]
     assert all(40_000 < ttl <= 45_000 for ttl in ttls), ttls[:5]
     holders = {f"{node.host}:{node.port}" for node in cluster.primaries() if node.client().dbsize()}
@@ -135,15 +134,18 @@ async def test_a_primary_killed_under_20_tasks_degrades_only_its_slots(cluster: 
         if cluster.primary_for("fo:" + key).port == cluster.primary_for(victim_key).port
     }
 
-    victim = await asyncio.to_thread(cluster.kill_primary, victim_key, wait=False)
-    load.killed_at = killed_at = time.monotonic()
-    while cluster.primary_for(victim_key) is victim:
-        await asyncio.sleep(0.05)
+    def kill() -> tuple[object, float]:
+        return cluster.kill_primary(victim_key, wait=False), time.monotonic()
+
+    victim, killed_at = await asyncio.to_thread(kill)
+    load.killed_at = killed_at
+    while await asyncio.to_thread(cluster.primary_for, victim_key) is victim:
+        pass
     failover_s = time.monotonic() - killed_at
     landed_by = killed_at + failover_s + 2.0
-    while (
-        load.first_landing_after(killed_at + failover_s, victim_keys) is None and time.monotonic() < landed_by
-    ):
+    while load.first_landing_after(killed_at + failover_s, victim_keys) is None:  # noqa: ASYNC110
+        if time.monotonic() > landed_by:
+            break
         await asyncio.sleep(0.05)
     await asyncio.sleep(1.0)
     await load.stop(running)

@@ -59,8 +59,10 @@ VERDICT_TTL_S = 0.5
 CLUSTER_RETRIES = 2
 
 _NETWORK_ERRORS = (RedisConnectionError, RedisTimeoutError, asyncio.TimeoutError, OSError)
-#: Everything redis-py's cluster client raises that this backend translates.
-_CLUSTER_FAILURES = (*_NETWORK_ERRORS, RedisClusterException)
+#: Everything redis-py's cluster client raises that this backend translates. AttributeError:
+#: redis-py closes every node's connections (in use or not) to refresh its slot map after
+#: a failure, and a call then writing on one fails on its ``None`` writer.
+_CLUSTER_FAILURES = (*_NETWORK_ERRORS, RedisClusterException, AttributeError)
 
 
 def create_cluster_client(
@@ -120,6 +122,8 @@ class RedisClusterBackend(RedisBackend):
             return CachePoolExhaustedError(0, self._max_connections)
         if isinstance(exc, SlotNotCoveredError):
             return CacheShardUnavailableError(None, exc)
+        if isinstance(exc, AttributeError):
+            exc = RedisConnectionError(f"connection closed by the slot map refresh while in use ({exc})")
         if not isinstance(exc, RedisClusterException) and await self._some_primary_answers(client):
             node = getattr(exc, "connection", None)
             return CacheShardUnavailableError(node.name if isinstance(node, ClusterNode) else None, exc)

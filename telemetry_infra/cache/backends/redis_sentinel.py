@@ -192,9 +192,13 @@ class RedisSentinelBackend(RedisBackend):
             except (RedisConnectionError, OSError, Exception) as exc:
                 entry.update(connected=False, error=f"{type(exc).__name__}: {exc}".rstrip(": "))
             else:
-                entry.update(connected=True, primary=None if state is None else f"{state[0]}:{state[1]}")
+                entry.update(connected=True, primary=None if state is None else _address(*state))
             report.append(entry)
         address = pool.server_address()
         if address is not None:
             report.append({"address": f"{address[0]}:{address[1]}", "role": "primary", "connected": True})
         return report
+
+
+def _address(host: str | bytes, port: int | bytes) -> str:
+    return f"{host.decode() if isinstance(host, bytes) else host}:{int(port)}"
