@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 
@@ -14,7 +16,7 @@ from redis.crc import key_slot
 
 import telemetry_infra as ti
 from telemetry_infra.cache import CacheManager
-from telemetry_infra.testing import RedisCluster
+from telemetry_infra.testing import RedisCluster, free_port
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +145,7 @@ async def test_a_primary_killed_under_20_tasks_degrades_only_its_slots(cluster: 
         pass
     failover_s = time.monotonic() - killed_at
     landed_by = killed_at + failover_s + 2.0
-    while load.first_landing_after(killed_at + failover_s, victim_keys) is None:  # noqa: ASYNC110
+    while load.first_landing_after(killed_at + failover_s, victim_keys) is None:
         if time.monotonic() > landed_by:
             break
         await asyncio.sleep(0.05)
@@ -163,3 +165,23 @@ async def test_a_primary_killed_under_20_tasks_degrades_only_its_slots(cluster: 
     assert (await cache.health_check())["status"] in {"healthy", "degraded"}
     await cache.close()
     await asyncio.to_thread(cluster.restart, victim)
+
+
+def _check(url: str) -> list[str]:
+    """``telemetry-infra check --redis-url url`` as a user runs it; its ``redis`` line."""
+    result = subprocess.run(
+        [sys.executable, "-m", "telemetry_infra.cli", "check", "--redis-url", url, "--timeout", "1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return [line for line in result.stdout.splitlines() if line.startswith("redis")]
+
+
+def test_check_probes_every_seed_node(cluster: RedisCluster) -> None:
+    [line] = _check(cluster.url)
+    assert line.split()[1] == "ok" and "6 seed node(s) answer, cluster_state:ok" in line
+
+    dead = free_port()
+    [line] = _check(f"{cluster.url},127.0.0.1:{dead}")
+    assert line.split()[1] == "FAIL" and f"127.0.0.1:{dead} does not answer" in line

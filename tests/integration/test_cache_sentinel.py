@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 
@@ -12,7 +14,7 @@ from redis.sentinel import Sentinel
 
 import telemetry_infra as ti
 from telemetry_infra.cache import CacheManager
-from telemetry_infra.testing import RedisSentinel
+from telemetry_infra.testing import RedisSentinel, free_port
 
 
 @pytest.fixture(scope="module")
@@ -129,3 +131,27 @@ def _named_primary(topology: RedisSentinel) -> tuple[str, int] | None:
         return topology.master_address()
     except Exception:
         return None
+
+
+def _check(url: str) -> list[str]:
+    """``telemetry-infra check --redis-url url`` as a user runs it; its ``redis`` line."""
+    result = subprocess.run(
+        [sys.executable, "-m", "telemetry_infra.cli", "check", "--redis-url", url, "--timeout", "1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return [line for line in result.stdout.splitlines() if line.startswith("redis")]
+
+
+def test_check_asks_every_sentinel_and_the_primary(topology: RedisSentinel) -> None:
+    host, port = topology.master_address()
+    [line] = _check(topology.url)
+    assert line.split()[1] == "ok" and f"name primary {host}:{port}, which answers" in line
+
+    dead = free_port()
+    url = topology.url.replace("redis+sentinel://", f"redis+sentinel://127.0.0.1:{dead},")
+    [line] = _check(url)
+    assert line.split()[1] == "FAIL" and f"Sentinel 127.0.0.1:{dead} does not answer" in line
+    [line] = _check(topology.url.replace("/mymaster", "/unknown"))
+    assert line.split()[1] == "FAIL" and "knows no service 'unknown'" in line
