@@ -156,7 +156,12 @@ class CacheManager:
         self._telemetry = NO_TELEMETRY
         if telemetry:
             self._telemetry = CacheTelemetry(
-                name, self._stats, lambda: self._backend.name, self, hash_keys=hash_keys_in_spans
+                name,
+                self._stats,
+                lambda: self._backend.name,
+                self,
+                hash_keys=hash_keys_in_spans,
+                server_of=self._server_of if self._failover is not None else None,
             )
             if self._failover is not None:
                 self._failover.breaker.add_listener(self._telemetry.breaker_changed)
@@ -387,9 +392,18 @@ class CacheManager:
         """True while memory serves because Redis is unreachable."""
         return self._failover is not None and self._failover.breaker.is_open
 
+    def _server_of(self, key: str | None) -> tuple[str, int] | None:
+        """The Redis node serving ``key`` (span attributes; None for a batch on a Cluster)."""
+        primary = self._failover.primary  # type: ignore[union-attr]
+        return primary.server_of(None if key is None else self._namespace.key(key))
+
     def connection_usage(self) -> tuple[int, int, int] | None:
         """``(used, idle, max)`` Redis pool connections; None in memory-only mode."""
         return None if self._failover is None else self._failover.primary.connections()
+
+    def connection_usage_by_node(self) -> dict[tuple[str, int], tuple[int, int, int]] | None:
+        """``{(host, port): (used, idle, max)}`` on a Cluster (a pool per node); None otherwise."""
+        return None if self._failover is None else self._failover.primary.connections_by_node()
 
     def get_stats(self) -> dict[str, Any]:
         """Counters since creation: ``hits misses hit_rate sets deletes errors evictions

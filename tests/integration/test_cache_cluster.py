@@ -10,13 +10,15 @@ from collections.abc import Iterator
 
 import pytest
 from failover_load import FailoverLoad
+from opentelemetry import trace
+from prometheus_client.parser import text_string_to_metric_families
 from redis.cluster import ClusterNode
 from redis.cluster import RedisCluster as ClusterClient
 from redis.crc import key_slot
 
 import telemetry_infra as ti
 from telemetry_infra.cache import CacheManager
-from telemetry_infra.testing import RedisCluster, free_port
+from telemetry_infra.testing import OTLPReceiver, RedisCluster, free_port
 
 
 @pytest.fixture(scope="module")
@@ -185,3 +187,40 @@ def test_check_probes_every_seed_node(cluster: RedisCluster) -> None:
     dead = free_port()
     [line] = _check(f"{cluster.url},127.0.0.1:{dead}")
     assert line.split()[1] == "FAIL" and f"127.0.0.1:{dead} does not answer" in line
+
+
+async def test_spans_name_the_node_that_answered_and_pools_are_gauged_per_node(
+    cluster: RedisCluster, otlp_receiver: OTLPReceiver
+) -> None:
+    telemetry = ti.configure(
+        service_name="cluster-telemetry", otlp_endpoint=otlp_receiver.grpc_endpoint, setup_logs=False
+    )
+    cache = _manager(cluster, "tel", name="cluster-tel")
+    keys = [f"key{i}" for i in range(12)]
+    with trace.get_tracer("tests.cluster").start_as_current_span("work"):
+        for key in keys:
+            await cache.set(key, 1)
+        await cache.mget(keys)
+    telemetry.force_flush()
+    sets = otlp_receiver.wait_for_spans(
+        lambda s: s.name == "cache.set" and s.attributes.get("cache.name") == "cluster-tel", count=len(keys)
+    )
+    answered = set()
+    for span in sets:
+        owner = cluster.primary_for("tel:" + span.attributes["cache.key"])
+        assert (span.attributes["server.address"], span.attributes["server.port"]) == (owner.host, owner.port)
+        assert span.attributes["cache.backend"] == "redis-cluster"
+        answered.add(owner.port)
+    assert len(answered) == 3
+
+    used_or_idle: dict[int, float] = {}
+    for family in text_string_to_metric_families(telemetry.prometheus_text()):
+        for sample in family.samples:
+            if (
+                sample.name == "db_client_connection_count"
+                and sample.labels.get("db_client_connection_pool_name") == "cluster-tel"
+            ):
+                port = int(sample.labels["server_port"])
+                used_or_idle[port] = used_or_idle.get(port, 0) + sample.value
+    assert {port for port, count in used_or_idle.items() if count > 0} == answered
+    await cache.close()

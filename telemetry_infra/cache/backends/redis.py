@@ -372,8 +372,8 @@ class RedisBackend:
         """Per-node state for ``health_check`` (one node: the PING result says it all)."""
         return []
 
-    def server_of(self, key: str) -> tuple[str, int] | None:
-        """The address of the server that serves ``key`` (span attributes)."""
+    def server_of(self, key: str | None) -> tuple[str, int] | None:
+        """The address of the server that serves ``key`` (span attributes; None on a socket)."""
         kwargs = self._bound.pool.connection_kwargs
         port = kwargs.get("port")
         return None if port is None else (kwargs.get("host", "localhost"), port)
@@ -384,6 +384,10 @@ class RedisBackend:
             self._refuse_waiters = unreachable
             for bound in self._by_loop.values():
                 bound.pool.refuse_waiters = unreachable
+
+    def connections_by_node(self) -> dict[tuple[str, int], tuple[int, int, int]] | None:
+        """Pool usage per node where there are several (a Cluster); None here: one pool."""
+        return None
 
     def connections(self) -> tuple[int, int, int]:
         """``(used, idle, max)`` over the pools of the loops alive now, for the pool gauges.

@@ -316,8 +316,10 @@ class RedisClusterBackend(RedisBackend):
             report.append(entry)
         return report
 
-    def server_of(self, key: str) -> tuple[str, int] | None:
+    def server_of(self, key: str | None) -> tuple[str, int] | None:
         """The node serving ``key`` in the slot map of the loop used last (for span attributes)."""
+        if key is None:
+            return None
         try:
             node = self._bound.client.get_node_from_key(key)
         except (RedisClusterException, KeyError, AttributeError):
@@ -337,7 +339,7 @@ class RedisClusterBackend(RedisBackend):
             most += node_max
         return used, idle, most
 
-    def connections_by_node(self) -> dict[tuple[str, int], tuple[int, int, int]]:
+    def connections_by_node(self) -> dict[tuple[str, int], tuple[int, int, int]] | None:
         """``{(host, port): (used, idle, max)}`` over the loops alive now (pool gauges per node)."""
         with self._lock:
             clients = [bound.client for bound in self._by_loop.values() if not bound.loop.is_closed()]

@@ -175,7 +175,7 @@ class RedisSentinelBackend(RedisBackend):
         pool.master_address = None
         await pool.disconnect(inuse_connections=False)
 
-    def server_of(self, key: str) -> tuple[str, int] | None:
+    def server_of(self, key: str | None) -> tuple[str, int] | None:
         """The primary's address as last discovered (for span attributes)."""
         return self._bound.pool.server_address()
 
