@@ -65,6 +65,57 @@ _NETWORK_ERRORS = (RedisConnectionError, RedisTimeoutError, asyncio.TimeoutError
 _CLUSTER_FAILURES = (*_NETWORK_ERRORS, RedisClusterException, AttributeError)
 
 
+class _RefreshingRedisCluster(RedisCluster):
+    """``RedisCluster`` whose slot map refreshes leave connections in use alone.
+
+    redis-py calls ``aclose()`` to refresh its slot map (after ``CLUSTERDOWN``, a failed
+    pipeline, a failed refresh), and that closes every connection of every node,
+    including those other calls are reading from: those calls then fail, or read a
+    reply meant for an earlier command. Here a refresh marks connections in use for
+    reconnection once their call ends and closes only idle ones; ``close_for_good()``
+    really closes (when the loop ends or the cache closes).
+    """
+
+    async def aclose(self) -> None:
+        self._initialize = True
+        for node in self.get_nodes():
+            node.update_active_connections_for_reconnect()
+            await node.disconnect_free_connections()
+
+    async def initialize(
+        self,
+        additional_startup_nodes_info: list[tuple[str, int]] | None = None,
+        last_failed_node_name: str | None = None,
+    ) -> RedisCluster:
+        """redis-py's, without closing every connection when the refresh fails (retried next call)."""
+        if self._initialize:
+            if not self._lock:
+                self._lock = asyncio.Lock()
+            async with self._lock:
+                if self._initialize:
+                    await self.nodes_manager.initialize(
+                        additional_startup_nodes_info=additional_startup_nodes_info,
+                        last_failed_node_name=last_failed_node_name,
+                    )
+                    await self.commands_parser.initialize(self.nodes_manager.default_node)
+                    self._initialize = False
+        return self
+
+    async def close_for_good(self) -> None:
+        self._initialize = False  # redis-py's aclose() only closes an initialized client
+        await super().aclose()
+
+
+class _ClosedForGood:
+    """What the per-loop closer closes: the client, really."""
+
+    def __init__(self, client: _RefreshingRedisCluster) -> None:
+        self._client = client
+
+    async def aclose(self) -> None:
+        await self._client.close_for_good()
+
+
 def create_cluster_client(
     target: RedisTarget,
     *,
@@ -72,9 +123,9 @@ def create_cluster_client(
     socket_timeout: float,
     socket_connect_timeout: float,
     health_check_interval: float,
-) -> RedisCluster:
+) -> _RefreshingRedisCluster:
     """A cluster client seeded with ``target.nodes``; connects on first use."""
-    return RedisCluster(
+    return _RefreshingRedisCluster(
         startup_nodes=[ClusterNode(host, port) for host, port in target.nodes],
         username=target.username,
         password=target.password,
@@ -95,7 +146,7 @@ class _ClusterLoopClient:
     def __init__(self, loop: asyncio.AbstractEventLoop | None, client: RedisCluster) -> None:
         self.loop = loop
         self.client = client
-        self.closer = _closed_with_its_loop(client)
+        self.closer = _closed_with_its_loop(_ClosedForGood(client))
 
 
 class RedisClusterBackend(RedisBackend):
