@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 
 import pytest
+from check_command import redis_check_lines
 from failover_load import FailoverLoad
 from opentelemetry import trace
 from prometheus_client.parser import text_string_to_metric_families
@@ -66,7 +65,7 @@ async def test_every_operation_on_a_cluster(cluster: RedisCluster, raw: ClusterC
         ti.set_default_cache_manager(None)
     assert calls == [3, 4]
 
-    health = await cache.health_check()
+    health = await cache.healthredis_check_lines()
     assert health["status"] == "healthy" and health["backend"] == "redis-cluster"
     assert sorted(node["address"] for node in health["redis"]["nodes"]) == sorted(
         f"{node.host}:{node.port}" for node in cluster.primaries()
@@ -164,28 +163,17 @@ async def test_a_primary_killed_under_20_tasks_degrades_only_its_slots(cluster: 
     others = set(load.history) - victim_keys
     assert load.first_landing_after(killed_at, others) < killed_at + failover_s  # healthy slots kept going
     assert cache.get_stats()["fallbacks"] == 0  # the breaker stayed closed
-    assert (await cache.health_check())["status"] in {"healthy", "degraded"}
+    assert (await cache.healthredis_check_lines())["status"] in {"healthy", "degraded"}
     await cache.close()
     await asyncio.to_thread(cluster.restart, victim)
 
 
-def _check(url: str) -> list[str]:
-    """``telemetry-infra check --redis-url url`` as a user runs it; its ``redis`` line."""
-    result = subprocess.run(
-        [sys.executable, "-m", "telemetry_infra.cli", "check", "--redis-url", url, "--timeout", "1"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    return [line for line in result.stdout.splitlines() if line.startswith("redis")]
-
-
 def test_check_probes_every_seed_node(cluster: RedisCluster) -> None:
-    [line] = _check(cluster.url)
+    [line] = redis_check_lines(cluster.url)
     assert line.split()[1] == "ok" and "6 seed node(s) answer, cluster_state:ok" in line
 
     dead = free_port()
-    [line] = _check(f"{cluster.url},127.0.0.1:{dead}")
+    [line] = redis_check_lines(f"{cluster.url},127.0.0.1:{dead}")
     assert line.split()[1] == "FAIL" and f"127.0.0.1:{dead} does not answer" in line
 
 

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 
 import pytest
+from check_command import redis_check_lines
 from failover_load import FailoverLoad
 from redis.sentinel import Sentinel
 
@@ -55,7 +54,7 @@ async def test_every_operation_under_sentinel(topology: RedisSentinel) -> None:
     assert await cache.clear() >= 203
     assert _primary(topology).get("outside") == b"1"
 
-    health = await cache.health_check()
+    health = await cache.healthredis_check_lines()
     assert health["status"] == "healthy" and health["backend"] == "redis-sentinel"
     sentinels = [node for node in health["redis"]["nodes"] if node["role"] == "sentinel"]
     host, port = topology.master_address()
@@ -133,25 +132,14 @@ def _named_primary(topology: RedisSentinel) -> tuple[str, int] | None:
         return None
 
 
-def _check(url: str) -> list[str]:
-    """``telemetry-infra check --redis-url url`` as a user runs it; its ``redis`` line."""
-    result = subprocess.run(
-        [sys.executable, "-m", "telemetry_infra.cli", "check", "--redis-url", url, "--timeout", "1"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    return [line for line in result.stdout.splitlines() if line.startswith("redis")]
-
-
 def test_check_asks_every_sentinel_and_the_primary(topology: RedisSentinel) -> None:
     host, port = topology.master_address()
-    [line] = _check(topology.url)
+    [line] = redis_check_lines(topology.url)
     assert line.split()[1] == "ok" and f"name primary {host}:{port}, which answers" in line
 
     dead = free_port()
     url = topology.url.replace("redis+sentinel://", f"redis+sentinel://127.0.0.1:{dead},")
-    [line] = _check(url)
+    [line] = redis_check_lines(url)
     assert line.split()[1] == "FAIL" and f"Sentinel 127.0.0.1:{dead} does not answer" in line
-    [line] = _check(topology.url.replace("/mymaster", "/unknown"))
+    [line] = redis_check_lines(topology.url.replace("/mymaster", "/unknown"))
     assert line.split()[1] == "FAIL" and "knows no service 'unknown'" in line
