@@ -65,8 +65,8 @@ async def test_every_operation_under_sentinel(topology: RedisSentinel) -> None:
     await cache.close()
 
 
-async def test_a_demoted_primary_is_followed_not_refused(topology: RedisSentinel) -> None:
-    """READONLY from the server the Sentinels no longer name: look the primary up again and retry."""
+async def test_a_manual_failover_is_followed_without_an_outage(topology: RedisSentinel) -> None:
+    """SENTINEL FAILOVER demotes the primary the pool is connected to: writes follow the new one."""
     cache = CacheManager(topology.url, namespace="demote")
     assert await cache.set("before", 1)
     old = topology.master_address()
@@ -77,7 +77,7 @@ async def test_a_demoted_primary_is_followed_not_refused(topology: RedisSentinel
         assert time.monotonic() < deadline, "the Sentinels did not move the primary"
         await asyncio.sleep(0.1)
 
-    assert await cache.set("after", 2)  # the pooled connection still points at the demoted primary
+    assert await cache.set("after", 2)  # the pool was connected to the demoted primary
     assert await cache.delete("before")
     assert await cache.get("after") == 2 and await cache.get("before") is None
     assert cache.get_stats()["errors"] == 0 and not cache.fallback_active
