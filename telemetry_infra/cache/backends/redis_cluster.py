@@ -11,9 +11,10 @@ progress) a bounded number of times. This backend adds what a cache needs on top
   answer is a *shard* failure: it raises ``CacheShardUnavailableError`` (a backend
   error: reads of its slots are misses, writes to them are masked and undone on
   recovery), and the breaker stays closed so the other slots keep being served by
-  Redis. Only when every primary failed recently, or no node at all can be reached,
-  is the error an outage that opens the breaker. redis-py refreshes the slot map
-  after the failure, so once a replica is promoted its slots are served again.
+  Redis. Only when no primary answers a PING on a connection of its own (or no node
+  can be reached at all) is the error an outage that opens the breaker. redis-py
+  refreshes the slot map after the failure, so once a replica is promoted its slots
+  are served again.
 
 redis-py's cluster nodes keep their own connection lists (no queue: a node with
 ``max_connections`` busy connections fails at once); that is reported as
