@@ -65,7 +65,7 @@ async def test_every_operation_on_a_cluster(cluster: RedisCluster, raw: ClusterC
         ti.set_default_cache_manager(None)
     assert calls == [3, 4]
 
-    health = await cache.healthredis_check_lines()
+    health = await cache.health_check()
     assert health["status"] == "healthy" and health["backend"] == "redis-cluster"
     assert sorted(node["address"] for node in health["redis"]["nodes"]) == sorted(
         f"{node.host}:{node.port}" for node in cluster.primaries()
@@ -163,7 +163,7 @@ async def test_a_primary_killed_under_20_tasks_degrades_only_its_slots(cluster: 
     others = set(load.history) - victim_keys
     assert load.first_landing_after(killed_at, others) < killed_at + failover_s  # healthy slots kept going
     assert cache.get_stats()["fallbacks"] == 0  # the breaker stayed closed
-    assert (await cache.healthredis_check_lines())["status"] in {"healthy", "degraded"}
+    assert (await cache.health_check())["status"] in {"healthy", "degraded"}
     await cache.close()
     await asyncio.to_thread(cluster.restart, victim)
 

@@ -54,7 +54,7 @@ async def test_every_operation_under_sentinel(topology: RedisSentinel) -> None:
     assert await cache.clear() >= 203
     assert _primary(topology).get("outside") == b"1"
 
-    health = await cache.healthredis_check_lines()
+    health = await cache.health_check()
     assert health["status"] == "healthy" and health["backend"] == "redis-sentinel"
     sentinels = [node for node in health["redis"]["nodes"] if node["role"] == "sentinel"]
     host, port = topology.master_address()
