@@ -212,3 +212,16 @@ async def test_spans_name_the_node_that_answered_and_pools_are_gauged_per_node(
                 used_or_idle[port] = used_or_idle.get(port, 0) + sample.value
     assert {port for port, count in used_or_idle.items() if count > 0} == answered
     await cache.close()
+
+
+async def test_a_cluster_no_node_answers_is_an_outage_served_from_memory() -> None:
+    url = f"redis+cluster://127.0.0.1:{free_port()},127.0.0.1:{free_port()}"
+    cache = CacheManager(url, namespace="down", socket_timeout=0.3, socket_connect_timeout=0.3)
+
+    assert [await cache.get("k", "miss") for _ in range(3)] == ["miss"] * 3  # failure_threshold
+    assert cache.fallback_active and cache.backend_name == "memory"
+    assert await cache.set("k", 1) and await cache.get("k") == 1
+    assert await cache.mget(["k", "absent"]) == {"k": 1}
+    health = await cache.health_check()
+    assert health["status"] == "degraded" and not health["redis"]["connected"]
+    await cache.close()
