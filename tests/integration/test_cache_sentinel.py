@@ -143,3 +143,29 @@ def test_check_asks_every_sentinel_and_the_primary(topology: RedisSentinel) -> N
     assert line.split()[1] == "FAIL" and f"Sentinel 127.0.0.1:{dead} does not answer" in line
     [line] = redis_check_lines(topology.url.replace("/mymaster", "/unknown"))
     assert line.split()[1] == "FAIL" and "knows no service 'unknown'" in line
+
+
+async def test_readonly_from_a_demoted_primary_is_followed_not_an_outage() -> None:
+    """A primary demoted without its clients being disconnected (here by hand, as after a
+    partition) answers the pooled connection's write with READONLY: the cache asks the
+    Sentinels again and retries once on the primary they name now."""
+    with RedisSentinel() as own:
+        cache = CacheManager(own.url, namespace="ro")
+        assert await cache.set("before", 1)  # leaves an idle pooled connection to the primary
+        old = own.current_primary()
+        new = next(node for node in own.data_nodes if node is not old)
+        with new.client() as promoted, old.client() as demoted:
+            promoted.execute_command("REPLICAOF", "NO", "ONE")
+            demoted.execute_command("REPLICAOF", new.host, new.port)
+        for sentinel in own.sentinels:  # the Sentinels now name the new primary
+            with sentinel.client() as client:
+                client.execute_command("SENTINEL", "REMOVE", own.service_name)
+                client.execute_command("SENTINEL", "MONITOR", own.service_name, new.host, new.port, 2)
+        assert own.master_address() == (new.host, new.port)
+
+        assert await cache.set("after", 2)
+        assert not cache.fallback_active and cache.get_stats()["errors"] == 0
+        with new.client() as promoted:
+            assert promoted.get("ro:after") is not None
+        assert await cache.get("after") == 2
+        await cache.close()
