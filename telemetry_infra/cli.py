@@ -86,21 +86,22 @@ def check_variables(env: Mapping[str, str] | None = None) -> list[CheckResult]:
 
 
 def check_redis(url: str | None, timeout_s: float = 1.0, where: str = "REDIS_URL") -> CheckResult:
+    """One node, a Cluster (every seed) or a Sentinel set (every Sentinel, then the primary they name)."""
     if not url:
         return CheckResult("redis", True, "REDIS_URL not set: the cache would run in memory", False)
-    import redis
+    from telemetry_infra.cache.redis_urls import parse_redis_url
+    from telemetry_infra.redis_topology_check import probe_redis_target
 
     try:
-        client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+        target = parse_redis_url(url)
+        if target.topology == "redis":
+            import redis
+
+            redis.connection.parse_url(url)  # what redis-py itself rejects
     except ValueError as exc:  # malformed: exit 2, naming where it came from
         raise ValueError(f"{where} is not a Redis URL ({url_without_password(url)!r}): {exc}") from None
-    try:
-        client.ping()
-        return CheckResult("redis", True, f"{url_without_password(url)} answers PING")
-    except redis.RedisError as exc:
-        return CheckResult("redis", False, f"{url_without_password(url)} does not answer PING: {exc}")
-    finally:
-        client.close()
+    ok, detail = probe_redis_target(target, timeout_s)
+    return CheckResult("redis", ok, detail)
 
 
 def check_log_dir(log_dir: str) -> CheckResult:

@@ -32,6 +32,7 @@ __all__ = [
     "CacheError",
     "CachePoolExhaustedError",
     "CacheSerializationError",
+    "CacheShardUnavailableError",
     "CacheWriteError",
 ]
 
@@ -57,6 +58,23 @@ class CachePoolExhaustedError(CacheError):
         )
 
 
+class CacheShardUnavailableError(CacheError):
+    """One Redis Cluster node cannot be reached while other primaries answer.
+
+    Not an outage of the cache: only the keys of that node's slots fail (reads miss,
+    writes are masked until their removal lands), the rest is served by Redis, and
+    redis-py moves the slots once a replica takes over. ``node`` is ``host:port`` (None
+    when the slot has no node at all in the client's map).
+    """
+
+    def __init__(self, node: str | None, cause: BaseException) -> None:
+        self.node = node
+        where = f"Redis Cluster node {node}" if node else "the Redis Cluster node of this slot"
+        super().__init__(
+            f"{where} is unavailable while other primaries answer ({type(cause).__name__}: {cause})"
+        )
+
+
 OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
     RedisConnectionError,
     RedisTimeoutError,
@@ -66,7 +84,11 @@ OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
 #: Outage errors that do not prove an outage: Redis may only be slow, and a write may have
 #: landed. They count toward the breaker's threshold instead of opening it at once.
 TIMEOUT_ERRORS: tuple[type[BaseException], ...] = (RedisTimeoutError, asyncio.TimeoutError)
-BACKEND_ERRORS: tuple[type[BaseException], ...] = (RedisError, CachePoolExhaustedError)
+BACKEND_ERRORS: tuple[type[BaseException], ...] = (
+    RedisError,
+    CachePoolExhaustedError,
+    CacheShardUnavailableError,
+)
 
 
 class CacheSerializationError(CacheError, TypeError):

@@ -104,15 +104,21 @@ class FailoverBackend:
         if self.breaker.is_open:
             self.breaker.keep_probing()
             return await self.memory.mget(keys)
+        # masked when the read began: a batch may read a key before a replay's UNLINK and
+        # return after it (a Cluster retries a batch after a pause), with the stale value
+        masked = {key for key in keys if self.journal.masks(key)} if self.journal.pending else ()
         try:
             payloads = await self.primary.mget(keys)
         except OUTAGE_ERRORS as exc:
             self._read_failed(exc)
             return await self.memory.mget(keys)
         self.breaker.failures = 0
-        if self.journal.pending:
+        if self.journal.pending or masked:
             masks = self.journal.masks
-            return [None if masks(key) else payload for key, payload in zip(keys, payloads, strict=True)]
+            return [
+                None if key in masked or masks(key) else payload
+                for key, payload in zip(keys, payloads, strict=True)
+            ]
         return payloads
 
     async def exists(self, key: str) -> bool:

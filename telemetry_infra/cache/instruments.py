@@ -39,7 +39,8 @@ __all__ = ["KEY_ATTRIBUTE_LIMIT", "NO_TELEMETRY", "CacheTelemetry", "Observed", 
 
 KEY_ATTRIBUTE_LIMIT = 128
 OPERATIONS = ("get", "set", "delete", "exists", "clear", "mget", "mset")
-BACKENDS = ("redis", "memory", "closed")
+REDIS_BACKENDS = frozenset({"redis", "redis-cluster", "redis-sentinel"})
+BACKENDS = (*sorted(REDIS_BACKENDS), "memory", "closed")
 #: reads whose spans say which tier answered (``cache.tier``: ``near``, ``redis`` or ``memory``)
 TIERED = frozenset(("get", "mget"))
 
@@ -102,7 +103,7 @@ def _suppressed() -> context.Context:
 class _Operation:
     """One timed operation; a span when the current trace records."""
 
-    __slots__ = ("_attributes", "_name", "_near", "_span", "_started", "_telemetry", "_token")
+    __slots__ = ("_attributes", "_key", "_name", "_near", "_span", "_started", "_telemetry", "_token")
 
     def __init__(self, telemetry: CacheTelemetry, name: str, key: str | None) -> None:
         self._telemetry = telemetry
@@ -110,6 +111,7 @@ class _Operation:
         self._near = False
         self._span: trace.Span | None = None
         if trace.get_current_span().is_recording():
+            self._key = key
             attributes = {"cache.name": telemetry.name}
             if key is not None:
                 attributes["cache.key"] = telemetry.key_attribute(key)
@@ -119,7 +121,7 @@ class _Operation:
             self._attributes: dict[str, Any] = {}
             telemetry.drain_events(span)
             self._token = context.attach(trace.set_span_in_context(span))
-        elif telemetry.backend_name() == "redis":
+        elif telemetry.backend_name() in REDIS_BACKENDS:
             # No cache span, so no Redis command span either: an orphan GET would be a
             # trace of its own, and an unsampled one still costs its instrumentation.
             self._token = context.attach(_suppressed())
@@ -162,13 +164,34 @@ class _Operation:
             self.fail(exc)
         self._attributes["cache.backend"] = backend
         if self._name in TIERED:
-            self._attributes["cache.tier"] = "near" if self._near else backend
+            self._attributes["cache.tier"] = _tier(backend, self._near)
+        if backend in REDIS_BACKENDS and telemetry.server_of is not None:
+            self._set_server(telemetry.server_of)
         span.set_attributes(self._attributes)
         series.record(elapsed, span.get_span_context())  # the exemplar points at this operation
         span.end()
         context.detach(self._token)
 
+    def _set_server(self, server_of: Callable[[str | None], tuple[str, int] | None]) -> None:
+        """``server.address``/``server.port`` of the node serving the key (one node, the
+        Sentinels' primary, or the Cluster node of the key's slot; none for a batch across
+        a Cluster's nodes)."""
+        try:
+            address = server_of(self._key if self._name not in _KEYLESS else None)
+        except Exception:
+            return
+        if address is not None:
+            self._attributes["server.address"], self._attributes["server.port"] = address
 
+
+_KEYLESS = frozenset({"clear", "mget", "mset"})
+
+
+def _tier(backend: str, near: bool) -> str:
+    """``cache.tier``: the near cache, Redis (any topology) or the memory fallback."""
+    if near:
+        return "near"
+    return "redis" if backend in REDIS_BACKENDS else backend
 Operation = _Operation | _NoOperation
 
 
@@ -184,9 +207,12 @@ class CacheTelemetry:
         *,
         hash_keys: bool = False,
         near: bool = False,
+        server_of: Callable[[str | None], tuple[str, int] | None] | None = None,
     ) -> None:
         self.name = name
         self.backend_name = backend_name
+        #: the address of the Redis node serving a key (None: the operation's only node)
+        self.server_of = server_of
         self.hash_keys = hash_keys
         duration = _instruments().duration
         self.durations = {
@@ -278,6 +304,10 @@ class Observed(Protocol):
 
     def connection_usage(self) -> tuple[int, int, int] | None:
         """``(used, idle, max)`` pool connections, or None without Redis."""
+        ...
+
+    def connection_usage_by_node(self) -> dict[tuple[str, int], tuple[int, int, int]] | None:
+        """The same per node where each node has a pool of its own (a Cluster), else None."""
         ...
 
 
@@ -386,28 +416,38 @@ class _Instruments:
             active[observed.name] = max(active.get(observed.name, 0), int(observed.fallback_active))
         return [Observation(value, {"cache.name": name}) for name, value in active.items()]
 
-    def _pools(self) -> dict[str, tuple[int, int, int]]:
-        pools: dict[str, tuple[int, int, int]] = {}
+    def _pools(self) -> dict[tuple[str, tuple[str, int] | None], tuple[int, int, int]]:
+        """Usage by (cache name, node): node None for a single pool, ``(host, port)`` per Cluster node."""
+        pools: dict[tuple[str, tuple[str, int] | None], tuple[int, int, int]] = {}
         for observed in self._observed():
-            usage = observed.connection_usage()
-            if usage is None:
-                continue
-            before = pools.get(observed.name, (0, 0, 0))
-            pools[observed.name] = tuple(a + b for a, b in zip(before, usage, strict=True))  # type: ignore[assignment]
+            by_node = observed.connection_usage_by_node()
+            if by_node is None:
+                usage = observed.connection_usage()
+                by_node = None if usage is None else {None: usage}
+            for node, usage in (by_node or {}).items():
+                before = pools.get((observed.name, node), (0, 0, 0))
+                pools[observed.name, node] = tuple(a + b for a, b in zip(before, usage, strict=True))  # type: ignore[assignment]
         return pools
+
+    @staticmethod
+    def _pool_attributes(name: str, node: tuple[str, int] | None) -> dict[str, Any]:
+        attributes: dict[str, Any] = {"db.client.connection.pool.name": name}
+        if node is not None:
+            attributes["server.address"], attributes["server.port"] = node
+        return attributes
 
     def _connection_count(self, _options: CallbackOptions) -> Iterable[Observation]:
         observations = []
-        for name, (used, idle, _most) in self._pools().items():
-            pool = {"db.client.connection.pool.name": name}
+        for (name, node), (used, idle, _most) in self._pools().items():
+            pool = self._pool_attributes(name, node)
             observations.append(Observation(used, {**pool, "db.client.connection.state": "used"}))
             observations.append(Observation(idle, {**pool, "db.client.connection.state": "idle"}))
         return observations
 
     def _connection_max(self, _options: CallbackOptions) -> Iterable[Observation]:
         return [
-            Observation(most, {"db.client.connection.pool.name": name})
-            for name, (_used, _idle, most) in self._pools().items()
+            Observation(most, self._pool_attributes(name, node))
+            for (name, node), (_used, _idle, most) in self._pools().items()
         ]
 
 

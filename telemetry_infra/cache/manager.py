@@ -8,7 +8,6 @@ the backends' business (``failover.FailoverBackend`` over Redis and memory).
 from __future__ import annotations
 
 import asyncio
-import functools
 import inspect
 import logging
 import time
@@ -18,7 +17,8 @@ from typing import Any, TypeVar
 
 from telemetry_infra.cache.backends import Backend
 from telemetry_infra.cache.backends.memory import MemoryBackend
-from telemetry_infra.cache.backends.redis import MSET_CHUNK_ITEMS, RedisBackend, create_client
+from telemetry_infra.cache.backends.redis import MSET_CHUNK_ITEMS
+from telemetry_infra.cache.backends.topology import redis_backend_for
 from telemetry_infra.cache.codec import Codec
 from telemetry_infra.cache.errors import (
     BACKEND_ERRORS,
@@ -152,8 +152,7 @@ class CacheManager:
                     "redis://, rediss:// or unix://)"
                 )
         if redis_url is not None:
-            connect = functools.partial(
-                create_client,
+            redis_backend = redis_backend_for(
                 redis_url,
                 max_connections=max_connections,
                 socket_timeout=self.socket_timeout,
@@ -161,7 +160,6 @@ class CacheManager:
                 pool_timeout=_seconds(pool_timeout, "pool_timeout"),
                 health_check_interval=health_check_interval,
             )
-            redis_backend = RedisBackend(connect)
             self._failover = failover = FailoverBackend(
                 redis_backend,
                 self._memory,
@@ -195,6 +193,7 @@ class CacheManager:
                 self,
                 hash_keys=hash_keys_in_spans,
                 near=self._near is not None,
+                server_of=self._server_of if self._failover is not None else None,
             )
             if self._failover is not None:
                 self._failover.breaker.add_listener(self._telemetry.breaker_changed)
@@ -555,9 +554,18 @@ class CacheManager:
         """True while memory serves because Redis is unreachable."""
         return self._failover is not None and self._failover.breaker.is_open
 
+    def _server_of(self, key: str | None) -> tuple[str, int] | None:
+        """The Redis node serving ``key`` (span attributes; None for a batch on a Cluster)."""
+        primary = self._failover.primary  # type: ignore[union-attr]
+        return primary.server_of(None if key is None else self._namespace.key(key))
+
     def connection_usage(self) -> tuple[int, int, int] | None:
         """``(used, idle, max)`` Redis pool connections; None in memory-only mode."""
         return None if self._failover is None else self._failover.primary.connections()
+
+    def connection_usage_by_node(self) -> dict[tuple[str, int], tuple[int, int, int]] | None:
+        """``{(host, port): (used, idle, max)}`` on a Cluster (a pool per node); None otherwise."""
+        return None if self._failover is None else self._failover.primary.connections_by_node()
 
     def get_stats(self) -> dict[str, Any]:
         """Counters since creation: ``hits misses hit_rate sets deletes errors evictions
@@ -588,6 +596,10 @@ class CacheManager:
     async def health_check(self) -> dict[str, Any]:
         """PING Redis (really, with latency) and report ``status`` healthy/degraded/unhealthy.
 
+        On a Cluster or under Sentinel, ``redis.nodes`` lists every primary (Cluster) or
+        every Sentinel and the primary they name, each with ``connected``; one node down
+        makes the status ``degraded``.
+
         ``degraded`` while memory serves, and while writes fail although Redis answers: the
         last write was refused or unconfirmed and none has succeeded since
         (``redis.write_error`` holds Redis's message). With ``near_cache=True`` also while
@@ -605,6 +617,9 @@ class CacheManager:
                 with self._telemetry.untraced():
                     await asyncio.wait_for(self._failover.ping(), self.socket_timeout)
                     redis["latency_ms"] = round((time.perf_counter() - started) * 1000, 3)
+                    nodes = await asyncio.wait_for(self._failover.primary.node_health(), self.socket_timeout)
+                    if nodes:
+                        redis["nodes"] = nodes
                     if not self.fallback_active:
                         await self._failover.apply_journal()
             except (*OUTAGE_ERRORS, *BACKEND_ERRORS) as exc:
@@ -615,6 +630,7 @@ class CacheManager:
             if failure is not None:
                 redis["write_error"] = failure
             healthy = redis["connected"] and not self.fallback_active and failure is None
+            healthy = healthy and all(node["connected"] for node in redis.get("nodes", ()))
             if healthy and self._channel is not None:
                 healthy = await self._channel.wait_tracking(self.socket_timeout)
             status = "healthy" if healthy else "degraded"

@@ -236,11 +236,19 @@ class RedisBackend:
         self._scan_count = scan_count
         self._refuse_waiters: Callable[[], bool] = lambda: False
         self._lock = threading.Lock()
-        self._spare: aioredis.Redis | None = connect()
-        self._max_connections: int = self._spare.connection_pool.max_connections
-        self._by_loop: dict[asyncio.AbstractEventLoop, _LoopClient] = {}
+        self._spare: Any = connect()
+        self._max_connections: int = self._pool_size(self._spare)
+        self._by_loop: dict[asyncio.AbstractEventLoop, Any] = {}
         # the loop used last and its client: a call from that loop costs one identity check
-        self._bound = _LoopClient(None, self._spare)
+        self._bound = self._loop_client(None, self._spare)
+
+    def _pool_size(self, client: aioredis.Redis) -> int:
+        return client.connection_pool.max_connections
+
+    def _loop_client(self, loop: asyncio.AbstractEventLoop | None, client: aioredis.Redis) -> _LoopClient:
+        """What a loop's calls use: its client, its pool (told when to fail fast), its script."""
+        client.connection_pool.refuse_waiters = self._refuse_waiters
+        return _LoopClient(loop, client)
 
     async def _bind(self) -> _LoopClient:
         """The running loop's client, made on the loop's first call."""
@@ -251,8 +259,7 @@ class RedisBackend:
             if made:
                 self._forget_closed_loops()
                 client, self._spare = self._spare or self._connect(), None
-                client.connection_pool.refuse_waiters = self._refuse_waiters
-                bound = self._by_loop[loop] = _LoopClient(loop, client)
+                bound = self._by_loop[loop] = self._loop_client(loop, client)
         if made:
             await bound.closer.asend(None)  # registers it with the loop's shutdown_asyncgens()
         self._bound = bound
@@ -361,12 +368,26 @@ class RedisBackend:
         client = await self._client()
         await client.execute_command("PING")
 
+    async def node_health(self) -> list[dict[str, Any]]:
+        """Per-node state for ``health_check`` (one node: the PING result says it all)."""
+        return []
+
+    def server_of(self, key: str | None) -> tuple[str, int] | None:
+        """The address of the server that serves ``key`` (span attributes; None on a socket)."""
+        kwargs = self._bound.pool.connection_kwargs
+        port = kwargs.get("port")
+        return None if port is None else (kwargs.get("host", "localhost"), port)
+
     def fail_fast_when(self, unreachable: Callable[[], bool]) -> None:
         """Calls still queued for a connection fail at once while ``unreachable()`` is true."""
         with self._lock:
             self._refuse_waiters = unreachable
             for bound in self._by_loop.values():
                 bound.pool.refuse_waiters = unreachable
+
+    def connections_by_node(self) -> dict[tuple[str, int], tuple[int, int, int]] | None:
+        """Pool usage per node where there are several (a Cluster); None here: one pool."""
+        return None
 
     def connections(self) -> tuple[int, int, int]:
         """``(used, idle, max)`` over the pools of the loops alive now, for the pool gauges.

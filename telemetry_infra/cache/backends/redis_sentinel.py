@@ -1,0 +1,204 @@
+"""Redis under Sentinel: the primary of a service, found (and found again) through its Sentinels.
+
+The data lives on one primary, so the single-node ``RedisBackend`` does the work; only
+how connections find their server changes. ``FairSentinelConnectionPool`` is the fair,
+bounded pool of ``redis.py`` (first come, first served hand-over, ``pool_timeout`` for
+reads) whose connections ask the Sentinels for the primary's address each time they
+connect, as ``redis.asyncio.sentinel.SentinelConnectionPool`` does.
+
+After a failover:
+
+* the dead primary refuses connections: an outage for the breaker (all the data is on
+  that one server); its probe reconnects, which asks the Sentinels again and so finds
+  the promoted replica;
+* a primary *demoted* while still running answers writes with ``READONLY``. With a
+  plain ``redis://`` URL that is a refused write; here it means the Sentinels moved
+  the service: the idle connections are dropped, the primary is looked up again and
+  the write is retried once on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import (
+    Sentinel,
+    SentinelConnectionPool,
+    SentinelManagedConnection,
+    SentinelManagedSSLConnection,
+)
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ReadOnlyError
+
+from telemetry_infra.cache.backends.redis import FairConnectionPool, RedisBackend
+from telemetry_infra.cache.redis_urls import RedisTarget
+
+__all__ = [
+    "FairSentinelConnectionPool",
+    "MasterDemotedError",
+    "RedisSentinelBackend",
+    "create_sentinel_client",
+]
+
+
+class MasterDemotedError(RedisConnectionError):
+    """The server this connection writes to was the primary and is a replica now."""
+
+
+class _DemotionAware:
+    """Turns ``READONLY`` from the server believed to be the primary into ``MasterDemotedError``."""
+
+    async def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().read_response(*args, **kwargs)  # type: ignore[misc]
+        except MasterDemotedError:
+            raise
+        except (ReadOnlyError, RedisConnectionError) as exc:
+            if isinstance(exc, ReadOnlyError) or "now a slave" in str(exc):
+                await self.disconnect()  # type: ignore[attr-defined]
+                raise MasterDemotedError(
+                    f"{self.host}:{self.port} was demoted to a replica"  # type: ignore[attr-defined]
+                ) from exc
+            raise
+
+
+class _PrimaryConnection(_DemotionAware, SentinelManagedConnection):
+    pass
+
+
+class _PrimarySSLConnection(_DemotionAware, SentinelManagedSSLConnection):
+    pass
+
+
+class FairSentinelConnectionPool(FairConnectionPool, SentinelConnectionPool):
+    """``FairConnectionPool``'s hand-over and bounds, with Sentinel's primary discovery."""
+
+    def server_address(self) -> tuple[str, int] | None:
+        """The primary's address as last discovered (None before the first connection)."""
+        return self.master_address
+
+
+class _SentinelManagedRedis(aioredis.Redis):
+    """The data client; closing it also closes its connections to the Sentinels."""
+
+    sentinel: Sentinel
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        try:
+            await super().aclose(close_connection_pool)
+        finally:
+            for client in self.sentinel.sentinels:
+                await client.aclose()
+
+
+def create_sentinel_client(
+    target: RedisTarget,
+    *,
+    max_connections: int,
+    socket_timeout: float,
+    socket_connect_timeout: float,
+    health_check_interval: float,
+    pool_timeout: float,
+) -> aioredis.Redis:
+    """A client of ``target.service_name``'s primary with ``create_client``'s fail-fast settings."""
+    credentials = {"username": target.username, "password": target.password}
+    timeouts = {"socket_timeout": socket_timeout, "socket_connect_timeout": socket_connect_timeout}
+    sentinel = Sentinel(
+        list(target.nodes),
+        sentinel_kwargs={**credentials, **timeouts, "ssl": target.tls, "retry": Retry(NoBackoff(), 0)},
+    )
+    pool = FairSentinelConnectionPool(
+        service_name=target.service_name,
+        sentinel_manager=sentinel,
+        pool_timeout=pool_timeout,
+        max_connections=max_connections,
+        connection_class=_PrimarySSLConnection if target.tls else _PrimaryConnection,
+        db=target.db,
+        health_check_interval=health_check_interval,
+        retry=Retry(NoBackoff(), 0),
+        **credentials,
+        **timeouts,
+    )
+    client = _SentinelManagedRedis.from_pool(pool)
+    client.sentinel = sentinel
+    return client
+
+
+class RedisSentinelBackend(RedisBackend):
+    """``RedisBackend`` on the primary the Sentinels name; writes follow a demotion once."""
+
+    name = "redis-sentinel"
+
+    async def set(self, key: str, payload: bytes, ttl: float | None) -> None:
+        try:
+            await super().set(key, payload, ttl)
+        except MasterDemotedError:
+            await self._rediscover()
+            await super().set(key, payload, ttl)
+
+    async def mset(self, items: Sequence[tuple[str, bytes]], ttl: float | None) -> None:
+        try:
+            await super().mset(items, ttl)
+        except MasterDemotedError:
+            await self._rediscover()
+            await super().mset(items, ttl)
+
+    async def delete(self, key: str) -> bool:
+        try:
+            return await super().delete(key)
+        except MasterDemotedError:
+            await self._rediscover()
+            return await super().delete(key)
+
+    async def delete_many(self, keys: Sequence[str]) -> int:
+        try:
+            return await super().delete_many(keys)
+        except MasterDemotedError:
+            await self._rediscover()
+            return await super().delete_many(keys)
+
+    async def clear(self, pattern: str) -> int:
+        try:
+            return await super().clear(pattern)
+        except MasterDemotedError:
+            await self._rediscover()
+            return await super().clear(pattern)
+
+    async def _rediscover(self) -> None:
+        """Forget the demoted primary: idle connections closed, the next connect asks the Sentinels."""
+        client = await self._client()
+        pool = client.connection_pool
+        pool.master_address = None
+        await pool.disconnect(inuse_connections=False)
+
+    def server_of(self, key: str | None) -> tuple[str, int] | None:
+        """The primary's address as last discovered (for span attributes)."""
+        return self._bound.pool.server_address()
+
+    async def node_health(self) -> list[dict[str, Any]]:
+        """Every Sentinel (does it answer, which primary does it name) and the primary itself."""
+        client = await self._client()
+        pool: FairSentinelConnectionPool = client.connection_pool
+        report: list[dict[str, Any]] = []
+        for sentinel in pool.sentinel_manager.sentinels:
+            kwargs = sentinel.connection_pool.connection_kwargs
+            entry: dict[str, Any] = {"address": f"{kwargs['host']}:{kwargs['port']}", "role": "sentinel"}
+            try:
+                state = await sentinel.sentinel_get_master_addr_by_name(pool.service_name)
+            except (RedisConnectionError, OSError, Exception) as exc:
+                entry.update(connected=False, error=f"{type(exc).__name__}: {exc}".rstrip(": "))
+            else:
+                entry.update(connected=True, primary=None if state is None else _address(*state))
+            report.append(entry)
+        address = pool.server_address()
+        if address is not None:
+            report.append({"address": f"{address[0]}:{address[1]}", "role": "primary", "connected": True})
+        return report
+
+
+def _address(host: str | bytes, port: int | bytes) -> str:
+    return f"{host.decode() if isinstance(host, bytes) else host}:{int(port)}"

@@ -1,0 +1,40 @@
+"""The Redis backend a URL calls for: one node, a Cluster or a Sentinel-managed primary."""
+
+from __future__ import annotations
+
+import functools
+
+from telemetry_infra.cache.backends.redis import RedisBackend, create_client
+from telemetry_infra.cache.backends.redis_cluster import RedisClusterBackend, create_cluster_client
+from telemetry_infra.cache.backends.redis_sentinel import RedisSentinelBackend, create_sentinel_client
+from telemetry_infra.cache.redis_urls import parse_redis_url
+
+__all__ = ["redis_backend_for"]
+
+
+def redis_backend_for(
+    url: str,
+    *,
+    max_connections: int,
+    socket_timeout: float,
+    socket_connect_timeout: float,
+    health_check_interval: float,
+    pool_timeout: float,
+) -> RedisBackend:
+    """A backend on ``url`` (see ``redis_urls``); ``ValueError`` naming the problem when malformed.
+
+    ``max_connections`` bounds each event loop's pool; on a Cluster, each node's.
+    """
+    target = parse_redis_url(url)
+    timeouts = {
+        "max_connections": max_connections,
+        "socket_timeout": socket_timeout,
+        "socket_connect_timeout": socket_connect_timeout,
+        "health_check_interval": health_check_interval,
+    }
+    if target.topology == "cluster":
+        return RedisClusterBackend(functools.partial(create_cluster_client, target, **timeouts))
+    if target.topology == "sentinel":
+        connect = functools.partial(create_sentinel_client, target, pool_timeout=pool_timeout, **timeouts)
+        return RedisSentinelBackend(connect)
+    return RedisBackend(functools.partial(create_client, url, pool_timeout=pool_timeout, **timeouts))
