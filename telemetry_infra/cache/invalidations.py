@@ -41,13 +41,20 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from telemetry_infra.cache.background_tasks import cancel_anywhere
 from telemetry_infra.cache.near import NearCache
+from telemetry_infra.cache.redis_urls import RedisTarget
 
-__all__ = ["InvalidationChannel", "tracking_connection_factory"]
+__all__ = [
+    "InvalidationChannel",
+    "node_connection_factory",
+    "sentinel_connection_factory",
+    "tracking_connection_factory",
+]
 
 logger = logging.getLogger("telemetry_infra.cache")
 _monotonic = time.monotonic
@@ -66,8 +73,72 @@ def tracking_connection_factory(
     behind our back (that would read a reply meant for the listener). ``client_name``
     (``CLIENT SETNAME``) lets operators tell the channel apart in ``CLIENT LIST``."""
     template = aioredis.ConnectionPool.from_url(url)
-    options = {
-        **template.connection_kwargs,
+    options = _tracking_options(
+        template.connection_kwargs, socket_timeout, socket_connect_timeout, client_name
+    )
+    connection_class = template.connection_class
+    return lambda: connection_class(**options)
+
+
+def node_connection_factory(
+    target: RedisTarget,
+    address: tuple[str, int],
+    *,
+    socket_timeout: float,
+    socket_connect_timeout: float,
+    client_name: str,
+) -> Connect:
+    """``tracking_connection_factory`` for one node of a Cluster ``target`` (its TLS and credentials)."""
+    options = _tracking_options(
+        {"host": address[0], "port": address[1], "username": target.username, "password": target.password},
+        socket_timeout,
+        socket_connect_timeout,
+        client_name,
+    )
+    connection_class = aioredis.SSLConnection if target.tls else aioredis.Connection
+    return lambda: connection_class(**options)
+
+
+def sentinel_connection_factory(
+    target: RedisTarget, *, socket_timeout: float, socket_connect_timeout: float, client_name: str
+) -> Connect:
+    """``tracking_connection_factory`` for the primary that ``target``'s Sentinels name *when the
+    connection is opened* (asked again at every reconnection, so a failover is followed)."""
+    credentials = {"username": target.username, "password": target.password}
+    timeouts = {"socket_timeout": socket_timeout, "socket_connect_timeout": socket_connect_timeout}
+    sentinel = Sentinel(
+        list(target.nodes),
+        sentinel_kwargs={**credentials, **timeouts, "ssl": target.tls, "retry": Retry(NoBackoff(), 0)},
+    )
+    options = _tracking_options(
+        {"db": target.db, **credentials}, socket_timeout, socket_connect_timeout, client_name
+    )
+    base = aioredis.SSLConnection if target.tls else aioredis.Connection
+    service = target.service_name
+
+    class PrimaryTrackingConnection(base):  # type: ignore[misc,valid-type]
+        async def connect(self) -> None:
+            try:
+                self.host, self.port = await sentinel.discover_master(service)
+            finally:  # the channel may reconnect on another event loop: keep no Sentinel connection
+                for client in sentinel.sentinels:
+                    await client.connection_pool.disconnect()
+            await super().connect()
+            await self.send_command("ROLE")
+            role = await self.read_response()
+            if role[0] not in (b"master", "master"):
+                # named before the Sentinels switched: tracking a replica would miss every write
+                await self.disconnect()
+                raise RedisError(f"{self.host}:{self.port}, named by the Sentinels, is not a primary")
+
+    return lambda: PrimaryTrackingConnection(**options)
+
+
+def _tracking_options(
+    kwargs: dict[str, Any], socket_timeout: float, socket_connect_timeout: float, client_name: str
+) -> dict[str, Any]:
+    return {
+        **kwargs,
         "protocol": 3,
         "socket_timeout": socket_timeout,
         "socket_connect_timeout": socket_connect_timeout,
@@ -75,8 +146,20 @@ def tracking_connection_factory(
         "client_name": "".join(c if c.isalnum() or c in "-_.:" else "_" for c in client_name),
         "retry": Retry(NoBackoff(), 0),
     }
-    connection_class = template.connection_class
-    return lambda: connection_class(**options)
+
+
+def _answers_probe(message: Any) -> bool:
+    """A PONG, or a ROLE reply (``[role, ...]``)."""
+    return message in (b"PONG", "PONG") or (isinstance(message, list) and bool(message))
+
+
+def _check_primary(message: Any) -> None:
+    if isinstance(message, list) and message[0] not in (b"master", "master"):
+        raise NotPrimaryError("the tracked node is no longer the primary (demoted by the Sentinels)")
+
+
+class NotPrimaryError(RedisError):
+    """The node tracked as the primary answered ROLE as a replica."""
 
 
 class ChannelSilentError(RedisError):
@@ -99,6 +182,7 @@ class InvalidationChannel:
         answer_timeout: float = 1.0,
         retry_interval: float = 1.0,
         ping_interval: float = PING_INTERVAL_S,
+        primary_only: bool = False,
         task_context: Callable[[], contextvars.Context] = contextvars.copy_context,
     ) -> None:
         self._connect = connect
@@ -109,6 +193,9 @@ class InvalidationChannel:
         self.answer_timeout = answer_timeout
         self.retry_interval = retry_interval
         self.ping_interval = ping_interval
+        # under Sentinel the health check is ROLE: a primary demoted in place (SENTINEL FAILOVER)
+        # keeps its connections, and tracking a replica would follow a dataset being replaced
+        self._probe = ("ROLE",) if primary_only else ("PING",)
         # the channel is believed for one PING period plus an answer's time either side
         self._trust_s = ping_interval + 2 * answer_timeout
         self._task_context = task_context
@@ -119,6 +206,8 @@ class InvalidationChannel:
         self._connection: Any = None
         #: what ended the last connection (``Type: message``), None while tracking
         self.last_error: str | None = None
+        #: ``host:port`` of the node tracked now (None while not tracking)
+        self.node: str | None = None
         self._warned = False
 
     @property
@@ -191,11 +280,13 @@ class InvalidationChannel:
             if self.last_error is not None:
                 logger.info("near cache: invalidation channel tracking again")
             self.last_error = None
+            self.node = f"{connection.host}:{connection.port}" if hasattr(connection, "port") else None
             self._connection = connection
             await self._read_and_ping(connection, me)
         finally:
             if self._connection is connection:
                 self._connection = None
+                self.node = None
             with contextlib.suppress(Exception):
                 await connection.disconnect()
 
@@ -215,9 +306,10 @@ class InvalidationChannel:
         near = self._near
         while self._listener is me:
             message = await connection.read_response(timeout=math.inf, push_request=True)
-            if isinstance(message, list):
+            if isinstance(message, list) and message and message[0] in (b"invalidate", "invalidate"):
                 self._invalidated(message)
-            elif message in (b"PONG", "PONG") and self._pings:
+            elif self._pings and _answers_probe(message):
+                _check_primary(message)
                 sent_at, answered = self._pings.popleft()
                 near.renew(sent_at + self._trust_s, me)
                 if not answered.done():
@@ -247,7 +339,7 @@ class InvalidationChannel:
             raise RedisError("invalidation channel disconnected")
         answered = asyncio.get_running_loop().create_future()
         self._pings.append((_monotonic(), answered))
-        await connection.send_packed_command(connection.pack_command("PING"), check_health=False)
+        await connection.send_packed_command(connection.pack_command(*self._probe), check_health=False)
         return answered
 
     async def sync(self, timeout: float = 1.0) -> bool:
