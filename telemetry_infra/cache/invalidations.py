@@ -148,6 +148,11 @@ def _tracking_options(
     }
 
 
+def _node_of(connection: Any) -> str:
+    path = getattr(connection, "path", None)
+    return path if path else f"{connection.host}:{connection.port}"
+
+
 def _answers_probe(message: Any) -> bool:
     """A PONG, or a ROLE reply (``[role, ...]``)."""
     return message in (b"PONG", "PONG") or (isinstance(message, list) and bool(message))
@@ -183,6 +188,7 @@ class InvalidationChannel:
         retry_interval: float = 1.0,
         ping_interval: float = PING_INTERVAL_S,
         primary_only: bool = False,
+        on_new_node: Callable[[], None] | None = None,
         task_context: Callable[[], contextvars.Context] = contextvars.copy_context,
     ) -> None:
         self._connect = connect
@@ -196,6 +202,9 @@ class InvalidationChannel:
         # under Sentinel the health check is ROLE: a primary demoted in place (SENTINEL FAILOVER)
         # keeps its connections, and tracking a replica would follow a dataset being replaced
         self._probe = ("ROLE",) if primary_only else ("PING",)
+        # told before entries are filled from a node other than the last one tracked
+        self._on_new_node = on_new_node
+        self._last_node: str | None = None
         # the channel is believed for one PING period plus an answer's time either side
         self._trust_s = ping_interval + 2 * answer_timeout
         self._task_context = task_context
@@ -276,11 +285,15 @@ class InvalidationChannel:
             if self._listener is not me:
                 return
             self._pings.clear()
+            node = _node_of(connection)
+            if node != self._last_node and self._last_node is not None and self._on_new_node is not None:
+                self._on_new_node()  # the data connections follow before any fill is allowed
+            self._last_node = node
             self._near.tracking_started(started + self._trust_s, me)
             if self.last_error is not None:
                 logger.info("near cache: invalidation channel tracking again")
             self.last_error = None
-            self.node = f"{connection.host}:{connection.port}" if hasattr(connection, "port") else None
+            self.node = node
             self._connection = connection
             await self._read_and_ping(connection, me)
         finally:

@@ -223,6 +223,7 @@ class CacheManager:
             answer_timeout=self.socket_timeout,
             retry_interval=self._probe_interval,
             primary_only=target.topology == "sentinel",
+            on_new_node=getattr(self._failover.primary, "follow_new_primary", None),  # type: ignore[union-attr]
             task_context=lambda: self._telemetry.background_context(),
         )
 

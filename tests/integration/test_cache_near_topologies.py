@@ -165,6 +165,52 @@ async def test_sentinel_killed_primary_flushes_and_tracks_the_new_primary(
     assert _sentinel_primary(sentinel_set).get("nt-s-kill:k1") is not None
 
 
+@pytest.mark.slow
+async def test_sentinel_primary_demoted_without_disconnecting_is_left(
+    sentinel_set: RedisSentinel, closing
+) -> None:
+    """A primary demoted in place (by hand here, as after a partition heals) keeps its clients:
+    the channel notices it is no longer the primary, the near tier is flushed, and a write
+    only the old primary acknowledged is not served once the new one is named."""
+    a, b = await _pair(sentinel_set.url, "nt-s-demote")
+    closing += [a, b]
+    old = sentinel_set.current_primary()
+    new = next(node for node in sentinel_set.data_nodes if node is not old)
+    await asyncio.to_thread(_wait_replica_in_sync, new)
+    assert await b.set("k", "before")
+    await _served_near(a, "k", "before")
+    with old.client() as primary:
+        assert primary.execute_command("WAIT", 1, 5000) == 1  # "before" is on the replica too
+    with new.client() as promoted:
+        promoted.execute_command("REPLICAOF", "NO", "ONE")
+    assert await b.set("k", "lost")  # acknowledged by the old primary only
+    assert await a._channel.sync()
+    await _served_near(a, "k", "lost")
+    with old.client() as demoted:
+        demoted.execute_command("REPLICAOF", new.host, new.port)
+    for sentinel in sentinel_set.sentinels:
+        with sentinel.client() as client:
+            client.execute_command("SENTINEL", "REMOVE", sentinel_set.service_name)
+            client.execute_command("SENTINEL", "MONITOR", sentinel_set.service_name, new.host, new.port, 2)
+    deadline = time.monotonic() + 5
+    while (await a.health_check())["near"]["node"] != f"{new.host}:{new.port}":
+        assert time.monotonic() < deadline, "the invalidation channel still tracks the demoted primary"
+        await asyncio.sleep(0.1)
+    assert await a.get("k") == "before", (a.get_stats(), await a.health_check())
+    await _served_near(a, "k", "before")
+
+
+def _wait_replica_in_sync(node) -> None:
+    deadline = time.monotonic() + 20
+    while True:
+        with node.client(socket_timeout=1) as client:
+            info = client.info("replication")
+        if info["role"] == "slave" and info.get("master_link_status") == "up":
+            return
+        assert time.monotonic() < deadline, f"{node.port} is not a replica in sync"
+        time.sleep(0.1)
+
+
 # -- Cluster --------------------------------------------------------------------------
 
 
