@@ -20,7 +20,11 @@ Redis's server-assisted client-side caching, as this project uses it:
   our own writes come back as invalidations like anyone else's (BCAST does not say who
   wrote). The near tier drops its entry on its own writes at once (see ``near``).
 
-The channel belongs to one node. It runs as a task on one event loop: the loop of the
+The channel belongs to one node: the node of a ``redis://`` URL, or under Sentinel the
+primary the Sentinels name when it connects (``sentinel_connection_factory``; its health
+check is then ``ROLE``, so a primary demoted in place is left, and ``on_new_node`` makes the
+data connections follow before anything is filled from the new one). On a Cluster there is
+one channel per primary (``cluster_invalidations``). It runs as a task on one event loop: the loop of the
 first call that needed it (``ensure_listening()``). When that loop ends, or the
 connection drops, or a PING goes unanswered for ``answer_timeout`` seconds, the near
 tier is flushed and reads go to Redis; the channel reconnects every ``retry_interval``
