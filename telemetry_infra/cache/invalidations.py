@@ -157,16 +157,6 @@ def _node_of(connection: Any) -> str:
     return path if path else f"{connection.host}:{connection.port}"
 
 
-def _answers_probe(message: Any) -> bool:
-    """A PONG, or a ROLE reply (``[role, ...]``)."""
-    return message in (b"PONG", "PONG") or (isinstance(message, list) and bool(message))
-
-
-def _check_primary(message: Any) -> None:
-    if isinstance(message, list) and message[0] not in (b"master", "master"):
-        raise NotPrimaryError("the tracked node is no longer the primary (demoted by the Sentinels)")
-
-
 class NotPrimaryError(RedisError):
     """The node tracked as the primary answered ROLE as a replica."""
 
@@ -325,8 +315,7 @@ class InvalidationChannel:
             message = await connection.read_response(timeout=math.inf, push_request=True)
             if isinstance(message, list) and message and message[0] in (b"invalidate", "invalidate"):
                 self._invalidated(message)
-            elif self._pings and _answers_probe(message):
-                _check_primary(message)
+            elif self._pings and self._answers_probe(message):
                 sent_at, answered = self._pings.popleft()
                 near.renew(sent_at + self._trust_s, me)
                 if not answered.done():
@@ -340,6 +329,17 @@ class InvalidationChannel:
             self._near.flush()
             return
         self._near.invalidate([key.decode("utf-8", "replace") if type(key) is bytes else key for key in keys])
+
+    def _answers_probe(self, message: Any) -> bool:
+        """Is ``message`` the answer to a health check (PONG, or ROLE's ``[role, ...]``)?
+        Raises ``NotPrimaryError`` when ROLE says the node is not the primary any more."""
+        if self._probe[0] == "PING":
+            return message in (b"PONG", "PONG")
+        if not isinstance(message, list) or not message:
+            return False
+        if message[0] not in (b"master", "master"):
+            raise NotPrimaryError("the tracked node is no longer the primary (demoted by the Sentinels)")
+        return True
 
     async def _ping(self, connection: Any) -> None:
         while True:
