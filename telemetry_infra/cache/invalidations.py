@@ -24,8 +24,10 @@ The channel belongs to one node: the node of a ``redis://`` URL, or under Sentin
 primary the Sentinels name when it connects (``sentinel_connection_factory``; its health
 check is then ``ROLE``, so a primary demoted in place is left, and ``on_new_node`` makes the
 data connections follow before anything is filled from the new one). On a Cluster there is
-one channel per primary (``cluster_invalidations``). It runs as a task on one event loop: the loop of the
-first call that needed it (``ensure_listening()``). When that loop ends, or the
+one channel per primary (``cluster_invalidations``).
+
+It runs as a task on one event loop: the loop of the first call that needed it
+(``ensure_listening()``). When that loop ends, or the
 connection drops, or a PING goes unanswered for ``answer_timeout`` seconds, the near
 tier is flushed and reads go to Redis; the channel reconnects every ``retry_interval``
 seconds, and a later call on another running loop starts it there if its loop is gone.
@@ -45,10 +47,10 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from telemetry_infra.cache.backends.redis_sentinel import sentinels_of
 from telemetry_infra.cache.background_tasks import cancel_anywhere
 from telemetry_infra.cache.near import NearCache
 from telemetry_infra.cache.redis_urls import RedisTarget
@@ -108,14 +110,14 @@ def sentinel_connection_factory(
 ) -> Connect:
     """``tracking_connection_factory`` for the primary that ``target``'s Sentinels name *when the
     connection is opened* (asked again at every reconnection, so a failover is followed)."""
-    credentials = {"username": target.username, "password": target.password}
-    timeouts = {"socket_timeout": socket_timeout, "socket_connect_timeout": socket_connect_timeout}
-    sentinel = Sentinel(
-        list(target.nodes),
-        sentinel_kwargs={**credentials, **timeouts, "ssl": target.tls, "retry": Retry(NoBackoff(), 0)},
+    sentinel = sentinels_of(
+        target, socket_timeout=socket_timeout, socket_connect_timeout=socket_connect_timeout
     )
     options = _tracking_options(
-        {"db": target.db, **credentials}, socket_timeout, socket_connect_timeout, client_name
+        {"db": target.db, "username": target.username, "password": target.password},
+        socket_timeout,
+        socket_connect_timeout,
+        client_name,
     )
     base = aioredis.SSLConnection if target.tls else aioredis.Connection
     service = target.service_name

@@ -42,6 +42,7 @@ __all__ = [
     "MasterDemotedError",
     "RedisSentinelBackend",
     "create_sentinel_client",
+    "sentinels_of",
 ]
 
 
@@ -108,6 +109,21 @@ class _SentinelManagedRedis(aioredis.Redis):
                 await client.aclose()
 
 
+def sentinels_of(target: RedisTarget, *, socket_timeout: float, socket_connect_timeout: float) -> Sentinel:
+    """The Sentinels of ``target`` (its credentials and TLS), asked once per call, never retried."""
+    return Sentinel(
+        list(target.nodes),
+        sentinel_kwargs={
+            "username": target.username,
+            "password": target.password,
+            "socket_timeout": socket_timeout,
+            "socket_connect_timeout": socket_connect_timeout,
+            "ssl": target.tls,
+            "retry": Retry(NoBackoff(), 0),
+        },
+    )
+
+
 def create_sentinel_client(
     target: RedisTarget,
     *,
@@ -120,9 +136,8 @@ def create_sentinel_client(
     """A client of ``target.service_name``'s primary with ``create_client``'s fail-fast settings."""
     credentials = {"username": target.username, "password": target.password}
     timeouts = {"socket_timeout": socket_timeout, "socket_connect_timeout": socket_connect_timeout}
-    sentinel = Sentinel(
-        list(target.nodes),
-        sentinel_kwargs={**credentials, **timeouts, "ssl": target.tls, "retry": Retry(NoBackoff(), 0)},
+    sentinel = sentinels_of(
+        target, socket_timeout=socket_timeout, socket_connect_timeout=socket_connect_timeout
     )
     pool = FairSentinelConnectionPool(
         service_name=target.service_name,
