@@ -268,3 +268,21 @@ async def test_cluster_killed_primary_flushes_and_tracks_the_promoted_replica(
     addresses = {node["address"] for node in (await a.health_check())["near"]["nodes"]}
     assert f"{victim_address[0]}:{victim_address[1]}" not in addresses and len(addresses) == 3
     assert on_victim
+
+
+def test_cluster_near_tier_follows_the_event_loop(cluster: RedisCluster) -> None:
+    """One manager used by two ``asyncio.run()`` calls: the watcher and the per-primary
+    channels start again on the second loop, and the near tier serves there too."""
+    cache = CacheManager(cluster.url, namespace="nt-c-loops", near_cache=True, **FAST)
+    keys = _keys_on_every_node(cluster, "nt-c-loops", 30)
+
+    async def fill_and_serve() -> None:
+        assert await cache.mset(dict.fromkeys(keys, 1))
+        for key in keys:
+            await _served_near(cache, key, 1)
+        nodes = (await cache.health_check())["near"]["nodes"]
+        assert len(nodes) == 3 and all(node["tracking"] for node in nodes), nodes
+
+    asyncio.run(fill_and_serve())
+    asyncio.run(fill_and_serve())
+    asyncio.run(cache.close())
