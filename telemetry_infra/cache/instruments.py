@@ -192,6 +192,8 @@ def _tier(backend: str, near: bool) -> str:
     if near:
         return "near"
     return "redis" if backend in REDIS_BACKENDS else backend
+
+
 Operation = _Operation | _NoOperation
 
 

@@ -20,8 +20,14 @@ Redis's server-assisted client-side caching, as this project uses it:
   our own writes come back as invalidations like anyone else's (BCAST does not say who
   wrote). The near tier drops its entry on its own writes at once (see ``near``).
 
-The channel belongs to one node. It runs as a task on one event loop: the loop of the
-first call that needed it (``ensure_listening()``). When that loop ends, or the
+The channel belongs to one node: the node of a ``redis://`` URL, or under Sentinel the
+primary the Sentinels name when it connects (``sentinel_connection_factory``; its health
+check is then ``ROLE``, so a primary demoted in place is left, and ``on_new_node`` makes the
+data connections follow before anything is filled from the new one). On a Cluster there is
+one channel per primary (``cluster_invalidations``).
+
+It runs as a task on one event loop: the loop of the first call that needed it
+(``ensure_listening()``). When that loop ends, or the
 connection drops, or a PING goes unanswered for ``answer_timeout`` seconds, the near
 tier is flushed and reads go to Redis; the channel reconnects every ``retry_interval``
 seconds, and a later call on another running loop starts it there if its loop is gone.
@@ -44,10 +50,17 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from telemetry_infra.cache.backends.redis_sentinel import sentinels_of
 from telemetry_infra.cache.background_tasks import cancel_anywhere
 from telemetry_infra.cache.near import NearCache
+from telemetry_infra.cache.redis_urls import RedisTarget
 
-__all__ = ["InvalidationChannel", "tracking_connection_factory"]
+__all__ = [
+    "InvalidationChannel",
+    "node_connection_factory",
+    "sentinel_connection_factory",
+    "tracking_connection_factory",
+]
 
 logger = logging.getLogger("telemetry_infra.cache")
 _monotonic = time.monotonic
@@ -66,8 +79,72 @@ def tracking_connection_factory(
     behind our back (that would read a reply meant for the listener). ``client_name``
     (``CLIENT SETNAME``) lets operators tell the channel apart in ``CLIENT LIST``."""
     template = aioredis.ConnectionPool.from_url(url)
-    options = {
-        **template.connection_kwargs,
+    options = _tracking_options(
+        template.connection_kwargs, socket_timeout, socket_connect_timeout, client_name
+    )
+    connection_class = template.connection_class
+    return lambda: connection_class(**options)
+
+
+def node_connection_factory(
+    target: RedisTarget,
+    address: tuple[str, int],
+    *,
+    socket_timeout: float,
+    socket_connect_timeout: float,
+    client_name: str,
+) -> Connect:
+    """``tracking_connection_factory`` for one node of a Cluster ``target`` (its TLS and credentials)."""
+    options = _tracking_options(
+        {"host": address[0], "port": address[1], "username": target.username, "password": target.password},
+        socket_timeout,
+        socket_connect_timeout,
+        client_name,
+    )
+    connection_class = aioredis.SSLConnection if target.tls else aioredis.Connection
+    return lambda: connection_class(**options)
+
+
+def sentinel_connection_factory(
+    target: RedisTarget, *, socket_timeout: float, socket_connect_timeout: float, client_name: str
+) -> Connect:
+    """``tracking_connection_factory`` for the primary that ``target``'s Sentinels name *when the
+    connection is opened* (asked again at every reconnection, so a failover is followed)."""
+    sentinel = sentinels_of(
+        target, socket_timeout=socket_timeout, socket_connect_timeout=socket_connect_timeout
+    )
+    options = _tracking_options(
+        {"db": target.db, "username": target.username, "password": target.password},
+        socket_timeout,
+        socket_connect_timeout,
+        client_name,
+    )
+    base = aioredis.SSLConnection if target.tls else aioredis.Connection
+    service = target.service_name
+
+    class PrimaryTrackingConnection(base):  # type: ignore[misc,valid-type]
+        async def connect(self) -> None:
+            try:
+                self.host, self.port = await sentinel.discover_master(service)
+            finally:  # the channel may reconnect on another event loop: keep no Sentinel connection
+                for client in sentinel.sentinels:
+                    await client.connection_pool.disconnect()
+            await super().connect()
+            await self.send_command("ROLE")
+            role = await self.read_response()
+            if role[0] not in (b"master", "master"):
+                # named before the Sentinels switched: tracking a replica would miss every write
+                await self.disconnect()
+                raise RedisError(f"{self.host}:{self.port}, named by the Sentinels, is not a primary")
+
+    return lambda: PrimaryTrackingConnection(**options)
+
+
+def _tracking_options(
+    kwargs: dict[str, Any], socket_timeout: float, socket_connect_timeout: float, client_name: str
+) -> dict[str, Any]:
+    return {
+        **kwargs,
         "protocol": 3,
         "socket_timeout": socket_timeout,
         "socket_connect_timeout": socket_connect_timeout,
@@ -75,8 +152,15 @@ def tracking_connection_factory(
         "client_name": "".join(c if c.isalnum() or c in "-_.:" else "_" for c in client_name),
         "retry": Retry(NoBackoff(), 0),
     }
-    connection_class = template.connection_class
-    return lambda: connection_class(**options)
+
+
+def _node_of(connection: Any) -> str:
+    path = getattr(connection, "path", None)
+    return path if path else f"{connection.host}:{connection.port}"
+
+
+class NotPrimaryError(RedisError):
+    """The node tracked as the primary answered ROLE as a replica."""
 
 
 class ChannelSilentError(RedisError):
@@ -99,6 +183,8 @@ class InvalidationChannel:
         answer_timeout: float = 1.0,
         retry_interval: float = 1.0,
         ping_interval: float = PING_INTERVAL_S,
+        primary_only: bool = False,
+        on_new_node: Callable[[], None] | None = None,
         task_context: Callable[[], contextvars.Context] = contextvars.copy_context,
     ) -> None:
         self._connect = connect
@@ -109,6 +195,12 @@ class InvalidationChannel:
         self.answer_timeout = answer_timeout
         self.retry_interval = retry_interval
         self.ping_interval = ping_interval
+        # under Sentinel the health check is ROLE: a primary demoted in place (SENTINEL FAILOVER)
+        # keeps its connections, and tracking a replica would follow a dataset being replaced
+        self._probe = ("ROLE",) if primary_only else ("PING",)
+        # told before entries are filled from a node other than the last one tracked
+        self._on_new_node = on_new_node
+        self._last_node: str | None = None
         # the channel is believed for one PING period plus an answer's time either side
         self._trust_s = ping_interval + 2 * answer_timeout
         self._task_context = task_context
@@ -119,6 +211,8 @@ class InvalidationChannel:
         self._connection: Any = None
         #: what ended the last connection (``Type: message``), None while tracking
         self.last_error: str | None = None
+        #: ``host:port`` of the node tracked now (None while not tracking)
+        self.node: str | None = None
         self._warned = False
 
     @property
@@ -187,15 +281,21 @@ class InvalidationChannel:
             if self._listener is not me:
                 return
             self._pings.clear()
+            node = _node_of(connection)
+            if node != self._last_node and self._last_node is not None and self._on_new_node is not None:
+                self._on_new_node()  # the data connections follow before any fill is allowed
+            self._last_node = node
             self._near.tracking_started(started + self._trust_s, me)
             if self.last_error is not None:
                 logger.info("near cache: invalidation channel tracking again")
             self.last_error = None
+            self.node = node
             self._connection = connection
             await self._read_and_ping(connection, me)
         finally:
             if self._connection is connection:
                 self._connection = None
+                self.node = None
             with contextlib.suppress(Exception):
                 await connection.disconnect()
 
@@ -215,9 +315,9 @@ class InvalidationChannel:
         near = self._near
         while self._listener is me:
             message = await connection.read_response(timeout=math.inf, push_request=True)
-            if isinstance(message, list):
+            if isinstance(message, list) and message and message[0] in (b"invalidate", "invalidate"):
                 self._invalidated(message)
-            elif message in (b"PONG", "PONG") and self._pings:
+            elif self._pings and self._answers_probe(message):
                 sent_at, answered = self._pings.popleft()
                 near.renew(sent_at + self._trust_s, me)
                 if not answered.done():
@@ -231,6 +331,17 @@ class InvalidationChannel:
             self._near.flush()
             return
         self._near.invalidate([key.decode("utf-8", "replace") if type(key) is bytes else key for key in keys])
+
+    def _answers_probe(self, message: Any) -> bool:
+        """Is ``message`` the answer to a health check (PONG, or ROLE's ``[role, ...]``)?
+        Raises ``NotPrimaryError`` when ROLE says the node is not the primary any more."""
+        if self._probe[0] == "PING":
+            return message in (b"PONG", "PONG")
+        if not isinstance(message, list) or not message:
+            return False
+        if message[0] not in (b"master", "master"):
+            raise NotPrimaryError("the tracked node is no longer the primary (demoted by the Sentinels)")
+        return True
 
     async def _ping(self, connection: Any) -> None:
         while True:
@@ -247,7 +358,7 @@ class InvalidationChannel:
             raise RedisError("invalidation channel disconnected")
         answered = asyncio.get_running_loop().create_future()
         self._pings.append((_monotonic(), answered))
-        await connection.send_packed_command(connection.pack_command("PING"), check_health=False)
+        await connection.send_packed_command(connection.pack_command(*self._probe), check_health=False)
         return answered
 
     async def sync(self, timeout: float = 1.0) -> bool:

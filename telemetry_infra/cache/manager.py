@@ -19,6 +19,7 @@ from telemetry_infra.cache.backends import Backend
 from telemetry_infra.cache.backends.memory import MemoryBackend
 from telemetry_infra.cache.backends.redis import MSET_CHUNK_ITEMS
 from telemetry_infra.cache.backends.topology import redis_backend_for
+from telemetry_infra.cache.cluster_invalidations import ClusterInvalidations
 from telemetry_infra.cache.codec import Codec
 from telemetry_infra.cache.errors import (
     BACKEND_ERRORS,
@@ -30,7 +31,11 @@ from telemetry_infra.cache.errors import (
 )
 from telemetry_infra.cache.failover import FailoverBackend
 from telemetry_infra.cache.instruments import NO_TELEMETRY, CacheTelemetry, Operation
-from telemetry_infra.cache.invalidations import InvalidationChannel, tracking_connection_factory
+from telemetry_infra.cache.invalidations import (
+    InvalidationChannel,
+    sentinel_connection_factory,
+    tracking_connection_factory,
+)
 from telemetry_infra.cache.journal import OutageJournal
 from telemetry_infra.cache.keys import Namespace, key_list
 from telemetry_infra.cache.near import NEAR_MISS, Flight, NearCache
@@ -144,13 +149,6 @@ class CacheManager:
         )
         self._failover: FailoverBackend | None = None
         self._backend: Backend = self._memory
-        if near_cache and redis_url is not None:
-            topology = parse_redis_url(redis_url).topology
-            if topology != "redis":
-                raise ValueError(
-                    f"near_cache=True is not supported with a Redis {topology} URL yet (one node only: "
-                    "redis://, rediss:// or unix://)"
-                )
         if redis_url is not None:
             redis_backend = redis_backend_for(
                 redis_url,
@@ -173,7 +171,7 @@ class CacheManager:
             redis_backend.fail_fast_when(lambda: failover.breaker.blocks_writes)
             self._backend = failover
         self._near: NearCache | None = None
-        self._channel: InvalidationChannel | None = None
+        self._channel: InvalidationChannel | ClusterInvalidations | None = None
         if near_cache and self._failover is not None:
             self._near = NearCache(
                 near_cache_size,
@@ -198,20 +196,34 @@ class CacheManager:
             if self._failover is not None:
                 self._failover.breaker.add_listener(self._telemetry.breaker_changed)
 
-    def _invalidation_channel(self, url: str, near: NearCache) -> InvalidationChannel:
-        """The channel that keeps ``near`` exact: one connection to the one Redis node."""
-        connect = tracking_connection_factory(
-            url,
-            socket_timeout=self.socket_timeout,
-            socket_connect_timeout=self._connect_timeout,
-            client_name=f"telemetry_infra-near:{self.name}",
-        )
+    def _invalidation_channel(self, url: str, near: NearCache) -> InvalidationChannel | ClusterInvalidations:
+        """What keeps ``near`` exact: a tracking connection to the Redis node, to the primary
+        the Sentinels name (found again after a failover), or to every Cluster primary."""
+        target = parse_redis_url(url)
+        timeouts = {"socket_timeout": self.socket_timeout, "socket_connect_timeout": self._connect_timeout}
+        client_name = f"telemetry_infra-near:{self.name}"
+        if target.topology == "cluster":
+            return ClusterInvalidations(
+                target,
+                self._namespace.prefix,
+                near,
+                **timeouts,
+                client_name=client_name,
+                refresh_interval=self._probe_interval,
+                task_context=lambda: self._telemetry.background_context(),
+            )
+        if target.topology == "sentinel":
+            connect = sentinel_connection_factory(target, **timeouts, client_name=client_name)
+        else:
+            connect = tracking_connection_factory(url, **timeouts, client_name=client_name)
         return InvalidationChannel(
             connect,
             self._namespace.prefix,
             near,
             answer_timeout=self.socket_timeout,
             retry_interval=self._probe_interval,
+            primary_only=target.topology == "sentinel",
+            on_new_node=getattr(self._failover.primary, "follow_new_primary", None),  # type: ignore[union-attr]
             task_context=lambda: self._telemetry.background_context(),
         )
 
@@ -659,6 +671,10 @@ class CacheManager:
                 "flushes": self._near.flushes,
                 "error": self._channel.last_error,
             }
+            if isinstance(self._channel, ClusterInvalidations):
+                report["near"]["nodes"] = self._channel.nodes()
+            else:
+                report["near"]["node"] = self._channel.node
         return report
 
     # -- policies -------------------------------------------------------------------

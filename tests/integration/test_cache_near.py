@@ -327,8 +327,8 @@ async def test_near_cache_arguments_are_checked(redis_server):
         ti.CacheManager(redis_server.url, near_cache=True, near_cache_max_bytes=0)
     with pytest.raises(TypeError, match="near_cache_size"):
         ti.CacheManager(redis_server.url, near_cache=True, near_cache_size=10.5)
-    with pytest.raises(ValueError, match="near_cache"):
-        ti.CacheManager("redis+cluster://127.0.0.1:7000", near_cache=True)
+    for url in ("redis+cluster://127.0.0.1:7000", "redis+sentinel://127.0.0.1:26379/mymaster"):
+        assert ti.CacheManager(url, near_cache=True).get_stats()["near_items"] == 0  # accepted
     memory_only = ti.CacheManager(None, near_cache=True)  # already in process: nothing to add
     assert memory_only.get_stats()["near_items"] == 0
 

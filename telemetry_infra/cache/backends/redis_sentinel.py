@@ -42,6 +42,7 @@ __all__ = [
     "MasterDemotedError",
     "RedisSentinelBackend",
     "create_sentinel_client",
+    "sentinels_of",
 ]
 
 
@@ -81,6 +82,19 @@ class FairSentinelConnectionPool(FairConnectionPool, SentinelConnectionPool):
         """The primary's address as last discovered (None before the first connection)."""
         return self.master_address
 
+    def follow_new_primary(self) -> None:
+        """Every connection, idle or in use, asks the Sentinels again before its next command
+        (no I/O here: callable from any event loop)."""
+        self.master_address = None
+        for connection in (*self._available_connections, *self._in_use_connections):
+            connection.mark_for_reconnect()
+
+    async def ensure_connection(self, connection: Any) -> None:
+        if connection.should_reconnect():
+            connection.reset_should_reconnect()
+            await connection.disconnect()
+        await super().ensure_connection(connection)
+
 
 class _SentinelManagedRedis(aioredis.Redis):
     """The data client; closing it also closes its connections to the Sentinels."""
@@ -95,6 +109,21 @@ class _SentinelManagedRedis(aioredis.Redis):
                 await client.aclose()
 
 
+def sentinels_of(target: RedisTarget, *, socket_timeout: float, socket_connect_timeout: float) -> Sentinel:
+    """The Sentinels of ``target`` (its credentials and TLS), asked once per call, never retried."""
+    return Sentinel(
+        list(target.nodes),
+        sentinel_kwargs={
+            "username": target.username,
+            "password": target.password,
+            "socket_timeout": socket_timeout,
+            "socket_connect_timeout": socket_connect_timeout,
+            "ssl": target.tls,
+            "retry": Retry(NoBackoff(), 0),
+        },
+    )
+
+
 def create_sentinel_client(
     target: RedisTarget,
     *,
@@ -107,9 +136,8 @@ def create_sentinel_client(
     """A client of ``target.service_name``'s primary with ``create_client``'s fail-fast settings."""
     credentials = {"username": target.username, "password": target.password}
     timeouts = {"socket_timeout": socket_timeout, "socket_connect_timeout": socket_connect_timeout}
-    sentinel = Sentinel(
-        list(target.nodes),
-        sentinel_kwargs={**credentials, **timeouts, "ssl": target.tls, "retry": Retry(NoBackoff(), 0)},
+    sentinel = sentinels_of(
+        target, socket_timeout=socket_timeout, socket_connect_timeout=socket_connect_timeout
     )
     pool = FairSentinelConnectionPool(
         service_name=target.service_name,
@@ -174,6 +202,12 @@ class RedisSentinelBackend(RedisBackend):
         pool = client.connection_pool
         pool.master_address = None
         await pool.disconnect(inuse_connections=False)
+
+    def follow_new_primary(self) -> None:
+        """The Sentinels name another primary (the near cache's channel found it): the data
+        connections of every event loop reconnect to it before their next command."""
+        for pool in {id(bound.pool): bound.pool for bound in (self._bound, *self._by_loop.values())}.values():
+            pool.follow_new_primary()
 
     def server_of(self, key: str | None) -> tuple[str, int] | None:
         """The primary's address as last discovered (for span attributes)."""
