@@ -112,10 +112,12 @@ def sentinel_connection_factory(
     socket_connect_timeout: float,
     client_name: str,
     named_primary: Callable[[], tuple[str, int] | None] = lambda: None,
+    not_primary: Callable[[tuple[str, int]], None] = lambda address: None,
 ) -> Connect:
     """``tracking_connection_factory`` for the primary that ``target``'s Sentinels name *when the
     connection is opened* (asked again at every reconnection, so a failover is followed);
-    ``named_primary()``, the primary they announced last, is preferred when known."""
+    ``named_primary()``, the primary they announced last, is preferred when known, and
+    ``not_primary(address)`` is told when it answers ROLE as a replica."""
     sentinel = sentinels_of(
         target, socket_timeout=socket_timeout, socket_connect_timeout=socket_connect_timeout
     )
@@ -141,6 +143,7 @@ def sentinel_connection_factory(
             if role[0] not in (b"master", "master"):
                 # named before the Sentinels switched: tracking a replica would miss every write
                 await self.disconnect()
+                not_primary((self.host, self.port))
                 raise RedisError(f"{self.host}:{self.port}, named by the Sentinels, is not a primary")
 
     return lambda: PrimaryTrackingConnection(**options)

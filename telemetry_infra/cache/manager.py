@@ -219,7 +219,11 @@ class CacheManager:
         watch = getattr(self._failover.primary, "watch", None)  # type: ignore[union-attr]
         if target.topology == "sentinel":
             connect = sentinel_connection_factory(
-                target, **timeouts, client_name=client_name, named_primary=lambda: watch.address
+                target,
+                **timeouts,
+                client_name=client_name,
+                named_primary=watch.named_primary,
+                not_primary=watch.distrust,
             )
         else:
             connect = tracking_connection_factory(url, **timeouts, client_name=client_name)

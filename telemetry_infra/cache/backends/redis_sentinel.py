@@ -114,10 +114,10 @@ class FairSentinelConnectionPool(FairConnectionPool, SentinelConnectionPool):
             connection.mark_for_reconnect()
 
     async def get_master_address(self) -> tuple[str, int]:
-        watch = self.watch
-        if watch is not None and watch.address is not None:
-            self.master_address = watch.address
-            return watch.address
+        named = None if self.watch is None else self.watch.named_primary()
+        if named is not None:
+            self.master_address = named
+            return named
         address: tuple[str, int] = await super().get_master_address()
         return address
 

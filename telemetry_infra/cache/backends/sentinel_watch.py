@@ -94,6 +94,7 @@ class SentinelWatch:
         #: changes when a failover of the service starts, is aborted or moves the primary
         self.epoch = 0
         self._config_epoch = -1
+        self._distrusted: tuple[str, int] | None = None
         # Sentinel index -> until when its failover is believed under way
         self._failovers: dict[int, float] = {}
         self._failover_timeout_s = DEFAULT_FAILOVER_TIMEOUT_S
@@ -132,10 +133,26 @@ class SentinelWatch:
         """Stop the threads (they end within ``check_interval``; daemons either way)."""
         self._stopping.set()
 
+    def named_primary(self) -> tuple[str, int] | None:
+        """``address``, unless that server answered as a replica since (then None: ask the Sentinels)."""
+        address = self.address
+        return None if address == self._distrusted else address
+
+    def distrust(self, address: tuple[str, int]) -> None:
+        """``address`` answered ``ROLE`` as a replica: the Sentinels were reconfigured without an
+        announcement heard here (``SENTINEL REMOVE``/``MONITOR``...); until they name another
+        primary, connections ask them instead of using ``address``."""
+        with self._lock:
+            if address == self.address:
+                self._distrusted = address
+                self.switches += 1
+
     def demoted(self, named: tuple[str, int]) -> None:
         """The server believed primary answered as a replica, and the Sentinels name ``named``:
         follow them (a reconfiguration without announcements, e.g. ``SENTINEL REMOVE``/``MONITOR``)."""
-        self._named(named, self._config_epoch)
+        with self._lock:
+            self._config_epoch = -1  # whatever the Sentinels say now, not what they announced before
+        self._named(named, -1)
 
     # -- the threads ----------------------------------------------------------------
 
@@ -245,6 +262,7 @@ class SentinelWatch:
                 return
             first = self.address is None
             self.address = address
+            self._distrusted = None
             self.switches += 1
             self.epoch += 1
         if not first:
