@@ -89,8 +89,9 @@ class SentinelWatch:
         }
         #: the primary the Sentinels name (highest configuration epoch heard); None until heard
         self.address: tuple[str, int] | None = None
-        #: changes of ``address`` so far
+        #: changes of ``address`` so far, and when the last one was heard (``time.monotonic()``)
         self.switches = 0
+        self.switched_at: float | None = None
         #: changes when a failover of the service starts, is aborted or moves the primary
         self.epoch = 0
         self._config_epoch = -1
@@ -264,6 +265,7 @@ class SentinelWatch:
             self.address = address
             self._distrusted = None
             self.switches += 1
+            self.switched_at = time.monotonic()
             self.epoch += 1
         if not first:
             logger.info("the Sentinels named %s:%s primary of %s", *address, self.service_name)
