@@ -94,7 +94,11 @@ class Load:
             if version == 0 and misses_allowed:
                 continue
             newest = max(
-                (w.version for w in self.writes.get(key, ()) if w.acked and w.on_redis and w.at < began - WINDOW_S),
+                (
+                    w.version
+                    for w in self.writes.get(key, ())
+                    if w.acked and w.on_redis and w.at < began - WINDOW_S
+                ),
                 default=0,
             )
             stale += newest > version
@@ -148,7 +152,9 @@ async def kill_primary(topology: RedisSentinel) -> float | None:
     return time.monotonic()
 
 
-async def run(near_cache: bool, operation: Callable[[RedisSentinel], Awaitable[float | None]]) -> dict[str, Any]:
+async def run(
+    near_cache: bool, operation: Callable[[RedisSentinel], Awaitable[float | None]]
+) -> dict[str, Any]:
     with RedisSentinel() as topology:
         old = topology.master_address()
         heard = SwitchHeard(topology)
@@ -219,8 +225,9 @@ async def main() -> int:
             r = await run(near, operation)
             latency = "-" if r["latency_ms"] is None else f"{r['latency_ms']:.2f}"
             print(
-                f"{name:<18} {'on' if near else 'off':<5} {r['switch_s']:>8.2f} {r['reads']:>7} {r['stale']:>6} "
-                f"{r['acked']:>6} {r['refused']:>7} {r['lost']:>5} {r['hangs']:>5} {latency:>19}",
+                f"{name:<18} {'on' if near else 'off':<5} {r['switch_s']:>8.2f} {r['reads']:>7} "
+                f"{r['stale']:>6} {r['acked']:>6} {r['refused']:>7} {r['lost']:>5} {r['hangs']:>5} "
+                f"{latency:>19}",
                 flush=True,
             )
             bad += r["stale"] + r["lost"] + r["hangs"]

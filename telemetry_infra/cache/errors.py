@@ -25,7 +25,6 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 __all__ = [
     "BACKEND_ERRORS",
-    "FailoverUnderwayError",
     "OUTAGE_ERRORS",
     "TIMEOUT_ERRORS",
     "CacheClosedError",
@@ -35,6 +34,7 @@ __all__ = [
     "CacheSerializationError",
     "CacheShardUnavailableError",
     "CacheWriteError",
+    "FailoverUnderwayError",
 ]
 
 

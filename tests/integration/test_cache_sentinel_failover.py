@@ -130,7 +130,7 @@ async def _failover_under_load(near_cache: bool) -> None:
         await cache.close()
         assert stale == [], f"{len(stale)} of {len(load.reads)} reads were stale, e.g. {stale[:5]}"
         assert lost == [], f"acknowledged writes missing from the named primary: {lost}"
-        assert late and late_held is not None, "a set() 1 s after the failover did not land on the new primary"
+        assert late and late_held is not None, "a set() 1 s after the failover is not on the new primary"
         assert acked_after > 0, "no write was acknowledged after the failover"
 
 

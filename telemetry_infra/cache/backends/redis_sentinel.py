@@ -118,7 +118,7 @@ class FairSentinelConnectionPool(FairConnectionPool, SentinelConnectionPool):
         if named is not None:
             self.master_address = named
             return named
-        address: tuple[str, int] = await super().get_master_address()
+        address: tuple[str, int] = await super().get_master_address()  # type: ignore[no-untyped-call]
         return address
 
     async def ensure_connection(self, connection: Any) -> None:
@@ -267,7 +267,7 @@ class RedisSentinelBackend(RedisBackend):
         """The primary we wrote to answered as a replica: whatever the watch heard, it is not the
         primary any more. Ask the Sentinels which one is, and drop the idle connections."""
         client = await self._client()
-        pool = client.connection_pool
+        pool: FairSentinelConnectionPool = client.connection_pool  # type: ignore[assignment]
         address = await pool.sentinel_manager.discover_master(pool.service_name)
         self.watch.demoted((_text(address[0]), int(address[1])))
         pool.master_address = None

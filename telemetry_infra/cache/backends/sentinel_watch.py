@@ -77,7 +77,9 @@ class SentinelWatch:
         socket_connect_timeout: float,
         check_interval: float = 1.0,
     ) -> None:
-        self.service_name = target.service_name
+        if target.service_name is None:
+            raise ValueError("a Sentinel URL names the service: redis+sentinel://host:port,.../<service_name>")
+        self.service_name: str = target.service_name
         self.check_interval = check_interval
         self._sentinels = list(target.nodes)
         self._options: dict[str, Any] = {
@@ -209,7 +211,7 @@ class SentinelWatch:
 
     def _ask(self, index: int, client: redis.Redis) -> None:
         """``SENTINEL MASTER``: the primary this Sentinel names, its epoch, a failover under way."""
-        state = client.sentinel_master(self.service_name)
+        state = _master_state(client, self.service_name)
         self._failover_timeout_s = int(state.get("failover-timeout", 0)) / 1000 or DEFAULT_FAILOVER_TIMEOUT_S
         if "failover_in_progress" in str(state.get("flags", "")):
             self._begin(index)
@@ -245,7 +247,7 @@ class SentinelWatch:
     def _switched(self, address: tuple[str, int], client: redis.Redis) -> None:
         """``+switch-master``: the announcing Sentinel holds the new configuration epoch."""
         try:
-            config_epoch = int(client.sentinel_master(self.service_name).get("config-epoch", 0))
+            config_epoch = int(_master_state(client, self.service_name).get("config-epoch", 0))
         except (RedisError, OSError):
             config_epoch = self._config_epoch + 1
         self._named(address, config_epoch, ends_failovers=True)
@@ -274,6 +276,14 @@ class SentinelWatch:
                     listener()
                 except Exception:
                     logger.exception("a listener of the Sentinels' announcements failed")
+
+
+def _master_state(client: redis.Redis, service_name: str) -> dict[str, Any]:
+    """``SENTINEL MASTER <service_name>`` as redis-py parses it (ip, port, flags, config-epoch...)."""
+    state = client.sentinel_master(service_name)
+    if not isinstance(state, dict):
+        raise RedisError(f"unexpected SENTINEL MASTER reply: {state!r}")
+    return state
 
 
 def _master_of(words: list[str]) -> str | None:
