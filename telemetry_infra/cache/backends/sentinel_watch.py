@@ -28,6 +28,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -57,10 +58,13 @@ FAILOVER_ABORTS = "-failover-abort-*"
 DEFAULT_FAILOVER_TIMEOUT_S = 180.0
 
 _forks = [0]  # bumped in every forked child: its threads did not survive the fork
+_watches: weakref.WeakSet[SentinelWatch] = weakref.WeakSet()
 
 
 def _after_fork_in_child() -> None:
     _forks[0] += 1
+    for watch in list(_watches):
+        watch.forked()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
@@ -78,7 +82,9 @@ class SentinelWatch:
         check_interval: float = 1.0,
     ) -> None:
         if target.service_name is None:
-            raise ValueError("a Sentinel URL names the service: redis+sentinel://host:port,.../<service_name>")
+            raise ValueError(
+                "a Sentinel URL names the service: redis+sentinel://host:port,.../<service_name>"
+            )
         self.service_name: str = target.service_name
         self.check_interval = check_interval
         self._sentinels = list(target.nodes)
@@ -106,6 +112,7 @@ class SentinelWatch:
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._started_in: int | None = None
+        _watches.add(self)
 
     # -- what callers read ----------------------------------------------------------
 
@@ -131,6 +138,11 @@ class SentinelWatch:
         """Start the threads unless they run in this process (cheap: for every checkout)."""
         if self._started_in != _forks[0]:
             self._start()
+
+    def forked(self) -> None:
+        """In a forked child: the parent's threads (and maybe a lock they held) are gone."""
+        self._lock = threading.Lock()
+        self._subscribed = set()
 
     def stop(self) -> None:
         """Stop the threads (they end within ``check_interval``; daemons either way)."""
