@@ -140,3 +140,34 @@ async def test_sentinel_failover_under_load_near_cache_off() -> None:
 
 async def test_sentinel_failover_under_load_near_cache_on() -> None:
     await _failover_under_load(near_cache=True)
+
+
+async def test_sentinels_refusing_subscriptions_are_polled() -> None:
+    """Where the Sentinels refuse SUBSCRIBE (an ACL without channels), they are asked every
+    ``probe_interval`` instead: a write made half a second after a planned failover lands
+    on the new primary, not on the old one that still answers as a primary."""
+    with RedisSentinel() as topology:
+        for node in [*topology.sentinels, *topology.data_nodes]:
+            channels = "resetchannels" if node in topology.sentinels else "allchannels"
+            with node.client() as client:
+                client.execute_command("ACL", "SETUSER", "app", "on", ">pw", "~*", "+@all", channels)
+        url = topology.url.replace("redis+sentinel://", "redis+sentinel://app:pw@")
+        cache = CacheManager(url, namespace="fo", probe_interval=0.2)
+        assert await cache.set("before", 1)
+        old = topology.master_address()
+        with redis.Redis(*topology.sentinel_addresses[0], socket_timeout=2) as sentinel:
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                sentinel.execute_command("AUTH", "app", "pw")
+                sentinel.execute_command("SUBSCRIBE", "+switch-master")
+        with redis.Redis(*topology.sentinel_addresses[0], socket_timeout=2) as sentinel:
+            await asyncio.to_thread(sentinel.execute_command, "SENTINEL", "FAILOVER", "mymaster")
+        deadline = time.monotonic() + 20
+        while await asyncio.to_thread(topology.master_address) == old:
+            assert time.monotonic() < deadline, "the Sentinels did not move the primary"
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)
+        assert await cache.set("after", 2)
+        primary = _named_primary(topology)
+        assert await primary.get("after") == 2, "the write went to the demoted primary"
+        await primary.close()
+        await cache.close()

@@ -225,10 +225,12 @@ class SentinelWatch:
         """``SENTINEL MASTER``: the primary this Sentinel names, its epoch, a failover under way."""
         state = _master_state(client, self.service_name)
         self._failover_timeout_s = int(state.get("failover-timeout", 0)) / 1000 or DEFAULT_FAILOVER_TIMEOUT_S
-        if "failover_in_progress" in str(state.get("flags", "")):
-            self._begin(index)
         address = (_text(state["ip"]), int(state["port"]))
         self._named(address, int(state.get("config-epoch", 0)))
+        if "failover_in_progress" in str(state.get("flags", "")):
+            self._begin(index)
+        else:
+            self._end(index)
 
     def _heard(self, index: int, client: redis.Redis, channel: str, data: str) -> None:
         words = data.split()
