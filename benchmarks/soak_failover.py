@@ -91,7 +91,7 @@ class Load:
     def stale_reads(self, misses_allowed: bool) -> int:
         stale = 0
         for key, version, began in self.reads:
-            if version == 0 and misses_allowed:
+            if version == 0 and (misses_allowed or self._masked(key, began)):
                 continue
             newest = max(
                 (
@@ -103,6 +103,14 @@ class Load:
             )
             stale += newest > version
         return stale
+
+    def _masked(self, key: str, began: float) -> bool:
+        """A refused write makes the key read as a miss until its next acknowledged write."""
+        writes = [w for w in self.writes.get(key, ()) if w.at < began]
+        refusals = [w.at for w in writes if not w.acked]
+        if not refusals:
+            return False
+        return not any(w.acked and max(refusals) < w.at < began - WINDOW_S for w in writes)
 
     async def lost_writes(self, primary: CacheManager, killed_at: float | None) -> int:
         lost = 0
