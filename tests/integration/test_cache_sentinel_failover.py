@@ -171,6 +171,7 @@ async def test_sentinels_refusing_subscriptions_are_polled() -> None:
         app = redis.Redis(host, port, username="app", password="pw", socket_timeout=2)
         with app, app.pubsub() as pubsub, pytest.raises(redis.exceptions.NoPermissionError):
             pubsub.subscribe("+switch-master")  # what the manager's watch meets too
+            pubsub.get_message(timeout=1)
         with redis.Redis(*topology.sentinel_addresses[0], socket_timeout=2) as sentinel:
             await asyncio.to_thread(sentinel.execute_command, "SENTINEL", "FAILOVER", "mymaster")
         deadline = time.monotonic() + 20
