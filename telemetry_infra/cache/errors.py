@@ -34,6 +34,7 @@ __all__ = [
     "CacheSerializationError",
     "CacheShardUnavailableError",
     "CacheWriteError",
+    "FailoverUnderwayError",
 ]
 
 
@@ -73,6 +74,15 @@ class CacheShardUnavailableError(CacheError):
         super().__init__(
             f"{where} is unavailable while other primaries answer ({type(cause).__name__}: {cause})"
         )
+
+
+class FailoverUnderwayError(RedisConnectionError):
+    """A change was not acknowledged by the primary the Sentinels name: a failover began,
+    ended or moved the primary while it was on the wire, or did not finish in time for it.
+
+    Not an outage (the breaker is not told): the write-safety policy treats it as an
+    unconfirmed change (``failover``).
+    """
 
 
 OUTAGE_ERRORS: tuple[type[BaseException], ...] = (

@@ -1,5 +1,8 @@
 """Redis first, memory while Redis is unreachable: the fallback policy, in one place.
 
+* Entries written to memory during an outage are served for at most ``fallback_max_ttl``
+  seconds: other processes cannot see them, nor this process theirs, so a value another
+  worker wrote meanwhile is hidden for at most that long.
 * An outage error (see ``errors.OUTAGE_ERRORS``) is served from memory; callers
   never see it. Failed reads and timed-out writes count toward the breaker's
   threshold (a timeout is not proof of an outage: a busy Redis may still answer the
@@ -14,6 +17,8 @@
   confirm (a timeout) while reachable. While the breaker is closed, journaled keys
   read as misses until their ``UNLINK`` is done: on recovery, after the next write
   Redis accepts, on ``health_check()`` or on ``close()``.
+* A change that a Sentinel failover overtook (``FailoverUnderwayError``: the primary that
+  answered may not be the one the Sentinels name) is an unconfirmed change, not an outage.
 * A refused write is first undone with ``UNLINK`` (still allowed under ``OOM``); a
   refused or unconfirmed write or removal raises ``CacheWriteError`` to the manager,
   which turns it into False for ``set``/``mset`` and raises it from ``delete``/``clear``.
@@ -31,7 +36,13 @@ from collections.abc import Callable, Sequence
 from telemetry_infra.cache.backends.memory import MemoryBackend
 from telemetry_infra.cache.backends.redis import RedisBackend
 from telemetry_infra.cache.breaker import CircuitBreaker
-from telemetry_infra.cache.errors import BACKEND_ERRORS, OUTAGE_ERRORS, TIMEOUT_ERRORS, CacheWriteError
+from telemetry_infra.cache.errors import (
+    BACKEND_ERRORS,
+    OUTAGE_ERRORS,
+    TIMEOUT_ERRORS,
+    CacheWriteError,
+    FailoverUnderwayError,
+)
 from telemetry_infra.cache.journal import OutageJournal
 
 __all__ = ["FailoverBackend"]
@@ -58,6 +69,7 @@ class FailoverBackend:
         failure_threshold: int = 3,
         probe_interval: float = 1.0,
         probe_timeout: float = 1.0,
+        fallback_max_ttl: float = 1.0,
         on_outage: Callable[[BaseException], None] = lambda exc: None,
         task_context: Callable[[], contextvars.Context] = contextvars.copy_context,
     ) -> None:
@@ -66,6 +78,7 @@ class FailoverBackend:
         self.memory = memory
         self.journal = journal
         self.probe_timeout = probe_timeout
+        self.fallback_max_ttl = fallback_max_ttl
         self.write_failure: str | None = None
         self._replaying = False
         self.breaker = CircuitBreaker(
@@ -155,7 +168,7 @@ class FailoverBackend:
                     self.breaker.failures = 0
                 return
         self._journal_outage_write(keys)
-        await self.memory.set(key, payload, ttl)
+        await self.memory.set(key, payload, self._outage_ttl(ttl))
 
     async def mset(self, items: Sequence[tuple[str, bytes]], ttl: float | None) -> None:
         keys = [key for key, _ in items]
@@ -184,7 +197,7 @@ class FailoverBackend:
                 tuple(keys),
             )
         self._journal_outage_write(keys)
-        await self.memory.mset(items, ttl)
+        await self.memory.mset(items, self._outage_ttl(ttl))
 
     async def delete(self, key: str) -> bool:
         in_memory = await self.memory.delete(key)
@@ -245,6 +258,11 @@ class FailoverBackend:
             raise self._journal_full(())
         return in_memory
 
+    def _outage_ttl(self, ttl: float | None) -> float:
+        """How long memory serves an entry written during an outage: other processes do not see it."""
+        cap = self.fallback_max_ttl
+        return cap if ttl is None or ttl > cap else ttl
+
     # -- write failures -------------------------------------------------------------
 
     def _unreachable(self, exc: BaseException) -> bool:
@@ -252,8 +270,11 @@ class FailoverBackend:
 
         A timeout counts toward the threshold like a failed read: Redis may only be slow
         (a big batch, a busy server) and answer the next command. Anything else opens
-        the breaker at once.
+        the breaker at once. A failover that overtook the change says nothing about Redis
+        being reachable: False, the change is unconfirmed.
         """
+        if isinstance(exc, FailoverUnderwayError):
+            return False
         if isinstance(exc, TIMEOUT_ERRORS):
             self.breaker.record_failure(exc)
         else:

@@ -106,10 +106,18 @@ def node_connection_factory(
 
 
 def sentinel_connection_factory(
-    target: RedisTarget, *, socket_timeout: float, socket_connect_timeout: float, client_name: str
+    target: RedisTarget,
+    *,
+    socket_timeout: float,
+    socket_connect_timeout: float,
+    client_name: str,
+    named_primary: Callable[[], tuple[str, int] | None] = lambda: None,
+    not_primary: Callable[[tuple[str, int]], None] = lambda address: None,
 ) -> Connect:
     """``tracking_connection_factory`` for the primary that ``target``'s Sentinels name *when the
-    connection is opened* (asked again at every reconnection, so a failover is followed)."""
+    connection is opened* (asked again at every reconnection, so a failover is followed);
+    ``named_primary()``, the primary they announced last, is preferred when known, and
+    ``not_primary(address)`` is told when it answers ROLE as a replica."""
     sentinel = sentinels_of(
         target, socket_timeout=socket_timeout, socket_connect_timeout=socket_connect_timeout
     )
@@ -125,7 +133,7 @@ def sentinel_connection_factory(
     class PrimaryTrackingConnection(base):  # type: ignore[misc,valid-type]
         async def connect(self) -> None:
             try:
-                self.host, self.port = await sentinel.discover_master(service)
+                self.host, self.port = named_primary() or await sentinel.discover_master(service)
             finally:  # the channel may reconnect on another event loop: keep no Sentinel connection
                 for client in sentinel.sentinels:
                     await client.connection_pool.disconnect()
@@ -135,6 +143,7 @@ def sentinel_connection_factory(
             if role[0] not in (b"master", "master"):
                 # named before the Sentinels switched: tracking a replica would miss every write
                 await self.disconnect()
+                not_primary((self.host, self.port))
                 raise RedisError(f"{self.host}:{self.port}, named by the Sentinels, is not a primary")
 
     return lambda: PrimaryTrackingConnection(**options)
@@ -165,6 +174,11 @@ class NotPrimaryError(RedisError):
 
 class ChannelSilentError(RedisError):
     """The channel did not answer a PING in time (half-open connection, paused server...)."""
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 async def _as_received(message: Any) -> Any:
@@ -209,6 +223,9 @@ class InvalidationChannel:
         # PINGs sent on the connection and not answered yet, oldest first: (sent at, answered)
         self._pings: deque[tuple[float, asyncio.Future[None]]] = deque()
         self._connection: Any = None
+        # resolved (from any thread) when the Sentinels announce another primary
+        self._moved: asyncio.Future[None] | None = None
+        self._moves = 0
         #: what ended the last connection (``Type: message``), None while tracking
         self.last_error: str | None = None
         #: ``host:port`` of the node tracked now (None while not tracking)
@@ -270,7 +287,18 @@ class InvalidationChannel:
             # the one tracking, nothing delivers invalidations now
             self._near.tracking_lost(me)
 
+    def primary_moved(self) -> None:
+        """The Sentinels announced another primary (callable from any thread): nothing is served
+        near from now on, and the channel leaves the old primary for the new one."""
+        self._moves += 1
+        self._near.tracking_lost()
+        moved = self._moved
+        if moved is not None:
+            with contextlib.suppress(RuntimeError):  # its loop has closed
+                moved.get_loop().call_soon_threadsafe(_resolve, moved)
+
     async def _listen(self, me: asyncio.Task[None] | None) -> None:
+        moves = self._moves
         connection = self._connect()
         try:
             await connection.connect()
@@ -280,6 +308,9 @@ class InvalidationChannel:
             await connection.read_response()  # OK, or raises (Redis < 6, a proxy refusing it)
             if self._listener is not me:
                 return
+            self._moved = asyncio.get_running_loop().create_future()
+            if self._moves != moves:
+                raise RedisError("the Sentinels named another primary while the channel connected")
             self._pings.clear()
             node = _node_of(connection)
             if node != self._last_node and self._last_node is not None and self._on_new_node is not None:
@@ -302,8 +333,12 @@ class InvalidationChannel:
     async def _read_and_ping(self, connection: Any, me: asyncio.Task[None] | None) -> None:
         reader = asyncio.ensure_future(self._read(connection, me))
         pinger = asyncio.ensure_future(self._ping(connection))
+        moved = self._moved
         try:
-            done, _pending = await asyncio.wait((reader, pinger), return_when=asyncio.FIRST_COMPLETED)
+            waited = (reader, pinger) if moved is None else (reader, pinger, moved)
+            done, _pending = await asyncio.wait(waited, return_when=asyncio.FIRST_COMPLETED)
+            if moved is not None and moved.done():
+                raise RedisError("the Sentinels named another primary")
             for task in done:
                 task.result()  # raises what ended it
         finally:

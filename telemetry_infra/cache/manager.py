@@ -121,6 +121,7 @@ class CacheManager:
         near_cache_size: int = 10_000,
         near_cache_max_ttl: float | timedelta = 60,
         near_cache_max_bytes: int = 64 * 1024 * 1024,
+        fallback_max_ttl: float | timedelta = 1.0,
     ) -> None:
         if max_connections < 1:
             raise ValueError(f"max_connections must be >= 1, got {max_connections!r}")
@@ -130,6 +131,7 @@ class CacheManager:
         self.socket_timeout = _seconds(socket_timeout, "socket_timeout")
         self._connect_timeout = _seconds(socket_connect_timeout, "socket_connect_timeout")
         self._probe_interval = probe_interval
+        fallback_ttl = _seconds(fallback_max_ttl, "fallback_max_ttl")
         self._namespace = Namespace(namespace)
         self._codec = Codec(
             serialization,
@@ -157,6 +159,7 @@ class CacheManager:
                 socket_connect_timeout=self._connect_timeout,
                 pool_timeout=_seconds(pool_timeout, "pool_timeout"),
                 health_check_interval=health_check_interval,
+                check_interval=probe_interval,
             )
             self._failover = failover = FailoverBackend(
                 redis_backend,
@@ -165,6 +168,7 @@ class CacheManager:
                 failure_threshold=failure_threshold,
                 probe_interval=probe_interval,
                 probe_timeout=self.socket_timeout,
+                fallback_max_ttl=fallback_ttl,
                 on_outage=self._outage,
                 task_context=lambda: self._telemetry.background_context(),
             )
@@ -212,11 +216,18 @@ class CacheManager:
                 refresh_interval=self._probe_interval,
                 task_context=lambda: self._telemetry.background_context(),
             )
+        watch = getattr(self._failover.primary, "watch", None)  # type: ignore[union-attr]
         if target.topology == "sentinel":
-            connect = sentinel_connection_factory(target, **timeouts, client_name=client_name)
+            connect = sentinel_connection_factory(
+                target,
+                **timeouts,
+                client_name=client_name,
+                named_primary=watch.named_primary,
+                not_primary=watch.distrust,
+            )
         else:
             connect = tracking_connection_factory(url, **timeouts, client_name=client_name)
-        return InvalidationChannel(
+        channel = InvalidationChannel(
             connect,
             self._namespace.prefix,
             near,
@@ -226,6 +237,9 @@ class CacheManager:
             on_new_node=getattr(self._failover.primary, "follow_new_primary", None),  # type: ignore[union-attr]
             task_context=lambda: self._telemetry.background_context(),
         )
+        if watch is not None:  # the Sentinels announced another primary: the channel follows at once
+            watch.add_listener(channel.primary_moved)
+        return channel
 
     # -- lifecycle ------------------------------------------------------------------
 

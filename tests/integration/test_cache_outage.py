@@ -200,3 +200,35 @@ async def test_close_applies_the_journal_when_redis_answers_again(redis_restarta
     redis_restartable.unpause()
     await cache.close()  # a deploy restarts the process before the breaker's next probe
     assert raw.exists("outage:revoked") == 0
+
+
+async def test_an_outage_entry_is_served_at_most_fallback_max_ttl(redis_restartable):
+    """Two workers on one Redis, Redis killed: B's memory cannot be seen by A, so A's own outage
+    copy (v12) must stop being served within ``fallback_max_ttl`` (default 1 s) of its write,
+    however long its TTL: then A reads a miss, never v12, never the pre-outage v11."""
+    url = redis_restartable.url
+    async with manager(url) as a, manager(url) as b:
+        assert await a.set("k", "v11", ttl=3600)
+        redis_restartable.kill()
+        assert await a.set("k", "v12", ttl=3600) and a.fallback_active
+        written = time.monotonic()
+        assert await b.set("k", "v13", ttl=3600) and b.fallback_active
+        assert await a.get("k") == "v12"  # A cannot know of v13
+        while (value := await a.get("k")) == "v12":
+            assert time.monotonic() - written <= 1.0, "A served its outage copy beyond fallback_max_ttl"
+            await asyncio.sleep(0.02)
+        served_s = time.monotonic() - written
+        assert value is None, value
+        assert served_s >= 0.9, f"the outage copy went after {served_s:.2f} s, before fallback_max_ttl"
+        assert await b.get("k") is None  # B's copy is bounded the same way
+
+
+def test_fallback_max_ttl_is_validated_like_the_other_seconds():
+    from datetime import timedelta
+
+    assert ti.CacheManager(fallback_max_ttl=timedelta(milliseconds=250))
+    for wrong in (0, -1.0):
+        with pytest.raises(ValueError, match="fallback_max_ttl"):
+            ti.CacheManager(fallback_max_ttl=wrong)
+    with pytest.raises(TypeError, match="fallback_max_ttl"):
+        ti.CacheManager(fallback_max_ttl="1")

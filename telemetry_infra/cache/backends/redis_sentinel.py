@@ -6,6 +6,18 @@ bounded pool of ``redis.py`` (first come, first served hand-over, ``pool_timeout
 reads) whose connections ask the Sentinels for the primary's address each time they
 connect, as ``redis.asyncio.sentinel.SentinelConnectionPool`` does.
 
+The primary is the one the Sentinels *announce* (``sentinel_watch.SentinelWatch``), not
+the one a server claims to be: a primary demoted by ``SENTINEL FAILOVER`` answers as a
+primary for seconds after the switch. Each pool compares the watch's ``switches`` at
+every checkout and, when the Sentinels named another primary, drops every connection
+(idle at once, in use when released) and connects to the announced address. A write
+is acknowledged only when no failover of the service began or ended between sending it
+and reading its reply (the watch's ``epoch``); otherwise it is sent again to the primary
+named once the failover is over, and not acknowledged at all if that takes longer than
+``failover_wait`` seconds (``FailoverUnderwayError``: the write-safety policy of
+``failover`` journals it). While a failover is announced and not finished, writes wait
+for its end (at most ``failover_wait``) before being sent.
+
 After a failover:
 
 * the dead primary refuses connections: an outage for the breaker (all the data is on
@@ -19,8 +31,10 @@ After a failover:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -35,6 +49,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ReadOnlyError
 
 from telemetry_infra.cache.backends.redis import FairConnectionPool, RedisBackend
+from telemetry_infra.cache.backends.sentinel_watch import SentinelWatch
+from telemetry_infra.cache.errors import FailoverUnderwayError
 from telemetry_infra.cache.redis_urls import RedisTarget
 
 __all__ = [
@@ -44,6 +60,8 @@ __all__ = [
     "create_sentinel_client",
     "sentinels_of",
 ]
+
+T = TypeVar("T")
 
 
 class MasterDemotedError(RedisConnectionError):
@@ -76,7 +94,13 @@ class _PrimarySSLConnection(_DemotionAware, SentinelManagedSSLConnection):
 
 
 class FairSentinelConnectionPool(FairConnectionPool, SentinelConnectionPool):
-    """``FairConnectionPool``'s hand-over and bounds, with Sentinel's primary discovery."""
+    """``FairConnectionPool``'s hand-over and bounds, with Sentinel's primary discovery;
+    with a ``watch``, the primary is the one the Sentinels announced last."""
+
+    def __init__(self, *, watch: SentinelWatch | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.watch = watch
+        self._switches_seen = 0 if watch is None else watch.switches
 
     def server_address(self) -> tuple[str, int] | None:
         """The primary's address as last discovered (None before the first connection)."""
@@ -89,7 +113,21 @@ class FairSentinelConnectionPool(FairConnectionPool, SentinelConnectionPool):
         for connection in (*self._available_connections, *self._in_use_connections):
             connection.mark_for_reconnect()
 
+    async def get_master_address(self) -> tuple[str, int]:
+        named = None if self.watch is None else self.watch.named_primary()
+        if named is not None:
+            self.master_address = named
+            return named
+        address: tuple[str, int] = await super().get_master_address()  # type: ignore[no-untyped-call]
+        return address
+
     async def ensure_connection(self, connection: Any) -> None:
+        watch = self.watch
+        if watch is not None:
+            watch.ensure_running()
+            if watch.switches != self._switches_seen:
+                self._switches_seen = watch.switches
+                self.follow_new_primary()
         if connection.should_reconnect():
             connection.reset_should_reconnect()
             await connection.disconnect()
@@ -132,8 +170,10 @@ def create_sentinel_client(
     socket_connect_timeout: float,
     health_check_interval: float,
     pool_timeout: float,
+    watch: SentinelWatch | None = None,
 ) -> aioredis.Redis:
-    """A client of ``target.service_name``'s primary with ``create_client``'s fail-fast settings."""
+    """A client of ``target.service_name``'s primary with ``create_client``'s fail-fast settings
+    (on the primary ``watch`` heard announced, when given)."""
     credentials = {"username": target.username, "password": target.password}
     timeouts = {"socket_timeout": socket_timeout, "socket_connect_timeout": socket_connect_timeout}
     sentinel = sentinels_of(
@@ -142,6 +182,7 @@ def create_sentinel_client(
     pool = FairSentinelConnectionPool(
         service_name=target.service_name,
         sentinel_manager=sentinel,
+        watch=watch,
         pool_timeout=pool_timeout,
         max_connections=max_connections,
         connection_class=_PrimarySSLConnection if target.tls else _PrimaryConnection,
@@ -157,55 +198,85 @@ def create_sentinel_client(
 
 
 class RedisSentinelBackend(RedisBackend):
-    """``RedisBackend`` on the primary the Sentinels name; writes follow a demotion once."""
+    """``RedisBackend`` on the primary the Sentinels name; a write is acknowledged only when
+    it was answered by that primary with no failover begun in between (see the module)."""
 
     name = "redis-sentinel"
 
+    def __init__(
+        self, connect: Callable[[], aioredis.Redis], watch: SentinelWatch, *, failover_wait: float
+    ) -> None:
+        self.watch = watch
+        self.failover_wait = failover_wait
+        super().__init__(connect)
+
     async def set(self, key: str, payload: bytes, ttl: float | None) -> None:
-        try:
-            await super().set(key, payload, ttl)
-        except MasterDemotedError:
-            await self._rediscover()
-            await super().set(key, payload, ttl)
+        await self._on_named_primary(lambda: RedisBackend.set(self, key, payload, ttl))
 
     async def mset(self, items: Sequence[tuple[str, bytes]], ttl: float | None) -> None:
-        try:
-            await super().mset(items, ttl)
-        except MasterDemotedError:
-            await self._rediscover()
-            await super().mset(items, ttl)
+        await self._on_named_primary(lambda: RedisBackend.mset(self, items, ttl))
 
     async def delete(self, key: str) -> bool:
-        try:
-            return await super().delete(key)
-        except MasterDemotedError:
-            await self._rediscover()
-            return await super().delete(key)
+        return await self._on_named_primary(lambda: RedisBackend.delete(self, key))
 
     async def delete_many(self, keys: Sequence[str]) -> int:
-        try:
-            return await super().delete_many(keys)
-        except MasterDemotedError:
-            await self._rediscover()
-            return await super().delete_many(keys)
+        return await self._on_named_primary(lambda: RedisBackend.delete_many(self, keys))
 
     async def clear(self, pattern: str) -> int:
+        return await self._on_named_primary(lambda: RedisBackend.clear(self, pattern))
+
+    async def _on_named_primary(self, send: Callable[[], Awaitable[T]]) -> T:
+        """``send()`` a change; its result only if no failover began or ended while it was on
+        the wire, else the result of sending it again once the failover is over."""
+        watch = self.watch
+        epoch = await self._settled() if watch.failing_over else watch.epoch
         try:
-            return await super().clear(pattern)
-        except MasterDemotedError:
+            result = await send()
+        except MasterDemotedError:  # refused (READONLY): not applied, the Sentinels moved on
             await self._rediscover()
-            return await super().clear(pattern)
+            epoch = await self._settled()
+            result = await send()
+        if watch.epoch == epoch:
+            return result
+        # a failover began, ended or switched while the change was on the wire: the server
+        # that acknowledged it may not be (or stay) the primary; send it where they say now
+        epoch = await self._settled()
+        result = await send()
+        if watch.epoch != epoch:
+            raise FailoverUnderwayError("the Sentinels began another failover while the change was re-sent")
+        return result
+
+    async def close(self) -> None:
+        self.watch.stop()
+        await super().close()
+
+    async def _settled(self) -> int:
+        """The watch's epoch once no failover is under way (waited for at most ``failover_wait``)."""
+        watch = self.watch
+        deadline = time.monotonic() + self.failover_wait
+        while watch.failing_over:
+            if time.monotonic() >= deadline:
+                raise FailoverUnderwayError(
+                    f"a Sentinel failover of {watch.service_name!r} is under way "
+                    f"(waited {self.failover_wait:g} s for the new primary)"
+                )
+            await asyncio.sleep(0.005)  # the watch runs on threads: polled
+        return watch.epoch
 
     async def _rediscover(self) -> None:
-        """Forget the demoted primary: idle connections closed, the next connect asks the Sentinels."""
+        """The primary we wrote to answered as a replica: whatever the watch heard, it is not the
+        primary any more. Ask the Sentinels which one is, and drop the idle connections."""
         client = await self._client()
-        pool = client.connection_pool
+        pool: FairSentinelConnectionPool = client.connection_pool  # type: ignore[assignment]
+        address = await pool.sentinel_manager.discover_master(pool.service_name)
+        self.watch.demoted((_text(address[0]), int(address[1])))
         pool.master_address = None
         await pool.disconnect(inuse_connections=False)
 
     def follow_new_primary(self) -> None:
         """The Sentinels name another primary (the near cache's channel found it): the data
         connections of every event loop reconnect to it before their next command."""
+        self.watch.ensure_running()
         for pool in {id(bound.pool): bound.pool for bound in (self._bound, *self._by_loop.values())}.values():
             pool.follow_new_primary()
 
@@ -215,6 +286,7 @@ class RedisSentinelBackend(RedisBackend):
 
     async def node_health(self) -> list[dict[str, Any]]:
         """Every Sentinel (does it answer, which primary does it name) and the primary itself."""
+        self.watch.ensure_running()
         client = await self._client()
         pool: FairSentinelConnectionPool = client.connection_pool
         report: list[dict[str, Any]] = []
@@ -232,6 +304,10 @@ class RedisSentinelBackend(RedisBackend):
         if address is not None:
             report.append({"address": f"{address[0]}:{address[1]}", "role": "primary", "connected": True})
         return report
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _address(host: str | bytes, port: int | bytes) -> str:

@@ -7,6 +7,7 @@ import functools
 from telemetry_infra.cache.backends.redis import RedisBackend, create_client
 from telemetry_infra.cache.backends.redis_cluster import RedisClusterBackend, create_cluster_client
 from telemetry_infra.cache.backends.redis_sentinel import RedisSentinelBackend, create_sentinel_client
+from telemetry_infra.cache.backends.sentinel_watch import SentinelWatch
 from telemetry_infra.cache.redis_urls import parse_redis_url
 
 __all__ = ["redis_backend_for"]
@@ -20,10 +21,14 @@ def redis_backend_for(
     socket_connect_timeout: float,
     health_check_interval: float,
     pool_timeout: float,
+    check_interval: float = 1.0,
 ) -> RedisBackend:
     """A backend on ``url`` (see ``redis_urls``); ``ValueError`` naming the problem when malformed.
 
-    ``max_connections`` bounds each event loop's pool; on a Cluster, each node's.
+    ``max_connections`` bounds each event loop's pool; on a Cluster, each node's. Under
+    Sentinel, ``check_interval`` is how often a Sentinel whose announcements cannot be
+    subscribed to is asked instead, and a write waits at most ``socket_timeout`` for a
+    failover under way to finish.
     """
     target = parse_redis_url(url)
     timeouts = {
@@ -35,6 +40,14 @@ def redis_backend_for(
     if target.topology == "cluster":
         return RedisClusterBackend(functools.partial(create_cluster_client, target, **timeouts))
     if target.topology == "sentinel":
-        connect = functools.partial(create_sentinel_client, target, pool_timeout=pool_timeout, **timeouts)
-        return RedisSentinelBackend(connect)
+        watch = SentinelWatch(
+            target,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=socket_connect_timeout,
+            check_interval=check_interval,
+        )
+        connect = functools.partial(
+            create_sentinel_client, target, pool_timeout=pool_timeout, watch=watch, **timeouts
+        )
+        return RedisSentinelBackend(connect, watch, failover_wait=socket_timeout)
     return RedisBackend(functools.partial(create_client, url, pool_timeout=pool_timeout, **timeouts))
