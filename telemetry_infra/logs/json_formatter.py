@@ -13,6 +13,8 @@ from telemetry_infra.logs.records import (
     as_text,
     message_of,
     one_line,
+    share_line,
+    shared_line,
 )
 from telemetry_infra.logs.timestamps import UtcSecondFormatter
 
@@ -53,6 +55,10 @@ class JsonFormatter(_JsonBase):
     ``request_id user_id trace_id span_id trace_flags`` when present, then the
     caller's ``extra`` fields (secrets redacted), then ``exc_info`` / ``stack_info``.
     Values JSON cannot encode are written as strings; the line never breaks.
+
+    A record is formatted once: every handler whose formatter has the same
+    :attr:`line_key` (all plain ``JsonFormatter`` instances) writes the line the first
+    one made (see :func:`telemetry_infra.logs.records.shared_line`).
     """
 
     def __init__(self) -> None:
@@ -60,16 +66,24 @@ class JsonFormatter(_JsonBase):
         self._clock = UtcSecondFormatter("%Y-%m-%dT%H:%M:%S")
         self._second, self._second_text = -1, ""
         self._extras = ExtraFields(reserved=OUTPUT_FIELDS)
+        self.line_key: object = JsonFormatter if type(self) is JsonFormatter else self
+        """Formatters with equal keys write equal lines; a subclass is keyed by instance."""
 
     def format(self, record: logging.LogRecord) -> str:
+        line = shared_line(record, self.line_key)
+        if line is None:
+            line = share_line(record, self.line_key, self.format_line(record))
+        return line
+
+    def format_line(self, record: logging.LogRecord) -> str:
+        """The JSON line for ``record``, made now (:meth:`format` reuses a shared one)."""
         fields = record.__dict__
         created = record.created
         whole = int(created)
         if whole != self._second:  # the formatted second is reused by every record within it
             self._second, self._second_text = whole, self._clock.second(created)[0]
-        try:
-            message = record.getMessage()
-        except Exception:
+        message = record.msg
+        if record.args or type(message) is not str:
             message = message_of(record)
         data: dict[str, Any] = {
             "timestamp": "%s.%06dZ" % (self._second_text, (created - whole) * 1_000_000),  # noqa: UP031 - fastest

@@ -18,6 +18,7 @@ __all__ = [
     "COLLISION_PREFIX",
     "CORRELATION_FIELDS",
     "CORRELATION_MARKER",
+    "FORMATTED_MARKER",
     "STANDARD_ATTRIBUTES",
     "ExtraFields",
     "as_text",
@@ -25,6 +26,8 @@ __all__ = [
     "message_of",
     "one_line",
     "prefixed",
+    "share_line",
+    "shared_line",
     "valid_text",
 ]
 
@@ -46,6 +49,9 @@ CORRELATION_MARKER = "_telemetry_infra_correlated"
 
 CALLER_IDS_MARKER = "_telemetry_infra_caller_ids"
 """Record attribute naming the correlation fields the caller passed in ``extra`` (if any)."""
+
+FORMATTED_MARKER = "_telemetry_infra_formatted"
+"""Record attribute holding the lines formatters already wrote for it (see :func:`shared_line`)."""
 
 COLLISION_PREFIX = "extra_"
 """Prefix keeping an ``extra`` key that would collide with a record or output field."""
@@ -136,6 +142,43 @@ class ExtraFields:
         if len(self._shapes) < _MAX_PLANS:
             self._shapes[keys] = shape
         return shape
+
+
+def shared_line(record: logging.LogRecord, key: object) -> str | None:
+    """The line a formatter with ``key`` already wrote for ``record``, if it is still true.
+
+    A record goes through every handler of its logger and its ancestors (``app.log``,
+    ``api.log``, the console...); handlers whose formatters have equal keys would write
+    the same line, so it is made once and kept on the record. It is not reused once
+    the record changed in a way a formatter sees: another ``msg``, ``args`` or level
+    (a filter rewrote it), or an attribute added or removed (a filter added a field).
+    """
+    entry = record.__dict__.get(FORMATTED_MARKER)
+    if entry is None or not _still_true(entry, record):
+        return None
+    line: str | None = entry[4].get(key)
+    return line
+
+
+def share_line(record: logging.LogRecord, key: object, line: str) -> str:
+    """Keep ``line`` on ``record`` for the next formatter with ``key`` (and return it)."""
+    fields = record.__dict__
+    entry = fields.get(FORMATTED_MARKER)
+    if entry is None:
+        fields[FORMATTED_MARKER] = None  # so the size kept below counts the marker itself
+    if entry is None or not _still_true(entry, record):
+        entry = fields[FORMATTED_MARKER] = (record.msg, record.args, record.levelname, len(fields), {})
+    entry[4][key] = line
+    return line
+
+
+def _still_true(entry: tuple[Any, Any, str, int, dict[object, str]], record: logging.LogRecord) -> bool:
+    return (
+        entry[0] is record.msg
+        and entry[1] is record.args
+        and entry[2] is record.levelname
+        and entry[3] == len(record.__dict__)
+    )
 
 
 # Everything str.splitlines() breaks on, escaped: a value can never start a line of its
