@@ -27,9 +27,9 @@ from typing import Any
 
 import orjson
 from cachetools import TTLCache
+from peer_rounds import Case, Measure, Row, arguments, report, run_rows, timed
 
 import telemetry_infra as ti
-from peer_rounds import Case, Measure, Row, arguments, report, run_rows, timed
 from telemetry_infra.testing import RedisServer
 
 SMALL = {"bbl": "1000010001", "score": 7, "class": "B", "open": True, "updated": "2026-01-15T23:00:00Z"}
@@ -81,11 +81,17 @@ async def near_rows(loop: asyncio.AbstractEventLoop, url: str) -> list[Row]:
                 f"near hit, {label}, configure() active",
                 [
                     Case("dict + orjson.loads", "floor", timed(dict_and_loads(value))),
-                    Case("ours: near_cache=True (a fresh copy)", "ours",
-                         awaited(loop, lambda k=label: ours.get(k))),
-                    Case("cashews client_side (its stored object)", "peer",
-                         awaited(loop, lambda k=f"cashews:{label}": cashews.get(k))),
-                ],  # fmt: skip
+                    Case(
+                        "ours: near_cache=True (a fresh copy)",
+                        "ours",
+                        awaited(loop, lambda k=label: ours.get(k)),
+                    ),
+                    Case(
+                        "cashews client_side (its stored object)",
+                        "peer",
+                        awaited(loop, lambda k=f"cashews:{label}": cashews.get(k)),
+                    ),
+                ],
                 target_limit=limit,
             )
         )
@@ -108,12 +114,18 @@ async def memory_row(loop: asyncio.AbstractEventLoop) -> Row:
         "memory-backend hit, small dict, telemetry off",
         [
             Case("TTLCache + orjson.loads", "floor", timed(ttl_cache_and_loads(SMALL))),
-            Case("ours: CacheManager(redis_url=None, telemetry=False)", "ours",
-                 awaited(loop, lambda: ours.get("small"))),
-            Case("aiocache SimpleMemoryCache (its stored object)", "peer",
-                 awaited(loop, lambda: aiocache.get("small"))),
+            Case(
+                "ours: CacheManager(redis_url=None, telemetry=False)",
+                "ours",
+                awaited(loop, lambda: ours.get("small")),
+            ),
+            Case(
+                "aiocache SimpleMemoryCache (its stored object)",
+                "peer",
+                awaited(loop, lambda: aiocache.get("small")),
+            ),
             Case("cashews mem:// (its stored object)", "peer", awaited(loop, lambda: cashews.get("small"))),
-        ],  # fmt: skip
+        ],
         target_limit=1.3,
         target_reference="floor",
     )
@@ -146,7 +158,9 @@ async def cached_row(loop: asyncio.AbstractEventLoop) -> Row:
         "@cached hit, memory backend, configure() active",
         [
             Case("TTLCache + orjson.loads", "floor", timed(floor_store)),
-            Case("ours: @cached (a fresh copy)", "ours", awaited(loop, lambda: ours(7, _cache_manager=manager))),
+            Case(
+                "ours: @cached (a fresh copy)", "ours", awaited(loop, lambda: ours(7, _cache_manager=manager))
+            ),
             Case("aiocache @cached (its stored object)", "peer", awaited(loop, lambda: with_aiocache(7))),
             Case("cashews @cache (its stored object)", "peer", awaited(loop, lambda: with_cashews(7))),
         ],
@@ -158,7 +172,13 @@ def main() -> None:
     args = arguments(__doc__.splitlines()[0], rounds=9, per_round=3000).parse_args()
     loop = asyncio.new_event_loop()
     with RedisServer() as server, tempfile.TemporaryDirectory() as log_dir:
-        ti.configure(service_name="peer-cache", log_dir=log_dir, console_logs=False, instrument_redis=False)
+        ti.configure(
+            service_name="peer-cache",
+            log_dir=log_dir,
+            console_logs=False,
+            instrument_redis=False,
+            capture_uncaught_exceptions=False,
+        )
         logging.getLogger().setLevel(logging.WARNING)
         url = f"redis://127.0.0.1:{server.port}/0"
         rows = [

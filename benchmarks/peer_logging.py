@@ -29,10 +29,15 @@ from typing import Any
 import orjson
 from opentelemetry import context, trace
 from opentelemetry.sdk.trace import TracerProvider
+from peer_rounds import Case, Measure, Row, arguments, report, run_rows, timed
 
 import telemetry_infra as ti
-from peer_rounds import Case, Measure, Row, arguments, report, run_rows, timed
-from telemetry_infra.logs import JsonFormatter, SharedRotatingFileHandler, TraceCorrelationFilter, teardown_logging
+from telemetry_infra.logs import (
+    JsonFormatter,
+    SharedRotatingFileHandler,
+    TraceCorrelationFilter,
+    teardown_logging,
+)
 
 EXTRA = {"duration": 0.0123, "records": 10, "bbl": "1012340001"}
 MESSAGE = "processed item"
@@ -128,7 +133,9 @@ def structlog_case(directory: str) -> Case:
         cache_logger_on_first_use=True,
     )
     logger = structlog.get_logger(logger_name="bench.structlog")
-    return Case("structlog (orjson, call site, logger name)", "peer", timed(lambda: logger.info(MESSAGE, **EXTRA)))
+    return Case(
+        "structlog (orjson, call site, logger name)", "peer", timed(lambda: logger.info(MESSAGE, **EXTRA))
+    )
 
 
 def loguru_case(directory: str) -> Case:
@@ -181,7 +188,9 @@ def rows(directory: str) -> list[Row]:
         [
             stdlib_case("stdlib logging.Formatter() text", "floor", directory, text_file("floor.log")),
             ours("app.orders"),
-            stdlib_case("ours: JsonFormatter + filter + file handler alone", "ours-alone", directory, our_file),
+            stdlib_case(
+                "ours: JsonFormatter + filter + file handler alone", "ours-alone", directory, our_file
+            ),
             structlog_case(directory),
             loguru_case(directory),
             stdlib_case("python-json-logger (orjson) + span filter", "peer", directory, json_logger_file),
@@ -191,7 +200,9 @@ def rows(directory: str) -> list[Row]:
     access = Row(
         "an access record (logger api) to app.log and api.log",
         [
-            stdlib_case("stdlib text to two files", "floor", directory, text_file("a.log"), text_file("b.log")),
+            stdlib_case(
+                "stdlib text to two files", "floor", directory, text_file("a.log"), text_file("b.log")
+            ),
             ours("api"),
         ],
         note="formatted once, written twice",

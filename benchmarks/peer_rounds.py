@@ -78,9 +78,7 @@ class Row:
         ratio = ours.median_us / reference.median_us if reference is not None else None
         paired = None
         if reference is not None:
-            paired = statistics.median(
-                o / r for o, r in zip(ours.times_us, reference.times_us, strict=True)
-            )
+            paired = statistics.median(o / r for o, r in zip(ours.times_us, reference.times_us, strict=True))
         return {
             "row": self.name,
             "note": self.note,
@@ -140,9 +138,10 @@ def markdown(results: list[dict[str, Any]]) -> str:
             verdict = f"{target['ratio']:.2f}x {target['reference']} (<= {target['limit']}): {met}"
         for index, case in enumerate(result["cases"]):
             x_floor = f"{case['x_floor']:.2f}" if case["x_floor"] is not None else ""
+            row, row_verdict = (result["row"], verdict) if index == 0 else ("", "")
             lines.append(
-                f"| {result['row'] if index == 0 else ''} | {case['name']} ({case['role']}) | "
-                f"{case['median_us']:.2f} / {case['best_us']:.2f} | {x_floor} | {verdict if index == 0 else ''} |"
+                f"| {row} | {case['name']} ({case['role']}) | "
+                f"{case['median_us']:.2f} / {case['best_us']:.2f} | {x_floor} | {row_verdict} |"
             )
     return "\n".join(lines)
 
@@ -160,7 +159,8 @@ def report(script: str, rows: Sequence[Row], args: argparse.Namespace) -> list[d
                 x_floor = f"{case['x_floor']:.2f}" if case["x_floor"] is not None else ""
                 label = f"  {case['name']} [{case['role']}]"
                 print(f"{label:<58}{case['median_us']:>10.2f}{case['best_us']:>9.2f}{x_floor:>9}")
-    print(summary(results))
+    if summary(results):
+        print(summary(results))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as out:
             json.dump({"script": script, "python": sys.version.split()[0], "rows": results}, out, indent=1)
@@ -175,5 +175,7 @@ def summary(results: list[dict[str, Any]]) -> str:
         if target is None:
             continue
         mark = "ok" if target["met"] else "MISSED"
-        parts.append(f"{result['row']}: {target['ratio']:.2f}x {target['reference']} (<= {target['limit']}, {mark})")
-    return "summary: " + "; ".join(parts)
+        parts.append(
+            f"{result['row']}: {target['ratio']:.2f}x {target['reference']} (<= {target['limit']}, {mark})"
+        )
+    return "summary: " + "; ".join(parts) if parts else ""

@@ -160,19 +160,24 @@ def shared_line(record: logging.LogRecord, key: object) -> str | None:
     return line
 
 
+_SharedLines = tuple[Any, Any, str, int, dict[object, str]]
+"""``(msg, args, levelname, number of attributes, {formatter key: line})`` of a record."""
+
+
 def share_line(record: logging.LogRecord, key: object, line: str) -> str:
     """Keep ``line`` on ``record`` for the next formatter with ``key`` (and return it)."""
     fields = record.__dict__
-    entry = fields.get(FORMATTED_MARKER)
+    entry: _SharedLines | None = fields.get(FORMATTED_MARKER)
     if entry is None:
         fields[FORMATTED_MARKER] = None  # so the size kept below counts the marker itself
     if entry is None or not _still_true(entry, record):
-        entry = fields[FORMATTED_MARKER] = (record.msg, record.args, record.levelname, len(fields), {})
+        entry = (record.msg, record.args, record.levelname, len(fields), {})
+        fields[FORMATTED_MARKER] = entry
     entry[4][key] = line
     return line
 
 
-def _still_true(entry: tuple[Any, Any, str, int, dict[object, str]], record: logging.LogRecord) -> bool:
+def _still_true(entry: _SharedLines, record: logging.LogRecord) -> bool:
     return (
         entry[0] is record.msg
         and entry[1] is record.args
