@@ -34,8 +34,8 @@ class ConsoleFormatter(logging.Formatter):
         self._colours = colours
         self._clock = UtcSecondFormatter("%Y-%m-%d %H:%M:%S")
         self._extra_fields = ExtraFields()
-        self.line_key: object = (ConsoleFormatter, colours) if type(self) is ConsoleFormatter else self
-        """Formatters with equal keys write equal lines; a subclass is keyed by instance."""
+        self.line_key: object = (ConsoleFormatter, colours) if type(self) is ConsoleFormatter else None
+        """Formatters with equal keys write equal lines; ``None`` (a subclass) shares none."""
 
     def format(self, record: logging.LogRecord) -> str:
         line = shared_line(record, self.line_key)

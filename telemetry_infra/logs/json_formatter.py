@@ -67,7 +67,8 @@ class JsonFormatter(_JsonBase):
 
     A record is formatted once: every handler whose formatter has the same
     :attr:`line_key` (all plain ``JsonFormatter`` instances) writes the line the first
-    one made (see :func:`telemetry_infra.logs.records.shared_line`).
+    one made (see :func:`telemetry_infra.logs.records.shared_line`); a subclass's
+    formatters make their own.
     """
 
     def __init__(self) -> None:
@@ -78,8 +79,8 @@ class JsonFormatter(_JsonBase):
         self._correlated: dict[str, Any] | None = None
         self._correlated_json = b""
         self._extras = ExtraFields(reserved=OUTPUT_FIELDS)
-        self.line_key: object = JsonFormatter if type(self) is JsonFormatter else self
-        """Formatters with equal keys write equal lines; a subclass is keyed by instance."""
+        self.line_key: object = JsonFormatter if type(self) is JsonFormatter else None
+        """Formatters with equal keys write equal lines; ``None`` (a subclass) shares none."""
 
     def format(self, record: logging.LogRecord) -> str:
         line = shared_line(record, self.line_key)

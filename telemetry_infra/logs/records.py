@@ -7,6 +7,7 @@ Every output (JSON, console, OTLP) and :class:`StructuredLogger` use these sets,
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Mapping
 from itertools import islice
 from typing import Any
@@ -18,7 +19,6 @@ __all__ = [
     "COLLISION_PREFIX",
     "CORRELATION_FIELDS",
     "CORRELATION_MARKER",
-    "FORMATTED_MARKER",
     "STANDARD_ATTRIBUTES",
     "ExtraFields",
     "as_text",
@@ -49,9 +49,6 @@ CORRELATION_MARKER = "_telemetry_infra_correlated"
 
 CALLER_IDS_MARKER = "_telemetry_infra_caller_ids"
 """Record attribute naming the correlation fields the caller passed in ``extra`` (if any)."""
-
-FORMATTED_MARKER = "_telemetry_infra_formatted"
-"""Record attribute holding the lines formatters already wrote for it (see :func:`shared_line`)."""
 
 COLLISION_PREFIX = "extra_"
 """Prefix keeping an ``extra`` key that would collide with a record or output field."""
@@ -144,46 +141,49 @@ class ExtraFields:
         return shape
 
 
+_LastLine = tuple["weakref.ref[logging.LogRecord]", Any, Any, str, int, str]
+"""``(record, msg, args, levelname, number of attributes, line)``: the last line of a format."""
+
+_last_lines: dict[object, _LastLine] = {}
+
+
 def shared_line(record: logging.LogRecord, key: object) -> str | None:
-    """The line a formatter with ``key`` already wrote for ``record``, if it is still true.
+    """The line a formatter with ``key`` just wrote for ``record``, if it is still true.
 
     A record goes through every handler of its logger and its ancestors (``app.log``,
-    ``api.log``, the console...); handlers whose formatters have equal keys would write
-    the same line, so it is made once and kept on the record. It is not reused once
-    the record changed in a way a formatter sees: another ``msg``, ``args`` or level
-    (a filter rewrote it), or an attribute added or removed (a filter added a field).
+    ``api.log``, the console...) one after the other; handlers whose formatters have
+    equal keys would write the same line, so the last line of each key is kept (beside
+    the record, never on it: handlers that export a record's attributes must not see
+    it). It is not reused once the record changed in a way a formatter sees: another
+    ``msg``, ``args`` or level (a filter rewrote it), or an attribute added or removed
+    (a filter added a field). A ``key`` of ``None`` shares nothing.
     """
-    entry = record.__dict__.get(FORMATTED_MARKER)
-    if entry is None or not _still_true(entry, record):
+    entry = _last_lines.get(key)
+    if (
+        entry is None
+        or entry[0]() is not record
+        or entry[1] is not record.msg
+        or entry[2] is not record.args
+        or entry[3] is not record.levelname
+        or entry[4] != len(record.__dict__)
+    ):
         return None
-    line: str | None = entry[4].get(key)
-    return line
-
-
-_SharedLines = tuple[Any, Any, str, int, dict[object, str]]
-"""``(msg, args, levelname, number of attributes, {formatter key: line})`` of a record."""
+    return entry[5]
 
 
 def share_line(record: logging.LogRecord, key: object, line: str) -> str:
-    """Keep ``line`` on ``record`` for the next formatter with ``key`` (and return it)."""
-    fields = record.__dict__
-    entry: _SharedLines | None = fields.get(FORMATTED_MARKER)
-    if entry is None:
-        fields[FORMATTED_MARKER] = None  # so the size kept below counts the marker itself
-    if entry is None or not _still_true(entry, record):
-        entry = (record.msg, record.args, record.levelname, len(fields), {})
-        fields[FORMATTED_MARKER] = entry
-    entry[4][key] = line
+    """Keep ``line`` as the last line of ``key`` (and return it); a ``None`` key keeps nothing."""
+    if key is not None:
+        # The record is held weakly: a kept line never keeps a record (or its traceback) alive.
+        _last_lines[key] = (
+            weakref.ref(record),
+            record.msg,
+            record.args,
+            record.levelname,
+            len(record.__dict__),
+            line,
+        )
     return line
-
-
-def _still_true(entry: _SharedLines, record: logging.LogRecord) -> bool:
-    return (
-        entry[0] is record.msg
-        and entry[1] is record.args
-        and entry[2] is record.levelname
-        and entry[3] == len(record.__dict__)
-    )
 
 
 # Everything str.splitlines() breaks on, escaped: a value can never start a line of its

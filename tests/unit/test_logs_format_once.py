@@ -123,3 +123,24 @@ def test_development_text_is_shared_by_the_files_and_kept_apart_from_a_colour_co
     assert lines(tmp_path / "api.log") == [app_line]
     assert "\033[" not in app_line and "slow upstream" in app_line
     assert "\033[33m" in console.getvalue()
+
+
+def test_a_handler_exporting_every_record_attribute_beside_ours_sees_only_the_records_fields(production):
+    """The stock SDK ``LoggingHandler`` exports a record's attributes: no formatter state among them."""
+    from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
+    from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
+
+    exported = InMemoryLogRecordExporter()
+    provider = LoggerProvider()
+    provider.add_log_record_processor(SimpleLogRecordProcessor(exported))
+    stock = LoggingHandler(logger_provider=provider)
+    logging.getLogger().addHandler(stock)
+    try:
+        logging.getLogger("api").info("GET /orders 200", extra={"status": 200})
+    finally:
+        logging.getLogger().removeHandler(stock)
+
+    (record,) = exported.get_finished_logs()
+    attributes = dict(record.log_record.attributes)
+    assert attributes["status"] == 200
+    assert not [value for value in attributes.values() if "GET /orders 200" in str(value)]
