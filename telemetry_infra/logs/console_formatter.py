@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from telemetry_infra.logs.records import ExtraFields, as_text, message_of, one_line, share_line, shared_line
+from telemetry_infra.logs.records import ExtraFields, as_text, formatted_once, message_of, one_line
 from telemetry_infra.logs.timestamps import UtcSecondFormatter
 
 __all__ = ["ConsoleFormatter"]
@@ -38,10 +38,7 @@ class ConsoleFormatter(logging.Formatter):
         """Formatters with equal keys write equal lines; ``None`` (a subclass) shares none."""
 
     def format(self, record: logging.LogRecord) -> str:
-        line = shared_line(record, self.line_key)
-        if line is None:
-            line = share_line(record, self.line_key, self.format_line(record))
-        return line
+        return formatted_once(record, self.line_key, self.format_line)
 
     def format_line(self, record: logging.LogRecord) -> str:
         """The text line for ``record``, made now (:meth:`format` reuses a shared one)."""

@@ -11,10 +11,9 @@ from telemetry_infra.logs.records import (
     CORRELATION_MARKER,
     ExtraFields,
     as_text,
+    formatted_once,
     message_of,
     one_line,
-    share_line,
-    shared_line,
 )
 from telemetry_infra.logs.timestamps import UtcSecondFormatter
 
@@ -67,7 +66,7 @@ class JsonFormatter(_JsonBase):
 
     A record is formatted once: every handler whose formatter has the same
     :attr:`line_key` (all plain ``JsonFormatter`` instances) writes the line the first
-    one made (see :func:`telemetry_infra.logs.records.shared_line`); a subclass's
+    one made (see :func:`telemetry_infra.logs.records.formatted_once`); a subclass's
     formatters make their own.
     """
 
@@ -79,14 +78,12 @@ class JsonFormatter(_JsonBase):
         self._correlated: dict[str, Any] | None = None
         self._correlated_json = b""
         self._extras = ExtraFields(reserved=OUTPUT_FIELDS)
+        self._default = self.json_default
         self.line_key: object = JsonFormatter if type(self) is JsonFormatter else None
         """Formatters with equal keys write equal lines; ``None`` (a subclass) shares none."""
 
     def format(self, record: logging.LogRecord) -> str:
-        line = shared_line(record, self.line_key)
-        if line is None:
-            line = share_line(record, self.line_key, self.format_line(record))
-        return line
+        return formatted_once(record, self.line_key, self.format_line)
 
     def format_line(self, record: logging.LogRecord) -> str:
         """The JSON line for ``record``, made now (:meth:`format` reuses a shared one)."""
@@ -113,11 +110,12 @@ class JsonFormatter(_JsonBase):
         the bytes are those the one-dict encoding of :meth:`_general_line` gives.
         """
         created = record.created
-        whole = self._seconds_of(created)
-        site_key = (record.levelname, record.name, record.module, record.funcName, record.lineno)
-        site = self._sites.get(site_key)
+        whole = int(created)
+        if whole != self._second:
+            self._seconds_of(created)
+        site = self._sites.get((record.levelname, record.name, record.module, record.funcName, record.lineno))
         if site is None:
-            site = self._site(site_key)
+            site = self._site((record.levelname, record.name, record.module, record.funcName, record.lineno))
         correlated = record.__dict__.get(CORRELATION_MARKER)
         if correlated is None:  # no filter ran: the fields the caller passed in ``extra``, if any
             correlation = self._correlation(record, correlated)
@@ -126,15 +124,19 @@ class JsonFormatter(_JsonBase):
         else:
             correlation = self._correlation(record, correlated)
             self._correlated, self._correlated_json = correlated, correlation
+        message = record.msg
+        if record.args or type(message) is not str:
+            message = message_of(record)
         extras = self._extras.into({}, record)
         return b"".join(
             (
                 self._second_json,
                 b'%06dZ"' % ((created - whole) * 1_000_000),
                 site,
-                _fast_dumps(_message(record), None),
+                _fast_dumps(message, None),
                 correlation,
-                b"," + _fast_dumps(extras, self.json_default)[1:] if extras else b"}",
+                b"," if extras else b"}",
+                _fast_dumps(extras, self._default)[1:] if extras else b"",
             )
         ).decode()
 

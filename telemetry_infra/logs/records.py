@@ -7,8 +7,7 @@ Every output (JSON, console, OTLP) and :class:`StructuredLogger` use these sets,
 from __future__ import annotations
 
 import logging
-import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from itertools import islice
 from typing import Any
 
@@ -23,11 +22,10 @@ __all__ = [
     "ExtraFields",
     "as_text",
     "collision_safe",
+    "formatted_once",
     "message_of",
     "one_line",
     "prefixed",
-    "share_line",
-    "shared_line",
     "valid_text",
 ]
 
@@ -141,48 +139,40 @@ class ExtraFields:
         return shape
 
 
-_LastLine = tuple["weakref.ref[logging.LogRecord]", Any, Any, str, int, str]
+_LastLine = tuple[logging.LogRecord, Any, Any, str, int, str]
 """``(record, msg, args, levelname, number of attributes, line)``: the last line of a format."""
 
 _last_lines: dict[object, _LastLine] = {}
 
 
-def shared_line(record: logging.LogRecord, key: object) -> str | None:
-    """The line a formatter with ``key`` just wrote for ``record``, if it is still true.
+def formatted_once(
+    record: logging.LogRecord, key: object, make_line: Callable[[logging.LogRecord], str]
+) -> str:
+    """``make_line(record)``, or the line a formatter with the same ``key`` just made for it.
 
     A record goes through every handler of its logger and its ancestors (``app.log``,
     ``api.log``, the console...) one after the other; handlers whose formatters have
-    equal keys would write the same line, so the last line of each key is kept (beside
-    the record, never on it: handlers that export a record's attributes must not see
+    equal keys would write the same line, so the last line of each key is kept beside
+    the record (never on it: handlers that export a record's attributes must not see
     it). It is not reused once the record changed in a way a formatter sees: another
     ``msg``, ``args`` or level (a filter rewrote it), or an attribute added or removed
-    (a filter added a field). A ``key`` of ``None`` shares nothing.
+    (a filter added a field). A ``key`` of ``None`` shares nothing, nor does a record
+    carrying an exception: the last record of a format is kept until the next one,
+    and a traceback would keep every frame's locals alive with it.
     """
     entry = _last_lines.get(key)
     if (
-        entry is None
-        or entry[0]() is not record
-        or entry[1] is not record.msg
-        or entry[2] is not record.args
-        or entry[3] is not record.levelname
-        or entry[4] != len(record.__dict__)
+        entry is not None
+        and entry[0] is record
+        and entry[1] is record.msg
+        and entry[2] is record.args
+        and entry[3] is record.levelname
+        and entry[4] == len(record.__dict__)
     ):
-        return None
-    return entry[5]
-
-
-def share_line(record: logging.LogRecord, key: object, line: str) -> str:
-    """Keep ``line`` as the last line of ``key`` (and return it); a ``None`` key keeps nothing."""
-    if key is not None:
-        # The record is held weakly: a kept line never keeps a record (or its traceback) alive.
-        _last_lines[key] = (
-            weakref.ref(record),
-            record.msg,
-            record.args,
-            record.levelname,
-            len(record.__dict__),
-            line,
-        )
+        return entry[5]
+    line = make_line(record)
+    if key is not None and record.exc_info is None:
+        _last_lines[key] = (record, record.msg, record.args, record.levelname, len(record.__dict__), line)
     return line
 
 
