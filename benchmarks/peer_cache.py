@@ -20,6 +20,7 @@ on one event loop; cases alternate within each round.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import tempfile
 from collections.abc import Awaitable, Callable
@@ -84,12 +85,12 @@ async def near_rows(loop: asyncio.AbstractEventLoop, url: str) -> list[Row]:
                     Case(
                         "ours: near_cache=True (a fresh copy)",
                         "ours",
-                        awaited(loop, lambda k=label: ours.get(k)),
+                        awaited(loop, functools.partial(ours.get, label)),
                     ),
                     Case(
                         "cashews client_side (its stored object)",
                         "peer",
-                        awaited(loop, lambda k=f"cashews:{label}": cashews.get(k)),
+                        awaited(loop, functools.partial(cashews.get, f"cashews:{label}")),
                     ),
                 ],
                 target_limit=limit,
@@ -143,7 +144,7 @@ async def cached_row(loop: asyncio.AbstractEventLoop) -> Row:
     async def ours(item: int) -> dict[str, Any]:
         return SMALL
 
-    @aiocache_cached(ttl=TTL)
+    @aiocache_cached(ttl=TTL)  # type: ignore[untyped-decorator]
     async def with_aiocache(item: int) -> dict[str, Any]:
         return SMALL
 

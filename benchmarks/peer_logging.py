@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, MutableMapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -110,7 +110,7 @@ def json_logger_file(directory: str) -> logging.Handler:
 def structlog_case(directory: str) -> Case:
     import structlog
 
-    def add_span(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+    def add_span(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
         event.update(span_fields())
         return event
 
