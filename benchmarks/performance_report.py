@@ -60,7 +60,7 @@ WHY_NOT_MET = {
         "Ours builds on the OpenTelemetry ASGI middleware (`opentelemetry-instrumentation-asgi`): "
         "most of the added time is its request attribute collection and the SDK's span start, "
         "attribute checks and end; the access record (formatted once, written to `app.log` and "
-        "`api.log`) is about a tenth of it."
+        "`api.log`) is a few percent of it."
     ),
     "export CPU": (
         "Our encoders take a fifth of the SDK's time per span or record; the rest is handing "
