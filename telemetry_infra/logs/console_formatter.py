@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from telemetry_infra.logs.records import ExtraFields, as_text, message_of, one_line
+from telemetry_infra.logs.records import ExtraFields, as_text, formatted_once, message_of, one_line
 from telemetry_infra.logs.timestamps import UtcSecondFormatter
 
 __all__ = ["ConsoleFormatter"]
@@ -25,6 +25,8 @@ class ConsoleFormatter(logging.Formatter):
     ``2026-01-15 23:00:00 | INFO     | api.client           | client.py:123  [abc-123] | message``
     followed by ``| key=value`` for the caller's ``extra`` fields (secrets redacted) and
     the traceback, if any, on the following lines. Times are UTC, like the JSON output.
+    Handlers whose formatters have the same :attr:`line_key` (plain ``ConsoleFormatter``
+    instances with the same ``colours``) write the line the first one made for a record.
     """
 
     def __init__(self, colours: bool = False) -> None:
@@ -32,8 +34,14 @@ class ConsoleFormatter(logging.Formatter):
         self._colours = colours
         self._clock = UtcSecondFormatter("%Y-%m-%d %H:%M:%S")
         self._extra_fields = ExtraFields()
+        self.line_key: object = (ConsoleFormatter, colours) if type(self) is ConsoleFormatter else None
+        """Formatters with equal keys write equal lines; ``None`` (a subclass) shares none."""
 
     def format(self, record: logging.LogRecord) -> str:
+        return formatted_once(record, self.line_key, self.format_line)
+
+    def format_line(self, record: logging.LogRecord) -> str:
+        """The text line for ``record``, made now (:meth:`format` reuses a shared one)."""
         second, _ = self._clock.second(record.created)
         level = f"{record.levelname:<8}"
         if self._colours:

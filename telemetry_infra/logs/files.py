@@ -45,7 +45,10 @@ def _interprocess_lock(path: str) -> Iterator[None]:
 
 
 def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
+    written = os.write(fd, data)
+    if written == len(data):  # a log line almost always goes in one call
+        return
+    view = memoryview(data)[written:]
     while view:
         view = view[os.write(fd, view) :]
 

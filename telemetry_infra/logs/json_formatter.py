@@ -11,6 +11,7 @@ from telemetry_infra.logs.records import (
     CORRELATION_MARKER,
     ExtraFields,
     as_text,
+    formatted_once,
     message_of,
     one_line,
 )
@@ -29,6 +30,8 @@ else:  # pragma: no cover - orjson is a dependency, but stay usable without it
 
 __all__ = ["OUTPUT_FIELDS", "JsonFormatter"]
 
+_MAX_SITES = 4096
+
 OUTPUT_FIELDS = frozenset(
     {
         "timestamp",
@@ -46,6 +49,13 @@ OUTPUT_FIELDS = frozenset(
 """Names this formatter writes itself; an ``extra`` key among them gets a prefix."""
 
 
+def _message(record: logging.LogRecord) -> str:
+    message = record.msg
+    if record.args or type(message) is not str:
+        return message_of(record)
+    return message
+
+
 class JsonFormatter(_JsonBase):
     """One JSON object per line, with the fields and order of DESIGN "Log records".
 
@@ -53,24 +63,105 @@ class JsonFormatter(_JsonBase):
     ``request_id user_id trace_id span_id trace_flags`` when present, then the
     caller's ``extra`` fields (secrets redacted), then ``exc_info`` / ``stack_info``.
     Values JSON cannot encode are written as strings; the line never breaks.
+
+    A record is formatted once: every handler whose formatter has the same
+    :attr:`line_key` (all plain ``JsonFormatter`` instances) writes the line the first
+    one made (see :func:`telemetry_infra.logs.records.formatted_once`); a subclass's
+    formatters make their own.
     """
 
     def __init__(self) -> None:
         super().__init__()
         self._clock = UtcSecondFormatter("%Y-%m-%dT%H:%M:%S")
-        self._second, self._second_text = -1, ""
+        self._second, self._second_text, self._second_json = -1, "", b""
+        self._sites: dict[tuple[str, str, str, str | None, int], bytes] = {}
+        self._correlated: dict[str, Any] | None = None
+        self._correlated_json = b""
         self._extras = ExtraFields(reserved=OUTPUT_FIELDS)
+        self._default = self.json_default
+        self.line_key: object = JsonFormatter if type(self) is JsonFormatter else None
+        """Formatters with equal keys write equal lines; ``None`` (a subclass) shares none."""
 
     def format(self, record: logging.LogRecord) -> str:
-        fields = record.__dict__
+        return formatted_once(record, self.line_key, self.format_line)
+
+    def format_line(self, record: logging.LogRecord) -> str:
+        """The JSON line for ``record``, made now (:meth:`format` reuses a shared one)."""
+        if record.exc_info or record.exc_text or record.stack_info:
+            return self._general_line(record)
+        try:
+            line = self._prepared_line(record)
+        except (TypeError, ValueError, OverflowError, RecursionError):
+            return self._general_line(record)
+        return line if line.isascii() else one_line(line)
+
+    def _seconds_of(self, created: float) -> int:
+        """The whole second of ``created``; its text is formatted once per second."""
+        whole = int(created)
+        if whole != self._second:
+            self._second, self._second_text = whole, self._clock.second(created)[0]
+            self._second_json = b'{"timestamp":"%s.' % self._second_text.encode()
+        return whole
+
+    def _prepared_line(self, record: logging.LogRecord) -> str:
+        """The line from parts prepared once: the second, the call site, the correlation ids.
+
+        Only the microseconds, the message and the ``extra`` fields are encoded per record;
+        the bytes are those the one-dict encoding of :meth:`_general_line` gives.
+        """
         created = record.created
         whole = int(created)
-        if whole != self._second:  # the formatted second is reused by every record within it
-            self._second, self._second_text = whole, self._clock.second(created)[0]
-        try:
-            message = record.getMessage()
-        except Exception:
+        if whole != self._second:
+            self._seconds_of(created)
+        site = self._sites.get((record.levelname, record.name, record.module, record.funcName, record.lineno))
+        if site is None:
+            site = self._site((record.levelname, record.name, record.module, record.funcName, record.lineno))
+        correlated = record.__dict__.get(CORRELATION_MARKER)
+        if correlated is None:  # no filter ran: the fields the caller passed in ``extra``, if any
+            correlation = self._correlation(record, correlated)
+        elif correlated is self._correlated:  # the filter hands out one dict per span and request
+            correlation = self._correlated_json
+        else:
+            correlation = self._correlation(record, correlated)
+            self._correlated, self._correlated_json = correlated, correlation
+        message = record.msg
+        if record.args or type(message) is not str:
             message = message_of(record)
+        extras = self._extras.into({}, record)
+        return b"".join(
+            (
+                self._second_json,
+                b'%06dZ"' % ((created - whole) * 1_000_000),
+                site,
+                _fast_dumps(message, None),
+                correlation,
+                b"," if extras else b"}",
+                _fast_dumps(extras, self._default)[1:] if extras else b"",
+            )
+        ).decode()
+
+    def _site(self, site_key: tuple[str, str, str, str | None, int]) -> bytes:
+        """``,"level":...,"line_number":N,"message":`` for records of one call site and level."""
+        level, name, module, function, line = site_key
+        fields = {"level": level, "logger_name": name, "module": module, "function_name": function}
+        site = b"," + _fast_dumps({**fields, "line_number": line}, None)[1:-1] + b',"message":'
+        if len(self._sites) < _MAX_SITES:
+            self._sites[site_key] = site
+        return site
+
+    def _correlation(self, record: logging.LogRecord, correlated: dict[str, Any] | None) -> bytes:
+        """``,"request_id":...,"trace_flags":"01"`` (the fields present), or nothing."""
+        if correlated is None:  # no filter ran: fields the caller passed in ``extra``
+            fields = record.__dict__
+            correlated = {key: fields[key] for key in CORRELATION_FIELDS if fields.get(key) is not None}
+        return b"," + _fast_dumps(correlated, None)[1:-1] if correlated else b""
+
+    def _general_line(self, record: logging.LogRecord) -> str:
+        """The line made from one dict of every field: tracebacks, values orjson refuses."""
+        fields = record.__dict__
+        created = record.created
+        whole = self._seconds_of(created)
+        message = _message(record)
         data: dict[str, Any] = {
             "timestamp": "%s.%06dZ" % (self._second_text, (created - whole) * 1_000_000),  # noqa: UP031 - fastest
             "level": record.levelname,

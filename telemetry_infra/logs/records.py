@@ -7,7 +7,7 @@ Every output (JSON, console, OTLP) and :class:`StructuredLogger` use these sets,
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from itertools import islice
 from typing import Any
 
@@ -22,6 +22,7 @@ __all__ = [
     "ExtraFields",
     "as_text",
     "collision_safe",
+    "formatted_once",
     "message_of",
     "one_line",
     "prefixed",
@@ -136,6 +137,43 @@ class ExtraFields:
         if len(self._shapes) < _MAX_PLANS:
             self._shapes[keys] = shape
         return shape
+
+
+_LastLine = tuple[logging.LogRecord, Any, Any, str, int, str]
+"""``(record, msg, args, levelname, number of attributes, line)``: the last line of a format."""
+
+_last_lines: dict[object, _LastLine] = {}
+
+
+def formatted_once(
+    record: logging.LogRecord, key: object, make_line: Callable[[logging.LogRecord], str]
+) -> str:
+    """``make_line(record)``, or the line a formatter with the same ``key`` just made for it.
+
+    A record goes through every handler of its logger and its ancestors (``app.log``,
+    ``api.log``, the console...) one after the other; handlers whose formatters have
+    equal keys would write the same line, so the last line of each key is kept beside
+    the record (never on it: handlers that export a record's attributes must not see
+    it). It is not reused once the record changed in a way a formatter sees: another
+    ``msg``, ``args`` or level (a filter rewrote it), or an attribute added or removed
+    (a filter added a field). A ``key`` of ``None`` shares nothing, nor does a record
+    carrying an exception: the last record of a format is kept until the next one,
+    and a traceback would keep every frame's locals alive with it.
+    """
+    entry = _last_lines.get(key)
+    if (
+        entry is not None
+        and entry[0] is record
+        and entry[1] is record.msg
+        and entry[2] is record.args
+        and entry[3] is record.levelname
+        and entry[4] == len(record.__dict__)
+    ):
+        return entry[5]
+    line = make_line(record)
+    if key is not None and record.exc_info is None:
+        _last_lines[key] = (record, record.msg, record.args, record.levelname, len(record.__dict__), line)
+    return line
 
 
 # Everything str.splitlines() breaks on, escaped: a value can never start a line of its
