@@ -20,11 +20,12 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
+from telemetry_infra.otel.otlp_wire.invalid_text import register_sanitized_counter
 from telemetry_infra.otel.otlp_wire.logs import LogBatch, encode_logs
-from telemetry_infra.otel.otlp_wire.spans import encode_spans
+from telemetry_infra.otel.otlp_wire.spans import encode_spans, with_valid_text
 from telemetry_infra.otel.otlp_wire.transport import Transport, transport_for
 
-__all__ = ["FastLogExporter", "FastSpanExporter"]
+__all__ = ["FastLogExporter", "FastSpanExporter", "ValidTextSpanExporter"]
 
 _log = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ class _Wrapper:
     def __init__(self, exporter: Any, transport: Transport) -> None:
         self._exporter = exporter
         self._transport: Transport | None = transport
+        register_sanitized_counter()
 
     @property
     def wrapped(self) -> Any:
@@ -86,7 +88,7 @@ class FastSpanExporter(_Wrapper, SpanExporter):
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         def stock() -> bool:
-            return self._exporter.export(spans) is SpanExportResult.SUCCESS
+            return export_with_valid_text(self._exporter, spans) is SpanExportResult.SUCCESS
 
         sent = self._send(lambda: encode_spans(spans), len(spans), stock)
         return SpanExportResult.SUCCESS if sent else SpanExportResult.FAILURE
@@ -121,3 +123,46 @@ class FastLogExporter(_Wrapper, LogRecordExporter):
 
         sent = self._send(lambda: encode_logs(batch), len(batch), stock)
         return LogRecordExportResult.SUCCESS if sent else LogRecordExportResult.FAILURE
+
+
+def export_with_valid_text(exporter: SpanExporter, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+    """``exporter.export(spans)``; should it fail on text that is not valid Unicode, again with it replaced.
+
+    The SDK's encoder refuses such a batch before sending anything (the gRPC exporter
+    raises, the HTTP one returns a failure), so a batch that holds such text and
+    failed was never sent: sending its valid copy sends nothing twice.
+    """
+    try:
+        result = exporter.export(spans)
+    except UnicodeEncodeError:
+        result = SpanExportResult.FAILURE
+    if result is SpanExportResult.SUCCESS:
+        return result
+    valid, replaced = with_valid_text(spans)
+    return exporter.export(valid) if replaced else result
+
+
+class ValidTextSpanExporter(SpanExporter):
+    """The SDK's span exporter (``fast_export=False``), made to send a batch holding invalid text.
+
+    Alone, the SDK's encoder loses every span of a batch to one lone surrogate; this
+    sends them all, that text replaced by U+FFFD and counted (see :mod:`.invalid_text`).
+    """
+
+    def __init__(self, exporter: SpanExporter) -> None:
+        self._exporter = exporter
+        register_sanitized_counter()
+
+    @property
+    def wrapped(self) -> SpanExporter:
+        """The SDK exporter it sends through."""
+        return self._exporter
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return export_with_valid_text(self._exporter, spans)
+
+    def shutdown(self) -> None:
+        self._exporter.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return self._exporter.force_flush(timeout_millis)

@@ -14,6 +14,11 @@ from typing import Any
 from opentelemetry.sdk._logs import ReadableLogRecord
 
 from telemetry_infra.otel.otlp_wire.grouping import ResourceGroups, encode_request
+from telemetry_infra.otel.otlp_wire.invalid_text import (
+    count_sanitized,
+    replace_invalid,
+    replace_invalid_attributes,
+)
 from telemetry_infra.otel.otlp_wire.protobuf import (
     any_value,
     attributes_field,
@@ -43,7 +48,36 @@ def encode_log_record(
 
     ``body`` may be of any AnyValue type (``None`` included); raises like the SDK's
     encoder for a body it cannot encode. Attributes it cannot encode are left out.
+    Text that is not valid Unicode is replaced by U+FFFD (and counted, see
+    :mod:`.invalid_text`): the record is sent, not lost.
     """
+    try:
+        return _encode_log_record(
+            time_unix_nano, observed_time_unix_nano, severity_number, severity_text, body, attributes,
+            trace_id, span_id, flags, event_name, dropped_attributes,
+        )  # fmt: skip
+    except UnicodeEncodeError as error:
+        count_sanitized("log_record", error)
+        return _encode_log_record(
+            time_unix_nano, observed_time_unix_nano, severity_number, replace_invalid(severity_text),
+            replace_invalid(body), replace_invalid_attributes(attributes), trace_id, span_id, flags,
+            replace_invalid(event_name), dropped_attributes,
+        )  # fmt: skip
+
+
+def _encode_log_record(
+    time_unix_nano: int | None,
+    observed_time_unix_nano: int | None,
+    severity_number: int | None,
+    severity_text: str | None,
+    body: Any,
+    attributes: Mapping[str, Any] | None,
+    trace_id: int,
+    span_id: int,
+    flags: int,
+    event_name: str | None,
+    dropped_attributes: int,
+) -> bytes:
     encoded_body = any_value(body)
     parts = (
         b"\x09" + pack_fixed64(time_unix_nano) if time_unix_nano else b"",  # time_unix_nano=1
