@@ -36,6 +36,10 @@ DEMO_EXIT_CODES = EXIT_CODES.format(
     zero="the demo ran and every export reached its OTLP endpoint (or none is set)",
     one="an export failed: the endpoint is down or is not an OTLP receiver",
 )
+COMMAND_EXIT_CODES = EXIT_CODES.format(
+    zero="the command did what it says (see each command's --help)",
+    one="check: something failed; demo: an export failed",
+)
 EPILOG = f"""\
 examples:
   telemetry-infra demo      a simulated service: its logs, a trace tree, a summary
@@ -45,7 +49,7 @@ examples:
 Settings come from arguments, then environment variables (OTEL_EXPORTER_OTLP_ENDPOINT,
 REDIS_URL, LOG_DIR, ...): see docs/configuration.md.
 
-{EXIT_CODES.format(zero="the command did what it says (see each command's --help)", one="check: something failed; demo: an export failed")}"""
+{COMMAND_EXIT_CODES}"""
 MAX_LINE = 160
 """No line ``check`` or ``demo`` prints is longer."""
 
