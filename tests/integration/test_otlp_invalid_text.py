@@ -73,6 +73,7 @@ def test_a_span_named_with_a_lone_surrogate_does_not_lose_its_batch(
     assert _sanitized_total(telemetry, "span") == sanitized_before + 2
     ti.shutdown()
     assert len(_warnings(tmp_path, "not valid Unicode")) == 1  # once per kind, not per item
+    assert _warnings(tmp_path, "ERROR") == []  # nothing says the batch was lost
 
 
 @pytest.mark.parametrize("fast", [True, False], ids=["fast_export", "sdk_export"])
@@ -117,24 +118,21 @@ def test_a_resource_with_a_lone_surrogate_still_exports(protocol: str) -> None:
         exporter.shutdown()
 
 
+@pytest.mark.parametrize("fast", [True, False], ids=["fast_export", "sdk_export"])
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-def test_sdk_log_records_with_lone_surrogates_arrive_replaced(protocol: str) -> None:
-    """Records made through the OTel logs API (not our handler) go through our encoder as they are."""
-    from opentelemetry.sdk._logs import LoggerProvider
-    from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
+def test_log_records_of_the_otel_logs_api_with_lone_surrogates_arrive_replaced(
+    otlp_receiver: OTLPReceiver, tmp_path: Path, protocol: str, fast: bool
+) -> None:
+    """Records made through the OTel logs API (not our handler) reach the encoder as they are."""
+    telemetry = _configure(otlp_receiver, protocol, fast, tmp_path)
+    sanitized_before = _sanitized_total(telemetry, "log_record")
+    logger = telemetry.logger_provider.get_logger("tests.invalid_text")
+    logger.emit(body="fine")
+    logger.emit(body=f"body {LONE}", attributes={"note": f"v{LONE}", f"k{LONE}": 1})
+    assert telemetry.force_flush()
 
-    from telemetry_infra.otel.otlp_wire.exporters import FastLogExporter
-    from tests.integration.test_otlp_fast_export import log_exporter
-
-    resource = Resource({"service.name": "invalid-text"})
-    with OTLPReceiver() as receiver:
-        exporter = FastLogExporter.wrap(log_exporter(receiver, protocol), resource)
-        assert exporter is not None
-        provider = LoggerProvider(resource=resource)
-        provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
-        logger = provider.get_logger("tests.invalid_text")
-        logger.emit(body="fine")
-        logger.emit(body=f"body {LONE}", attributes={"note": f"v{LONE}", f"k{LONE}": 1})
-        records = {record.body: record for record in receiver.wait_for_logs(count=2)}
-        provider.shutdown()
+    records = {record.body: record for record in otlp_receiver.wait_for_logs(count=2)}
     assert records[f"body {REPLACED}"].attributes == {"note": f"v{REPLACED}", f"k{REPLACED}": 1}
+    assert _sanitized_total(telemetry, "log_record") == sanitized_before + 1
+    ti.shutdown()
+    assert _warnings(tmp_path, "ERROR") == []

@@ -8,6 +8,8 @@ message the SDK's ``encode_logs`` produces (property-tested).
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -28,7 +30,7 @@ from telemetry_infra.otel.otlp_wire.protobuf import (
     varint,
 )
 
-__all__ = ["LogBatch", "encode_log_record", "encode_logs"]
+__all__ = ["LogBatch", "encode_log_record", "encode_logs", "logs_with_valid_text"]
 
 
 def encode_log_record(
@@ -117,9 +119,9 @@ class LogBatch:
         return encode_request(self._groups)
 
 
-def _encode_readable(readable: ReadableLogRecord) -> bytes:
+def _encode_readable(readable: ReadableLogRecord, encode: Any = encode_log_record) -> bytes:
     record = readable.log_record
-    return encode_log_record(
+    return encode(
         record.timestamp,
         record.observed_timestamp,
         getattr(record.severity_number, "value", None),
@@ -140,3 +142,31 @@ def encode_logs(records: Sequence[ReadableLogRecord]) -> bytes:
     for readable in records:
         batch.add(readable.resource, readable.instrumentation_scope or None, _encode_readable(readable))
     return batch.encode()
+
+
+def logs_with_valid_text(records: Sequence[ReadableLogRecord]) -> tuple[list[ReadableLogRecord], int]:
+    """``records`` with each one holding text that is not valid Unicode replaced by a copy with U+FFFD.
+
+    Also how many were replaced (and counted). For the SDK's encoder, which refuses the
+    whole batch for one of them: our encoder finds them.
+    """
+    valid = []
+    replaced = 0
+    for readable in records:
+        try:
+            _encode_readable(readable, _encode_log_record)
+        except UnicodeEncodeError as error:
+            count_sanitized("log_record", error)
+            readable = _sanitized_readable(readable)
+            replaced += 1
+        valid.append(readable)
+    return valid, replaced
+
+
+def _sanitized_readable(readable: ReadableLogRecord) -> ReadableLogRecord:
+    record = copy.copy(readable.log_record)
+    record.body = replace_invalid(record.body)
+    record.attributes = replace_invalid_attributes(record.attributes)
+    record.severity_text = replace_invalid(record.severity_text)
+    record.event_name = replace_invalid(record.event_name)
+    return dataclasses.replace(readable, log_record=record)
