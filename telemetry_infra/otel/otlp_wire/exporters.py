@@ -229,7 +229,7 @@ class ValidTextLogExporter(LogRecordExporter):
         return export_logs_with_valid_text(self._exporter, batch)
 
     def shutdown(self) -> None:
-        self._exporter.shutdown()
+        self._exporter.shutdown()  # type: ignore[no-untyped-call]
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         return self._exporter.force_flush(timeout_millis)

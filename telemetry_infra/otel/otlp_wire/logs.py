@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from opentelemetry.sdk._logs import ReadableLogRecord
@@ -119,7 +119,7 @@ class LogBatch:
         return encode_request(self._groups)
 
 
-def _encode_readable(readable: ReadableLogRecord, encode: Any = encode_log_record) -> bytes:
+def _encode_readable(readable: ReadableLogRecord, encode: Callable[..., bytes] = encode_log_record) -> bytes:
     record = readable.log_record
     return encode(
         record.timestamp,
