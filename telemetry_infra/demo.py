@@ -25,7 +25,7 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 
 from telemetry_infra import CacheManager, get_logger, request_context
 from telemetry_infra.redis_topology_check import error_cause
-from telemetry_infra.settings import url_without_password
+from telemetry_infra.settings import short_url
 
 __all__ = ["DemoSummary", "ExportFailures", "TraceRecorder", "format_trace", "run_demo"]
 
@@ -34,7 +34,6 @@ PROPERTIES = [f"10{block:04d}{lot:04d}" for block in range(1, 5) for lot in rang
 FAILING_PROPERTY = "1000000000"
 NOT_EXPORTED = "nowhere: OTEL_EXPORTER_OTLP_ENDPOINT is not set (embedded default)"
 _MAX_CAUSE = 120  # with its label, a printed line stays under 160 characters
-_MAX_URL = 80
 
 
 @dataclass
@@ -218,7 +217,7 @@ def _export_lines(
     if not settings.otlp:
         return [NOT_EXPORTED]
     endpoints = sorted({export.base_endpoint for export in settings.otlp.values()})
-    where = ", ".join(_short_url(endpoint) for endpoint in endpoints)
+    where = ", ".join(short_url(endpoint) for endpoint in endpoints)
     if not _export_failed(telemetry, failures, probe_errors, flushed):
         return [f"{where} (all exports delivered)"]
     error = next(iter(probe_errors.values()), None) or failures.error or "it did not answer in time"
@@ -235,21 +234,10 @@ def _export_lines(
     ]
 
 
-def _short_url(url: str) -> str:
-    """``url`` without its password, and with its hosts after the first counted when it is long."""
-    text = url_without_password(url)
-    if len(text) <= _MAX_URL or "," not in text:
-        return text
-    scheme, _, rest = text.partition("://")
-    hosts, slash, path = rest.partition("/")
-    first, *others = hosts.split(",")
-    return f"{scheme}://{first},...(+{len(others)} more){slash}{path}"
-
-
 def _backend_lines(summary: DemoSummary, redis_url: str | None) -> list[str]:
     if not redis_url:
         return ["memory: no REDIS_URL / --redis-url given"]
-    where = _short_url(redis_url)
+    where = short_url(redis_url)
     if summary.backend != "memory":  # what was really used: redis, redis-sentinel or redis-cluster
         return [f"{summary.backend} ({where})"]
     cause = error_cause(summary.redis_error or "no answer", _MAX_CAUSE)

@@ -14,6 +14,7 @@ from typing import Any
 import redis
 
 from telemetry_infra.cache.redis_urls import RedisTarget
+from telemetry_infra.settings import short_url
 
 __all__ = ["error_cause", "probe_redis_target"]
 
@@ -27,9 +28,13 @@ def probe_redis_target(target: RedisTarget, timeout_s: float) -> tuple[bool, str
     client = redis.Redis.from_url(target.url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
     try:
         client.ping()
-        wrong_topology = _wrong_topology(client)
     except redis.RedisError as exc:
+        client.close()
         return False, f"{target.redacted()} does not answer PING: {error_cause(exc)}"
+    try:
+        wrong_topology = _wrong_topology(client)
+    except redis.RedisError:  # INFO refused (an ACL): it answered PING as a data node does
+        wrong_topology = None
     finally:
         client.close()
     if wrong_topology:
@@ -44,15 +49,14 @@ def _wrong_topology(client: redis.Redis) -> str | None:
     no ``SET``, a Cluster node answers ``MOVED`` for most keys.
     """
     kwargs = client.connection_pool.connection_kwargs
-    where = f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
-    server = client.info("server")
-    mode = server.get("redis_mode")
+    where = kwargs.get("path") or f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
+    mode = client.info("server").get("redis_mode")
     if mode == "sentinel":
         names = sorted(_text(name) for name in client.sentinel_masters())
         service = names[0] if len(names) == 1 else "<service>"
         known = f" (it monitors: {', '.join(names[:3])})" if len(names) > 1 else ""
         return f"{where} is a Sentinel, not a data node: use redis+sentinel://{where}/{service}{known}"
-    if mode == "cluster" or client.info("cluster").get("cluster_enabled") == 1:
+    if mode == "cluster":
         return f"{where} is a Redis Cluster node: use redis+cluster://{where}"
     return None
 
@@ -90,8 +94,8 @@ def _probe_cluster(target: RedisTarget, timeout_s: float) -> tuple[bool, str]:
         if "cluster_state:ok" not in text:
             failures.append(f"{host}:{port} reports cluster_state:fail")
     if failures:
-        return False, f"{target.redacted()}: " + "\n".join(failures)
-    return True, f"{target.redacted()}: {len(target.nodes)} seed node(s) answer, cluster_state:ok"
+        return False, f"{short_url(target.redacted())}: " + "\n".join(failures)
+    return True, f"{short_url(target.redacted())}: {len(target.nodes)} seed node(s) answer, cluster_state:ok"
 
 
 def _probe_sentinel(target: RedisTarget, timeout_s: float) -> tuple[bool, str]:
@@ -118,12 +122,10 @@ def _probe_sentinel(target: RedisTarget, timeout_s: float) -> tuple[bool, str]:
     if not named and not failures:
         failures.append("no Sentinel named a primary")
     if failures:
-        return False, f"{target.redacted()}: " + "\n".join(failures)
+        return False, f"{short_url(target.redacted())}: " + "\n".join(failures)
     host, port = named.pop()
-    return (
-        True,
-        f"{target.redacted()}: {len(target.nodes)} Sentinel(s) name primary {host}:{port}, which answers",
-    )
+    where = short_url(target.redacted())
+    return True, f"{where}: {len(target.nodes)} Sentinel(s) name primary {host}:{port}, which answers"
 
 
 def _primary_failures(target: RedisTarget, host: str, port: int, timeout_s: float) -> list[str]:

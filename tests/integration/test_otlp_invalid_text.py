@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,25 @@ from telemetry_infra.testing import OTLPReceiver
 PROTOCOLS = ("grpc", "http/protobuf")
 LONE = "\ud800"
 REPLACED = "\ufffd"
+_QUIETED = (
+    "telemetry_infra.otel.otlp_wire",
+    "opentelemetry.exporter",
+    "opentelemetry.exporter.otlp.proto.common",
+)
+
+
+@pytest.fixture(autouse=True)
+def _export_logs_heard() -> Iterator[None]:
+    """Other test modules quiet these loggers for the session; here what they say is checked."""
+    loggers = [
+        logging.getLogger(name) for name in ("telemetry_infra.otel.otlp_wire", "opentelemetry.exporter")
+    ]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.NOTSET)
+    yield
+    for logger, level in zip(loggers, levels, strict=True):
+        logger.setLevel(level)
 
 
 def _configure(receiver: OTLPReceiver, protocol: str, fast: bool, log_dir: Path) -> ti.Telemetry:
