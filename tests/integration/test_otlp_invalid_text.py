@@ -73,6 +73,7 @@ def test_a_span_named_with_a_lone_surrogate_does_not_lose_its_batch(
     otlp_receiver: OTLPReceiver, tmp_path: Path, protocol: str, fast: bool
 ) -> None:
     telemetry = _configure(otlp_receiver, protocol, fast, tmp_path)
+    assert "telemetry_infra_export_sanitized_total{" in telemetry.prometheus_text()  # before any
     sanitized_before = _sanitized_total(telemetry, "span")
     tracer = trace.get_tracer("tests.invalid_text")
     for index in range(20):

@@ -25,6 +25,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, Status, StatusCode
 
 __all__ = [
+    "ITEMS",
     "REPLACEMENT",
     "count_sanitized",
     "register_sanitized_counter",
@@ -36,6 +37,8 @@ __all__ = [
 ]
 
 REPLACEMENT = "\ufffd"
+ITEMS = ("span", "log_record", "resource", "scope")
+"""The values of the counter's ``item`` attribute."""
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 _log = logging.getLogger(__name__)
 
@@ -80,7 +83,8 @@ class _SanitizedCounter:
         )
 
     def _observe(self, _options: CallbackOptions) -> list[Observation]:
-        return [Observation(count, {"item": item}) for item, count in list(self.counts.items())]
+        counts = dict(self.counts)  # every kind, 0 included: a rate() needs the series before the first
+        return [Observation(counts.get(item, 0), {"item": item}) for item in ITEMS]
 
     def add(self, item: str, error: UnicodeEncodeError) -> None:
         with self._lock:
