@@ -23,14 +23,35 @@ __all__ = ["main"]
 DESCRIPTION = (
     "Trace-correlated logs, an instrumented Redis cache and Prometheus metrics for a Python service."
 )
-EPILOG = """\
+EXIT_CODES = """\
+exit codes:
+  0  {zero}
+  1  {one}
+  2  a setting is malformed (the message names it), or no command was given"""
+CHECK_EXIT_CODES = EXIT_CODES.format(
+    zero="everything configured answers as it should (warnings do not count)",
+    one="something configured failed (a FAIL line says what, where and why)",
+)
+DEMO_EXIT_CODES = EXIT_CODES.format(
+    zero="the demo ran and every export reached its OTLP endpoint (or none is set)",
+    one="an export failed: the endpoint is down or is not an OTLP receiver",
+)
+COMMAND_EXIT_CODES = EXIT_CODES.format(
+    zero="the command did what it says (see each command's --help)",
+    one="check: something failed; demo: an export failed",
+)
+EPILOG = f"""\
 examples:
   telemetry-infra demo      a simulated service: its logs, a trace tree, a summary
   telemetry-infra check     is the OTLP endpoint, Redis and the log directory usable?
   telemetry-infra check --redis-url redis://localhost:6379/0
 
 Settings come from arguments, then environment variables (OTEL_EXPORTER_OTLP_ENDPOINT,
-REDIS_URL, LOG_DIR, ...): see docs/configuration.md."""
+REDIS_URL, LOG_DIR, ...): see docs/configuration.md.
+
+{COMMAND_EXIT_CODES}"""
+MAX_LINE = 160
+"""No line ``check`` or ``demo`` prints is longer."""
 
 
 @dataclass(frozen=True)
@@ -42,8 +63,12 @@ class CheckResult:
     warning: bool = False  # worth a look, not a failure
 
     def line(self) -> str:
+        """What ``check`` prints: a line per line of ``detail`` (one per failing node), none too long."""
         status = "-" if not self.configured else ("FAIL" if not self.ok else "WARN" if self.warning else "ok")
-        return f"{self.name:<8} {status:<5} {self.detail}"
+        head = f"{self.name:<8} {status:<5} "
+        first, *more = self.detail.splitlines() or [""]
+        lines = [head + first, *(" " * len(head) + part for part in more)]
+        return "\n".join(line if len(line) <= MAX_LINE else line[: MAX_LINE - 1] + "…" for line in lines)
 
 
 def check_otlp(settings: Settings, timeout_s: float = 3.0) -> list[CheckResult]:
@@ -147,7 +172,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"telemetry-infra {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    check = commands.add_parser("check", help="check the OTLP endpoint, Redis and the log directory")
+    check = commands.add_parser(
+        "check",
+        help="check the OTLP endpoint, Redis and the log directory",
+        description="Check the OTLP endpoint, Redis and the log directory; nothing is written.",
+        epilog=CHECK_EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     check.add_argument("--otlp-endpoint", help="default: OTEL_EXPORTER_OTLP_ENDPOINT")
     check.add_argument("--redis-url", help="default: REDIS_URL")
     check.add_argument("--log-dir", help="default: LOG_DIR or ./logs")
@@ -160,7 +191,11 @@ def _parser() -> argparse.ArgumentParser:
     check.set_defaults(run=run_check)
 
     demo = commands.add_parser(
-        "demo", help="run a small simulated service that emits logs, traces and metrics"
+        "demo",
+        help="run a small simulated service that emits logs, traces and metrics",
+        description="Run a small simulated service that emits logs, traces and metrics.",
+        epilog=DEMO_EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     demo.add_argument(
         "--requests", type=_at_least(int, 1), default=50, help="how many requests (default: 50)"

@@ -24,7 +24,8 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 
 from telemetry_infra import CacheManager, get_logger, request_context
-from telemetry_infra.settings import url_without_password
+from telemetry_infra.redis_topology_check import error_cause
+from telemetry_infra.settings import short_url
 
 __all__ = ["DemoSummary", "ExportFailures", "TraceRecorder", "format_trace", "run_demo"]
 
@@ -32,6 +33,7 @@ __all__ = ["DemoSummary", "ExportFailures", "TraceRecorder", "format_trace", "ru
 PROPERTIES = [f"10{block:04d}{lot:04d}" for block in range(1, 5) for lot in range(1, 4)]
 FAILING_PROPERTY = "1000000000"
 NOT_EXPORTED = "nowhere: OTEL_EXPORTER_OTLP_ENDPOINT is not set (embedded default)"
+_MAX_CAUSE = 120  # with its label, a printed line stays under 160 characters
 
 
 @dataclass
@@ -113,7 +115,9 @@ async def run_demo(
     await cache.initialize()
     await cache.clear()
     summary.backend = cache.get_stats()["backend"]
-    if redis_url and summary.backend != "redis":
+    if (
+        redis_url and summary.backend == "memory"
+    ):  # fell back: redis, redis-sentinel, redis-cluster did not answer
         summary.redis_error = (await cache.health_check())["redis"].get("error")
     started = time.monotonic()
     try:
@@ -199,16 +203,23 @@ class ExportFailures(logging.Handler):
             self.error = message.split(" encountered while exporting")[0].removeprefix("Transient error ")
 
 
-def _export_line(
+def _export_failed(
     telemetry: Any, failures: ExportFailures, probe_errors: dict[str, str], flushed: bool
-) -> str:
+) -> bool:
+    """Whether something meant for an OTLP endpoint did not reach it (the demo then exits 1)."""
+    return bool(telemetry.settings.otlp) and bool(probe_errors or failures.failed or not flushed)
+
+
+def _export_lines(
+    telemetry: Any, failures: ExportFailures, probe_errors: dict[str, str], flushed: bool
+) -> list[str]:
     settings = telemetry.settings
     if not settings.otlp:
-        return NOT_EXPORTED
+        return [NOT_EXPORTED]
     endpoints = sorted({export.base_endpoint for export in settings.otlp.values()})
-    where = ", ".join(url_without_password(endpoint) for endpoint in endpoints)
-    if not probe_errors and not failures.failed and flushed:
-        return f"{where} (all exports delivered)"
+    where = ", ".join(short_url(endpoint) for endpoint in endpoints)
+    if not _export_failed(telemetry, failures, probe_errors, flushed):
+        return [f"{where} (all exports delivered)"]
     error = next(iter(probe_errors.values()), None) or failures.error or "it did not answer in time"
     if failures.failed:
         outcome = f"{failures.failed} export(s) failed"
@@ -216,38 +227,47 @@ def _export_line(
         outcome = "nothing delivered, it does not answer OTLP"
     else:
         outcome = "not everything was delivered before the demo stopped waiting"
-    return (
-        f"{where}: FAILED, {outcome}: {error}\n"
-        f"{'':18}hint: is the collector up? `docker compose up -d`, then `telemetry-infra check`"
-    )
+    return [
+        f"{where}: FAILED, {outcome}",
+        f"cause: {error_cause(error, _MAX_CAUSE)}",
+        "hint: is the collector up? `docker compose up -d`, then `telemetry-infra check`",
+    ]
+
+
+def _backend_lines(summary: DemoSummary, redis_url: str | None) -> list[str]:
+    if not redis_url:
+        return ["memory: no REDIS_URL / --redis-url given"]
+    where = short_url(redis_url)
+    if summary.backend != "memory":  # what was really used: redis, redis-sentinel or redis-cluster
+        return [f"{summary.backend} ({where})"]
+    cause = error_cause(summary.redis_error or "no answer", _MAX_CAUSE)
+    return [f"memory: Redis at {where} did not answer, fell back to memory", f"cause: {cause}"]
 
 
 def _print_summary(
-    summary: DemoSummary, telemetry: Any, redis_url: str | None, out: TextIO, exported: str
+    summary: DemoSummary, telemetry: Any, redis_url: str | None, out: TextIO, exported: list[str]
 ) -> None:
     settings = telemetry.settings
     stats = summary.stats
-    if summary.backend == "redis":
-        backend = f"redis ({url_without_password(redis_url or '')})"
-    elif redis_url:
-        where = url_without_password(redis_url)
-        backend = f"memory: Redis at {where} did not answer ({summary.redis_error}), fell back to memory"
-    else:
-        backend = "memory: no REDIS_URL / --redis-url given"
     lines = [
         "",
         "telemetry-infra demo: done",
         f"  requests        {summary.requests} ({summary.errors} handled, logged at ERROR)",
         f"  cache hit rate  {stats.get('hit_rate', 0.0):.0%} ({stats.get('hits', 0)} hits, "
         f"{stats.get('misses', 0)} misses)",
-        f"  cache backend   {backend}",
+        *_labelled("cache backend", _backend_lines(summary, redis_url)),
         f"  traces          {', '.join(summary.trace_ids)}",
-        f"  exported to     {exported}",
+        *_labelled("exported to", exported),
         f"  logs            {Path(settings.log_dir).resolve()} (app.log, error.log, api.log, model.log)",
     ]
     if telemetry.metrics_url:
         lines.append(f"  metrics         {telemetry.metrics_url}")
     out.write("\n".join(lines) + "\n")
+
+
+def _labelled(label: str, values: list[str]) -> list[str]:
+    """``  label           first value``, then the other values under the first."""
+    return [f"  {label if index == 0 else '':<16}{value}" for index, value in enumerate(values)]
 
 
 def _probe_endpoints(telemetry: Any) -> dict[str, str]:
@@ -288,8 +308,7 @@ def main(args: Any) -> int:
     flushed = ti.shutdown(timeout_s=1 if probe_errors else 5)
     for spans in recorder.traces():
         sys.stdout.write("\n" + "\n".join("  " + line for line in format_trace(spans)) + "\n")
-    _print_summary(
-        summary, telemetry, redis_url, sys.stdout, _export_line(telemetry, failures, probe_errors, flushed)
-    )
+    exported = _export_lines(telemetry, failures, probe_errors, flushed)
+    _print_summary(summary, telemetry, redis_url, sys.stdout, exported)
     logging.getLogger("opentelemetry.exporter").removeHandler(failures)
-    return 0
+    return 1 if _export_failed(telemetry, failures, probe_errors, flushed) else 0

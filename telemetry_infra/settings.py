@@ -124,6 +124,20 @@ def url_without_password(url: str) -> str:
     return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")).geturl()
 
 
+def short_url(url: str, max_length: int = 80) -> str:
+    """``url`` without its password; when longer than ``max_length``, hosts after the first are counted.
+
+    ``redis+cluster://a:1,b:2,c:3`` -> ``redis+cluster://a:1,...(+2 more)``: printed lines stay short.
+    """
+    text = url_without_password(url)
+    if len(text) <= max_length or "," not in text:
+        return text
+    scheme, _, rest = text.partition("://")
+    hosts, slash, path = rest.partition("/")
+    first, *others = hosts.split(",")
+    return f"{scheme}://{first},...(+{len(others)} more){slash}{path}"
+
+
 def _parse_port(value: Any, where: str) -> int:
     try:
         port = int(value)

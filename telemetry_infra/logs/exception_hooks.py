@@ -2,8 +2,10 @@
 
 Installs ``sys.excepthook``, ``threading.excepthook`` and, when a loop is running
 (or one is given), the asyncio loop's exception handler. Hooks someone installed
-before are still called afterwards; the interpreter's own hooks, which would only
-print the same traceback to stderr again, are skipped while logging has handlers.
+before are still called afterwards. The interpreter's own hooks print the traceback
+to stderr, as Python always does (scripts, supervisors and CI read it there), whatever
+the log handlers: they are skipped only when a handler that takes the record already
+wrote it to this process's stderr, so it never appears there twice.
 """
 
 from __future__ import annotations
@@ -22,7 +24,25 @@ _previous: dict[str, Any] = {}
 
 
 def _worth_chaining(previous: Any, interpreter_default: Any) -> bool:
-    return previous is not interpreter_default or not logging.getLogger().handlers
+    return previous is not interpreter_default or not _written_to_stderr()
+
+
+def _written_to_stderr() -> bool:
+    """Whether logging the uncaught exception already wrote it to stderr (a console handler there)."""
+    stderr = (sys.stderr, sys.__stderr__)
+    handlers: list[logging.Handler] = []
+    logger: logging.Logger | None = _log
+    while logger is not None:
+        handlers += logger.handlers
+        logger = logger.parent if logger.propagate else None
+    if not handlers:  # logging's last resort prints to stderr
+        return logging.lastResort is not None
+    return any(
+        isinstance(handler, logging.StreamHandler)
+        and handler.stream in stderr
+        and handler.level <= logging.CRITICAL
+        for handler in handlers
+    )
 
 
 def _log_uncaught(message: str, exc: BaseException | None, *args: Any) -> None:

@@ -119,7 +119,7 @@ def _exception_attributes(exc_info: Any) -> dict[str, str]:
     return {
         "exception.type": qualname if module == "builtins" else f"{module}.{qualname}",
         "exception.message": as_text(exc),
-        "exception.stacktrace": "".join(traceback.format_exception(exc_type, exc, tb)),
+        "exception.stacktrace": valid_text("".join(traceback.format_exception(exc_type, exc, tb))),
     }
 
 
@@ -378,7 +378,7 @@ class OTLPLogHandler(logging.Handler):
             if value is not None:
                 attributes[key] = attribute_value(value)
         for key, value in self._extras.into({}, record).items():
-            attributes[key] = attribute_value(value)
+            attributes[valid_text(key)] = attribute_value(value)  # escaped as in the log files
         if record.exc_info:
             attributes.update(_exception_attributes(record.exc_info))
         return attributes

@@ -33,7 +33,12 @@ from opentelemetry.sdk.trace.sampling import Sampler
 from opentelemetry.sdk.version import __version__ as sdk_version
 
 from telemetry_infra.otel.otlp_tls import grpc_credentials, requests_session
-from telemetry_infra.otel.otlp_wire.exporters import FastLogExporter, FastSpanExporter
+from telemetry_infra.otel.otlp_wire.exporters import (
+    FastLogExporter,
+    FastSpanExporter,
+    ValidTextLogExporter,
+    ValidTextSpanExporter,
+)
 from telemetry_infra.otel.preaggregated import SECONDS_BUCKETS, WithPreaggregated, reset_all
 from telemetry_infra.otel.prometheus import PrometheusBridge, serve_metrics, set_current_bridge
 from telemetry_infra.otel.prometheus_multiprocess import multiprocess_dir
@@ -342,6 +347,10 @@ def _build(settings: Settings) -> Telemetry:
             span_otlp = fast_exporter
         else:
             log_otlp = fast_exporter
+    if span_otlp is not None and not isinstance(span_otlp, FastSpanExporter):
+        span_otlp = ValidTextSpanExporter(span_otlp)  # alone, the SDK loses a batch to one bad string
+    if log_otlp is not None and not isinstance(log_otlp, FastLogExporter):
+        log_otlp = ValidTextLogExporter(log_otlp)
     for span_exporter, metric_exporter, log_exporter in (
         (span_otlp, metric_otlp, log_otlp),
         _console_exporters(settings),

@@ -166,3 +166,9 @@ def test_help_is_plain_text(command: list[str]) -> None:
     assert "usage: telemetry-infra" in result.stdout
     for markup in ("``", ":class:", ":mod:", ":func:"):
         assert markup not in result.stdout, f"raw reST {markup!r} in --help:\n{result.stdout}"
+
+
+def test_check_help_says_what_its_exit_codes_mean() -> None:
+    result = _run("check", "--help")
+    assert result.returncode == 0
+    assert "exit codes:" in result.stdout and "1  something configured failed" in result.stdout

@@ -112,8 +112,34 @@ def test_demo_says_when_export_fails_and_does_not_wait_for_a_dead_endpoint(tmp_p
     started = time.monotonic()
     result = _demo(tmp_path, "--requests", "10", OTEL_EXPORTER_OTLP_ENDPOINT=dead)
     elapsed = time.monotonic() - started
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 1, result.stdout + result.stderr  # scripts and CI see the failure
     exported = result.stdout.split("exported to", 1)[1]
     assert exported.strip().startswith(f"{dead}: FAILED") and "UNAVAILABLE" in exported
     assert "hint: is the collector up?" in exported
     assert elapsed < 7, f"the demo took {elapsed:.1f}s against a dead endpoint"
+
+
+def test_demo_exits_1_when_the_endpoint_is_not_an_otlp_receiver(tmp_path: Path) -> None:
+    import http.server
+    import threading
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+        result = _demo(
+            tmp_path, "--requests", "5", OTEL_EXPORTER_OTLP_ENDPOINT=endpoint,
+            OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
+        )  # fmt: skip
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"{endpoint}: FAILED" in result.stdout
+    assert all(len(line) <= 160 for line in result.stdout.splitlines())
+
+
+def test_demo_help_says_what_its_exit_codes_mean(tmp_path: Path) -> None:
+    result = _run(["-m", "telemetry_infra.cli", "demo", "--help"], tmp_path)
+    assert "exit codes:" in result.stdout
+    assert "1  an export failed" in result.stdout

@@ -36,8 +36,59 @@ def test_uncaught_exception_in_main_thread_is_logged_by_configure(tmp_path):
     (line,) = [json.loads(text) for text in result.stdout.splitlines() if '"CRITICAL"' in text]
     assert line["logger_name"] == "telemetry_infra.uncaught"
     assert "ValueError" in line["message"] and "in main" in line["exc_info"]
-    assert "Traceback" not in result.stderr  # the default hook would only repeat it
+    assert result.stderr.count("Traceback") == 1  # as Python prints it: the console is on stdout
     assert "nobody caught me" in (tmp_path / "error.log").read_text()
+
+
+def _uncaught_in_subprocess(tmp_path, setup: str) -> subprocess.CompletedProcess[str]:
+    script = "\n".join(
+        [
+            "import sys, threading",
+            "import telemetry_infra as ti",
+            setup,
+            "def main():",
+            "    raise ValueError('nobody caught me')",
+            "main()",
+        ]
+    )
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+
+
+def test_uncaught_exception_without_console_logs_still_reaches_stderr(tmp_path):
+    setup = f"ti.configure(service_name='hooks', console_logs=False, log_dir={str(tmp_path)!r})"
+    result = _uncaught_in_subprocess(tmp_path, setup)
+
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.count("Traceback (most recent call last)") == 1
+    assert "ValueError: nobody caught me" in result.stderr and "in main" in result.stderr
+    assert "nobody caught me" in (tmp_path / "error.log").read_text()
+
+
+def test_uncaught_exception_is_printed_once_when_the_console_log_is_on_stderr(tmp_path):
+    setup = (
+        f"ti.configure(service_name='hooks', environment='production', log_dir={str(tmp_path)!r})\n"
+        f"ti.setup_logging(log_dir={str(tmp_path)!r}, environment='production', stream=sys.stderr)"
+    )
+    result = _uncaught_in_subprocess(tmp_path, setup)
+
+    assert result.returncode == 1
+    assert result.stderr.count("nobody caught me") == 1, result.stderr  # the JSON line, not a repeat
+    assert '"CRITICAL"' in result.stderr
+
+
+def test_uncaught_exception_in_a_thread_without_console_logs_reaches_stderr(tmp_path):
+    setup = (
+        f"ti.configure(service_name='hooks', console_logs=False, log_dir={str(tmp_path)!r})\n"
+        "def work():\n    raise RuntimeError('thread failed')\n"
+        "thread = threading.Thread(target=work, name='worker-7'); thread.start(); thread.join()\n"
+        "sys.exit(0)"
+    )
+    result = _uncaught_in_subprocess(tmp_path, setup)
+
+    assert result.returncode == 0
+    assert "worker-7" in result.stderr and "RuntimeError: thread failed" in result.stderr
+    assert "thread failed" in (tmp_path / "error.log").read_text()
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # pytest's chained hook

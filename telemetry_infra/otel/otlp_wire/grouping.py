@@ -1,41 +1,39 @@
 """Grouping records by resource, then by instrumentation scope, as OTLP requests nest them.
 
-The SDK's encoders group with dictionaries keyed by the resource and scope objects
-(equal objects share a group, in order of first appearance). Hashing a Resource
-serialises its attributes to JSON, so this groups by identity first and compares
-each distinct object for equality once per batch; the result is the same nesting.
+Records share a group when their resource (and then their scope) encodes to the same
+bytes, in order of first appearance. Not by ``==``: ``True == 1 == 1.0`` and
+``0.0 == -0.0`` in Python, yet they are different OTLP values, and merging such
+resources would send one provider's records under another's attributes. Each object
+is looked up by identity first, and its block is encoded once (:class:`BlockCache`),
+so grouping costs no more than the encoding needs anyway.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any
 
+from telemetry_infra.otel.otlp_wire.invalid_text import count_sanitized, sanitized_resource, sanitized_scope
 from telemetry_infra.otel.otlp_wire.protobuf import attributes_field, delimited, string_field, varint
 
 __all__ = ["BlockCache", "Canonical", "ResourceGroups", "encode_request"]
 
 
 class Canonical:
-    """Maps each object to the first equal one seen (by identity first, then by ``==``)."""
+    """Maps each object to the first one seen with the same encoded identity (by identity first)."""
 
-    __slots__ = ("_by_id", "_seen")
+    __slots__ = ("_by_encoding", "_by_id", "_encoded")
 
-    def __init__(self) -> None:
+    def __init__(self, encoded: Callable[[Any], Hashable]) -> None:
+        self._encoded = encoded
         self._by_id: dict[int, Any] = {}
-        self._seen: list[Any] = []
+        self._by_encoding: dict[Hashable, Any] = {}
 
     def __call__(self, obj: Any) -> Any:
         found = self._by_id.get(id(obj), self)
         if found is not self:
             return found
-        found = obj
-        for earlier in self._seen:
-            if earlier == obj:
-                found = earlier
-                break
-        else:
-            self._seen.append(obj)
+        found = self._by_encoding.setdefault(self._encoded(obj), obj)
         self._by_id[id(obj)] = found
         return found
 
@@ -46,8 +44,8 @@ class ResourceGroups:
     __slots__ = ("_last", "_resource_of", "_scope_of", "groups")
 
     def __init__(self) -> None:
-        self._resource_of = Canonical()
-        self._scope_of = Canonical()
+        self._resource_of = Canonical(resource_blocks)
+        self._scope_of = Canonical(scope_blocks)
         self.groups: dict[int, tuple[Any, dict[int, tuple[Any, list[bytes]]]]] = {}
         self._last: tuple[Any, Any, list[bytes]] = (self, self, [])
 
@@ -101,6 +99,14 @@ class BlockCache:
 
 
 def _resource_block(resource: Any) -> tuple[bytes, bytes]:
+    try:
+        return _encode_resource(resource)
+    except UnicodeEncodeError as error:  # its records still leave, under valid text
+        count_sanitized("resource", error)
+        return _encode_resource(sanitized_resource(resource))
+
+
+def _encode_resource(resource: Any) -> tuple[bytes, bytes]:
     # Resource: attributes=1. ResourceSpans/ResourceLogs: resource=1 ... schema_url=3.
     return delimited(b"\x0a", attributes_field(b"\x0a", resource.attributes)), string_field(
         b"\x1a", resource.schema_url
@@ -108,9 +114,17 @@ def _resource_block(resource: Any) -> tuple[bytes, bytes]:
 
 
 def _scope_block(scope: Any) -> tuple[bytes, bytes]:
-    # InstrumentationScope: name=1 version=2 attributes=3. ScopeSpans/ScopeLogs: scope=1 ... schema_url=3.
     if scope is None:
         return b"\x0a\x00", b""
+    try:
+        return _encode_scope(scope)
+    except UnicodeEncodeError as error:
+        count_sanitized("scope", error)
+        return _encode_scope(sanitized_scope(scope))
+
+
+def _encode_scope(scope: Any) -> tuple[bytes, bytes]:
+    # InstrumentationScope: name=1 version=2 attributes=3. ScopeSpans/ScopeLogs: scope=1 ... schema_url=3.
     body = (
         string_field(b"\x0a", scope.name)
         + string_field(b"\x12", scope.version)

@@ -8,12 +8,19 @@ message the SDK's ``encode_logs`` produces (property-tested).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import copy
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from opentelemetry.sdk._logs import ReadableLogRecord
 
 from telemetry_infra.otel.otlp_wire.grouping import ResourceGroups, encode_request
+from telemetry_infra.otel.otlp_wire.invalid_text import (
+    count_sanitized,
+    replace_invalid,
+    replace_invalid_attributes,
+)
 from telemetry_infra.otel.otlp_wire.protobuf import (
     any_value,
     attributes_field,
@@ -23,7 +30,7 @@ from telemetry_infra.otel.otlp_wire.protobuf import (
     varint,
 )
 
-__all__ = ["LogBatch", "encode_log_record", "encode_logs"]
+__all__ = ["LogBatch", "encode_log_record", "encode_logs", "logs_with_valid_text"]
 
 
 def encode_log_record(
@@ -43,7 +50,36 @@ def encode_log_record(
 
     ``body`` may be of any AnyValue type (``None`` included); raises like the SDK's
     encoder for a body it cannot encode. Attributes it cannot encode are left out.
+    Text that is not valid Unicode is replaced by U+FFFD (and counted, see
+    :mod:`.invalid_text`): the record is sent, not lost.
     """
+    try:
+        return _encode_log_record(
+            time_unix_nano, observed_time_unix_nano, severity_number, severity_text, body, attributes,
+            trace_id, span_id, flags, event_name, dropped_attributes,
+        )  # fmt: skip
+    except UnicodeEncodeError as error:
+        count_sanitized("log_record", error)
+        return _encode_log_record(
+            time_unix_nano, observed_time_unix_nano, severity_number, replace_invalid(severity_text),
+            replace_invalid(body), replace_invalid_attributes(attributes), trace_id, span_id, flags,
+            replace_invalid(event_name), dropped_attributes,
+        )  # fmt: skip
+
+
+def _encode_log_record(
+    time_unix_nano: int | None,
+    observed_time_unix_nano: int | None,
+    severity_number: int | None,
+    severity_text: str | None,
+    body: Any,
+    attributes: Mapping[str, Any] | None,
+    trace_id: int,
+    span_id: int,
+    flags: int,
+    event_name: str | None,
+    dropped_attributes: int,
+) -> bytes:
     encoded_body = any_value(body)
     parts = (
         b"\x09" + pack_fixed64(time_unix_nano) if time_unix_nano else b"",  # time_unix_nano=1
@@ -83,9 +119,9 @@ class LogBatch:
         return encode_request(self._groups)
 
 
-def _encode_readable(readable: ReadableLogRecord) -> bytes:
+def _encode_readable(readable: ReadableLogRecord, encode: Callable[..., bytes] = encode_log_record) -> bytes:
     record = readable.log_record
-    return encode_log_record(
+    return encode(
         record.timestamp,
         record.observed_timestamp,
         getattr(record.severity_number, "value", None),
@@ -106,3 +142,31 @@ def encode_logs(records: Sequence[ReadableLogRecord]) -> bytes:
     for readable in records:
         batch.add(readable.resource, readable.instrumentation_scope or None, _encode_readable(readable))
     return batch.encode()
+
+
+def logs_with_valid_text(records: Sequence[ReadableLogRecord]) -> tuple[list[ReadableLogRecord], int]:
+    """``records`` with each one holding text that is not valid Unicode replaced by a copy with U+FFFD.
+
+    Also how many were replaced (and counted). For the SDK's encoder, which refuses the
+    whole batch for one of them: our encoder finds them.
+    """
+    valid = []
+    replaced = 0
+    for readable in records:
+        try:
+            _encode_readable(readable, _encode_log_record)
+        except UnicodeEncodeError as error:
+            count_sanitized("log_record", error)
+            readable = _sanitized_readable(readable)
+            replaced += 1
+        valid.append(readable)
+    return valid, replaced
+
+
+def _sanitized_readable(readable: ReadableLogRecord) -> ReadableLogRecord:
+    record = copy.copy(readable.log_record)
+    record.body = replace_invalid(record.body)
+    record.attributes = replace_invalid_attributes(record.attributes)
+    record.severity_text = replace_invalid(record.severity_text)
+    record.event_name = replace_invalid(record.event_name)
+    return dataclasses.replace(readable, log_record=record)

@@ -190,7 +190,11 @@ def _report(key: Any, value: Any, error: Exception) -> None:
 
 
 def attributes_field(field_tag: bytes, attributes: Mapping[str, Any] | None) -> bytes:
-    """Each attribute as one repeated KeyValue field ``field_tag``; bad ones are left out."""
+    """Each attribute as one repeated KeyValue field ``field_tag``; bad ones are left out.
+
+    Text that is not valid Unicode raises ``UnicodeEncodeError``: the caller encodes its
+    item again with that text replaced (:mod:`.invalid_text`), it is never silently lost.
+    """
     if not attributes:
         return b""
     cached = _cached_fields.get(field_tag)
@@ -213,6 +217,8 @@ def attributes_field(field_tag: bytes, attributes: Mapping[str, Any] | None) -> 
                 continue
         try:
             body = key_value(key, value)
+        except UnicodeEncodeError:  # the whole item is encoded again with valid text (.invalid_text)
+            raise
         except Exception as error:  # the SDK's encoder leaves such an attribute out too
             _report(key, value, error)
             continue

@@ -14,6 +14,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind
 
 from telemetry_infra.otel.otlp_wire.grouping import ResourceGroups, encode_request
+from telemetry_infra.otel.otlp_wire.invalid_text import count_sanitized, sanitized_span
 from telemetry_infra.otel.otlp_wire.protobuf import (
     attributes_field,
     fixed64_field,
@@ -24,7 +25,7 @@ from telemetry_infra.otel.otlp_wire.protobuf import (
     varint_field,
 )
 
-__all__ = ["encode_span", "encode_spans"]
+__all__ = ["encode_span", "encode_spans", "with_valid_text"]
 
 _KIND = {  # Span.kind=6, the proto enum's values
     SpanKind.INTERNAL: b"\x30\x01",
@@ -190,8 +191,38 @@ def encode_spans(spans: Sequence[ReadableSpan]) -> bytes:
     groups = ResourceGroups()
     add = groups.add
     for span in spans:
-        if _READS_OWN_FIELDS and isinstance(span, ReadableSpan):
-            add(span._resource, span._instrumentation_scope, encode_span(span))
+        own_fields = _READS_OWN_FIELDS and isinstance(span, ReadableSpan)
+        try:
+            encoded = encode_span(span) if own_fields else _encode_span_public(span)
+        except UnicodeEncodeError as error:  # one bad string must not cost the batch
+            encoded = _encode_sanitized(span, error)
+        if own_fields:
+            add(span._resource, span._instrumentation_scope, encoded)
         else:
-            add(span.resource, span.instrumentation_scope, _encode_span_public(span))
+            add(span.resource, span.instrumentation_scope, encoded)
     return encode_request(groups)
+
+
+def _encode_sanitized(span: ReadableSpan, error: UnicodeEncodeError) -> bytes:
+    """``span`` encoded with its invalid text replaced, and counted (see :mod:`.invalid_text`)."""
+    count_sanitized("span", error)
+    return _encode_span_public(sanitized_span(span))
+
+
+def with_valid_text(spans: Sequence[ReadableSpan]) -> tuple[list[ReadableSpan], int]:
+    """``spans`` with each one holding text that is not valid Unicode replaced by a copy with U+FFFD.
+
+    Also how many were replaced (and counted). For the SDK's encoder, which refuses the
+    whole batch for one of them: our encoder finds them.
+    """
+    valid = []
+    replaced = 0
+    for span in spans:
+        try:
+            _encode_span_public(span)
+        except UnicodeEncodeError as error:
+            count_sanitized("span", error)
+            span = sanitized_span(span)
+            replaced += 1
+        valid.append(span)
+    return valid, replaced
