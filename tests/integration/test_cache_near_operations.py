@@ -1,0 +1,130 @@
+"""The near cache stays exact under day-2 operations (issue 21, items 1, 2, 4, 5 and 8).
+
+Real redis-server processes; a second manager (or a plain client) plays the other process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import pytest
+import redis
+
+import telemetry_infra as ti
+
+pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
+
+
+def manager(url: str, namespace: str, *, near: bool = True, **options) -> ti.CacheManager:
+    options.setdefault("socket_timeout", 0.5)
+    options.setdefault("socket_connect_timeout", 0.5)
+    options.setdefault("probe_interval", 0.1)
+    options.setdefault("name", namespace if near else f"{namespace}-b")
+    return ti.CacheManager(redis_url=url, namespace=namespace, near_cache=near, **options)
+
+
+@pytest.fixture
+def namespace() -> str:
+    return f"ops-{uuid.uuid4().hex[:8]}"
+
+
+def write_from_another_thread(url: str, namespace: str, key: str, value, after_s: float) -> threading.Thread:
+    """Another client (its own manager, loop and thread) writes ``key`` ``after_s`` from now."""
+
+    def write() -> None:
+        time.sleep(after_s)
+
+        async def store() -> None:
+            async with manager(url, namespace, near=False) as other:
+                assert await other.set(key, value)
+
+        asyncio.run(store())
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    return thread
+
+
+# -- item 2: a blocked loop does not serve its backlog ------------------------------------
+
+
+async def test_a_loop_blocked_while_another_client_writes_does_not_serve_the_old_value(
+    redis_server, namespace
+):
+    async with manager(redis_server.url, namespace) as a:
+        stale = []
+        for round_ in range(5):
+            key = f"k{round_}"
+            assert await a.set(key, "old")
+            assert await a.get(key) == "old"
+            assert await a.get(key) == "old"  # served near from now on
+            hits = a.get_stats()["near_hits"]
+            assert await a.get(key) == "old" and a.get_stats()["near_hits"] == hits + 1
+            writer = write_from_another_thread(redis_server.url, namespace, key, "new", 0.3)
+            time.sleep(1.2)  # a CPU-bound handler blocks the loop; the write lands meanwhile
+            writer.join()
+            first = await a.get(key)
+            if first != "new":
+                stale.append((round_, first))
+        assert stale == [], f"the first read after the stall returned the old value: {stale}"
+
+
+async def test_a_loop_blocked_while_redis_restarts_with_other_data_does_not_serve_the_old_value(
+    redis_restartable, namespace
+):
+    server = redis_restartable
+    async with manager(server.url, namespace) as a:
+        assert await a.set("k", "old")
+        assert await a.get("k") == "old"
+        assert await a.get("k") == "old"
+        server.kill()
+        server.start()
+        with server.client() as client:  # the restarted server holds other data
+            client.set(f"{namespace}:k", b'"other"')
+        time.sleep(0.2)  # the loop stayed blocked through the restart
+        assert await a.get("k") != "old"
+
+
+# -- item 5: asyncio.run() per call ---------------------------------------------------------
+
+_RUN_PER_CALL = """
+import asyncio, sys, threading
+import telemetry_infra as ti
+
+cache = ti.CacheManager(redis_url=sys.argv[1], namespace=sys.argv[2], near_cache=True,
+                        socket_timeout=0.5, socket_connect_timeout=0.5)
+
+def calls():
+    for i in range(100):
+        asyncio.run(cache.get("k"))
+    print("calls done", flush=True)
+
+if sys.argv[3] == "thread":
+    worker = threading.Thread(target=calls)
+    worker.start()
+    worker.join()
+else:
+    calls()
+"""
+
+
+@pytest.mark.parametrize("where", ["main-thread", "thread"])
+def test_asyncio_run_per_call_never_hangs(redis_server, namespace, where):
+    """Celery style: a manager made outside any loop, then ``asyncio.run(cache.get(...))`` per
+    call; each loop's teardown must end (it hung in 8 of 9 runs)."""
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _RUN_PER_CALL, redis_server.url, namespace, where],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"100 asyncio.run() calls hung in loop teardown ({exc.stdout!r})")
+    assert done.returncode == 0, done.stderr
+    assert "calls done" in done.stdout
