@@ -173,6 +173,12 @@ class ChannelSilentError(RedisError):
     """The channel did not answer a PING in time (half-open connection, paused server...)."""
 
 
+def _cancelling(task: asyncio.Task[None] | None) -> bool:
+    """Has ``task`` been asked to stop (``Task.cancelling()``, Python 3.11+)?"""
+    cancelling = getattr(task, "cancelling", None)
+    return cancelling is not None and bool(cancelling())
+
+
 async def _as_received(message: Any) -> Any:
     return message
 
@@ -192,8 +198,13 @@ class InvalidationChannel:
         primary_only: bool = False,
         on_new_node: Callable[[], None] | None = None,
         task_context: Callable[[], contextvars.Context] = contextvars.copy_context,
+        identify: bool = False,
     ) -> None:
         self._connect = connect
+        # a Cluster node's channel learns the node's id (``CLUSTER MYID``) before tracking
+        self._identify = identify
+        #: the id of the Cluster node tracked (None elsewhere, or not known yet)
+        self.node_id: str | None = None
         self._tracking_command: tuple[str, ...] = ("CLIENT", "TRACKING", "ON", "BCAST")
         if prefix:
             self._tracking_command += ("PREFIX", prefix)
@@ -246,6 +257,10 @@ class InvalidationChannel:
         # the listener outlives the call that started it: it must not run in its context
         self._listener = self._task_context().run(loop.create_task, self._listen_forever())
 
+    def covers_node(self, node_id: str | None) -> bool:
+        """May a read answered by ``node_id`` fill the near tier? One node: always."""
+        return True
+
     async def wait_tracking(self, timeout: float) -> bool:
         """Start listening if needed and wait up to ``timeout`` s for tracking to be on."""
         self.ensure_listening()
@@ -284,7 +299,7 @@ class InvalidationChannel:
         """Is ``me`` still the listener, and not being cancelled? A cancellation swallowed by a
         library call (redis-py's connect can) must still end it: ``asyncio.run()`` cancels the
         tasks of its loop once, then waits for them."""
-        return self._listener is me and not (me is not None and me.cancelling())
+        return self._listener is me and not _cancelling(me)
 
     async def _listen(self, me: asyncio.Task[None] | None) -> None:
         connection = self._connect()
@@ -293,6 +308,10 @@ class InvalidationChannel:
             if not self._is_current(me):
                 return
             connection._parser.set_invalidation_push_handler(_as_received)
+            if self._identify:
+                await connection.send_command("CLUSTER", "MYID")
+                node_id = await connection.read_response()
+                self.node_id = node_id.decode() if isinstance(node_id, bytes) else node_id
             started = _monotonic()
             await connection.send_command(*self._tracking_command)
             await connection.read_response()  # OK, or raises (Redis < 6, a proxy refusing it)

@@ -33,6 +33,7 @@ and thread using its manager.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import OrderedDict
@@ -148,9 +149,12 @@ class NearCache:
             flight.readers += 1
             return flight
 
-    def settle(self, key: str, flight: Flight, payload: bytes | None, value: Any = None) -> None:
+    def settle(
+        self, key: str, flight: Flight, payload: bytes | None, value: Any = None, expires_at: float = math.inf
+    ) -> None:
         """The read of ``key`` came back with ``payload`` (None: absent), decoded to ``value``;
-        install it unless an invalidation or a different answer came first."""
+        install it, to be served until ``expires_at`` (``monotonic()``: the key's Redis expiry)
+        at the latest, unless an invalidation or a different answer came first."""
         with self._lock:
             self._leave(key, flight)
             if flight.stale:
@@ -163,7 +167,7 @@ class NearCache:
                 return
             if payload is None:
                 return
-            self._install(key, payload, value)
+            self._install(key, payload, value, expires_at)
 
     def release(self, key: str, flight: Flight) -> None:
         """The read of ``key`` failed or was cancelled: it installs nothing."""
@@ -175,15 +179,16 @@ class NearCache:
         if flight.readers == 0 and self._flights.get(key) is flight:
             del self._flights[key]
 
-    def _install(self, key: str, payload: bytes, value: Any) -> None:
+    def _install(self, key: str, payload: bytes, value: Any, expires_at: float) -> None:
         self._drop(key)
         size = len(payload)
-        if size > self.max_bytes:
+        now = _monotonic()
+        if size > self.max_bytes or expires_at <= now:
             return
         if value.__class__ not in _SHAREABLE:
             value = _DECODE_AFRESH
         entries = self._entries
-        entries[key] = (value, payload, _monotonic() + self.max_ttl)
+        entries[key] = (value, payload, min(now + self.max_ttl, expires_at))
         self.stored_bytes += size
         while len(entries) > self.maxsize or self.stored_bytes > self.max_bytes:
             self.stored_bytes -= len(entries.popitem(last=False)[1][1])
