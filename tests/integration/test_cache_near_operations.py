@@ -92,9 +92,13 @@ async def test_a_loop_blocked_while_redis_restarts_with_other_data_does_not_serv
         server.kill()
         server.start()
         with server.client() as client:
-            client.set(f"{namespace}:k", b'"other"')
+            client.set(f"{namespace}:k", encoded(a, f"{namespace}:k", "other"))
         block_the_loop(0.2)
         assert await a.get("k") != "old"
+        deadline = time.monotonic() + 5
+        while await a.get("k") != "other":
+            assert time.monotonic() < deadline, "the restarted server's value is never read"
+            await asyncio.sleep(0.05)
 
 
 # -- item 5: asyncio.run() per call ---------------------------------------------------------
@@ -135,3 +139,89 @@ def test_asyncio_run_per_call_never_hangs(redis_server, namespace, where):
         pytest.fail(f"100 asyncio.run() calls hung in loop teardown ({exc.stdout!r})")
     assert done.returncode == 0, done.stderr
     assert "calls done" in done.stdout
+
+
+# -- item 1: near entries end with the key's Redis TTL ----------------------------------
+
+
+def encoded(cache: ti.CacheManager, key: str, value) -> bytes:
+    """The payload ``cache`` stores for ``value`` (what an outside writer would SET)."""
+    return cache._codec.encode(key, value)
+
+
+def many_keys_with_ttls(server, count: int = 200_000) -> None:
+    """``count`` other keys with long TTLs: Redis's active expiry samples them, finds few
+    expired, and so reaches an expired key of ours late (only its invalidation ends it)."""
+    with server.client() as client:
+        client.eval(
+            "for i = 1, tonumber(ARGV[1]) do redis.call('SET', 'other:' .. i, 'x', 'PX', 600000 + i) end",
+            0,
+            count,
+        )
+
+
+async def reads_after(cache: ti.CacheManager, key: str, expires_at: float, until: float) -> list:
+    """What ``key`` reads as between ``expires_at`` (+10 ms) and ``until`` (monotonic)."""
+    served = []
+    while time.monotonic() < until:
+        value = await cache.get(key)
+        if time.monotonic() > expires_at + 0.01:
+            served.append(value)
+        await asyncio.sleep(0.005)
+    return served
+
+
+@pytest.mark.parametrize("writer", ["own-set", "outside-set-px"])
+async def test_near_entries_end_at_the_redis_ttl_while_active_expiry_lags(
+    redis_restartable, namespace, writer
+):
+    server = redis_restartable
+    many_keys_with_ttls(server)
+    async with manager(server.url, namespace) as a:
+        started = time.monotonic()
+        if writer == "own-set":
+            assert await a.set("k", "v", ttl=0.3)
+        else:
+            with server.client() as client:
+                client.set(f"{namespace}:k", encoded(a, f"{namespace}:k", "v"), px=300)
+        assert await a._channel.sync()  # the write's invalidation is in: the next read fills
+        assert await a.get("k") == "v"
+        near_hits = a.get_stats()["near_hits"]
+        assert await a.get("k") == "v" and a.get_stats()["near_hits"] == near_hits + 1  # served near
+        served = await reads_after(a, "k", started + 0.3, started + 1.5)
+        stale = [value for value in served if value is not None]
+        assert served and stale == [], f"{len(stale)} of {len(served)} reads after the TTL returned the value"
+        hits = a.get_stats()["near_hits"]
+        assert await a.get("k") is None and a.get_stats()["near_hits"] == hits
+
+
+async def test_a_key_expiring_during_client_pause_write_is_not_served_near(redis_restartable, namespace):
+    server = redis_restartable
+    async with manager(server.url, namespace) as a:
+        with server.client() as client:
+            client.set(f"{namespace}:k", encoded(a, f"{namespace}:k", "v"), px=300)
+            started = time.monotonic()
+            assert await a._channel.sync()
+            assert await a.get("k") == "v"
+            assert await a.get("k") == "v"
+            client.execute_command("CLIENT", "PAUSE", 1600, "WRITE")  # no expiry, no invalidation
+            try:
+                served = await reads_after(a, "k", started + 0.3, started + 1.5)
+            finally:
+                client.execute_command("CLIENT", "UNPAUSE")
+        stale = [value for value in served if value is not None]
+        assert served and stale == [], (
+            f"{len(stale)} of {len(served)} reads during the pause returned the value"
+        )
+
+
+async def test_mget_fills_expire_with_the_redis_ttl(redis_restartable, namespace):
+    server = redis_restartable
+    many_keys_with_ttls(server, 50_000)
+    async with manager(server.url, namespace) as a:
+        started = time.monotonic()
+        assert await a.mset({"short": 1}, ttl=0.3) and await a.mset({"long": 2}, ttl=60)
+        assert await a.mget(["short", "long"]) == {"short": 1, "long": 2}
+        assert await a.mget(["short", "long"]) == {"short": 1, "long": 2}
+        await asyncio.sleep(started + 0.35 - time.monotonic())
+        assert await a.mget(["short", "long"]) == {"long": 2}
