@@ -225,3 +225,39 @@ async def test_mget_fills_expire_with_the_redis_ttl(redis_restartable, namespace
         assert await a.mget(["short", "long"]) == {"short": 1, "long": 2}
         await asyncio.sleep(started + 0.35 - time.monotonic())
         assert await a.mget(["short", "long"]) == {"long": 2}
+
+
+# -- item 4: Cluster scale-out ------------------------------------------------------------
+
+
+async def test_a_slot_moved_to_a_new_primary_is_not_served_stale(namespace):
+    """A primary joins with no slots, a slot moves to it (MIGRATE + SETSLOT) and an outside
+    client writes there: A's near tier must never serve a value older than one the new node
+    acknowledged 50 ms earlier (it served them until the 1 s slot-map watcher caught up)."""
+    from redis.crc import key_slot
+
+    from telemetry_infra.testing import RedisCluster
+
+    with RedisCluster(replicas=0) as cluster:
+        # the slot map is watched every probe_interval (1 s by default): the window to close
+        a = manager(cluster.url, namespace, probe_interval=1.0)
+        try:
+            await a.initialize()
+            new_primary = await asyncio.to_thread(cluster.add_primary)
+            await asyncio.sleep(1.2)  # the watcher has read the map since: nothing changed for it
+            stored = f"{namespace}:k"
+            assert await a.set("k", "v0")
+            assert await a._channel.sync()
+            assert await a.get("k") == "v0" and await a.get("k") == "v0"
+            await asyncio.to_thread(cluster.move_slot, key_slot(stored.encode()), new_primary)
+            stale = []
+            with new_primary.client() as outside:
+                for version in range(1, 25):
+                    assert await a.get("k") is not None  # a read right after the move may fill
+                    outside.set(stored, encoded(a, stored, f"v{version}"))
+                    await asyncio.sleep(0.05)
+                    if (value := await a.get("k")) != f"v{version}":
+                        stale.append((version, value))
+            assert stale == [], f"stale near reads after the slot move: {stale}"
+        finally:
+            await a.close()
