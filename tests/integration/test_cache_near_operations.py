@@ -32,6 +32,16 @@ def namespace() -> str:
     return f"ops-{uuid.uuid4().hex[:8]}"
 
 
+async def caught_up(cache: ti.CacheManager) -> None:
+    """Every invalidation Redis sent so far is applied and the near tier serves (a test's
+    own blocking calls to a Redis client stall the loop, which then re-syncs first)."""
+    assert await cache._channel.sync()
+    deadline = time.monotonic() + 2
+    while not cache._near.serving:
+        assert time.monotonic() < deadline, "the near tier does not serve again"
+        await asyncio.sleep(0.005)
+
+
 def block_the_loop(seconds: float) -> None:
     """A CPU-bound handler: the event loop runs nothing else meanwhile."""
     deadline = time.monotonic() + seconds
@@ -184,7 +194,7 @@ async def test_near_entries_end_at_the_redis_ttl_while_active_expiry_lags(
         else:
             with server.client() as client:
                 client.set(f"{namespace}:k", encoded(a, f"{namespace}:k", "v"), px=300)
-        assert await a._channel.sync()  # the write's invalidation is in: the next read fills
+        await caught_up(a)  # the write's invalidation is in: the next read fills
         assert await a.get("k") == "v"
         near_hits = a.get_stats()["near_hits"]
         assert await a.get("k") == "v" and a.get_stats()["near_hits"] == near_hits + 1  # served near
@@ -201,7 +211,7 @@ async def test_a_key_expiring_during_client_pause_write_is_not_served_near(redis
         with server.client() as client:
             client.set(f"{namespace}:k", encoded(a, f"{namespace}:k", "v"), px=300)
             started = time.monotonic()
-            assert await a._channel.sync()
+            await caught_up(a)
             assert await a.get("k") == "v"
             assert await a.get("k") == "v"
             client.execute_command("CLIENT", "PAUSE", 1600, "WRITE")  # no expiry, no invalidation
@@ -247,7 +257,7 @@ async def test_a_slot_moved_to_a_new_primary_is_not_served_stale(namespace):
             await asyncio.sleep(1.2)  # the watcher has read the map since: nothing changed for it
             stored = f"{namespace}:k"
             assert await a.set("k", "v0")
-            assert await a._channel.sync()
+            await caught_up(a)
             assert await a.get("k") == "v0" and await a.get("k") == "v0"
             await asyncio.to_thread(cluster.move_slot, key_slot(stored.encode()), new_primary)
             stale = []
@@ -261,3 +271,27 @@ async def test_a_slot_moved_to_a_new_primary_is_not_served_stale(namespace):
             assert stale == [], f"stale near reads after the slot move: {stale}"
         finally:
             await a.close()
+
+
+# -- item 8: SWAPDB -----------------------------------------------------------------------
+
+
+async def test_swapdb_is_not_announced_so_near_entries_live_until_near_cache_max_ttl(
+    redis_restartable, namespace
+):
+    """Redis 7 sends no invalidation on SWAPDB (it does on FLUSHDB/FLUSHALL): the entries of
+    the swapped db stay near until ``near_cache_max_ttl`` (or their key's TTL), as documented."""
+    server = redis_restartable
+    async with manager(server.url, namespace, near_cache_max_ttl=1.0) as a:
+        with server.client(db=1) as client:  # tracking is per key name, whatever the db
+            client.set(f"{namespace}:k", encoded(a, f"{namespace}:k", "db1"), ex=3600)
+        assert await a.set("k", "db0")
+        await caught_up(a)
+        started = time.monotonic()
+        assert await a.get("k") == "db0" and await a.get("k") == "db0"
+        with server.client() as client:
+            client.execute_command("SWAPDB", 0, 1)
+        await caught_up(a)
+        assert await a.get("k") == "db0"  # still near: nothing told us
+        await asyncio.sleep(started + 1.05 - time.monotonic())
+        assert await a.get("k") == "db1"  # near_cache_max_ttl bounds it
