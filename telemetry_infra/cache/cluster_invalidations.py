@@ -19,6 +19,10 @@ The rules, in one place:
 * **The slot map is watched.** A watcher task asks a node for ``CLUSTER SLOTS`` every
   ``refresh_interval`` seconds (the manager's ``probe_interval``), starts a channel for
   each new primary and stops those of nodes that no longer own slots.
+* **Only tracked nodes fill.** Every read that fills the near tier names the node that
+  answered (``CLUSTER MYID`` in its Lua call); an answer from a node whose channel does
+  not track (a slot moved to a new primary: ``MOVED``/``ASK``) installs nothing and wakes
+  the watcher at once (``covers_node``).
 """
 
 from __future__ import annotations

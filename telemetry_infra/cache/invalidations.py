@@ -31,6 +31,13 @@ It runs as a task on one event loop: the loop of the first call that needed it
 connection drops, or a PING goes unanswered for ``answer_timeout`` seconds, the near
 tier is flushed and reads go to Redis; the channel reconnects every ``retry_interval``
 seconds, and a later call on another running loop starts it there if its loop is gone.
+The task ends as soon as it is cancelled, even when a library call swallowed the
+cancellation (``asyncio.run()`` cancels a loop's tasks once, then waits for them).
+
+That loop also beats a heartbeat every ``HEARTBEAT_INTERVAL_S``; the near tier serves
+only while the last one is younger than ``HEARTBEAT_WINDOW_S``. After a longer gap
+(a blocked loop: invalidations waiting unread in the socket) it serves again once a
+PING sent after the gap is answered, which proves the backlog has been read.
 """
 
 from __future__ import annotations

@@ -4,7 +4,10 @@ The coherence rules, in one place (the channel that feeds them is ``invalidation
 
 * **Served only while covered.** An entry is served only while the invalidation
   channel is tracking and has proven itself recently (``renew``: a PING answered on
-  the channel, whose replies come in order with the invalidations sent before them).
+  the channel, whose replies come in order with the invalidations sent before them,
+  and a heartbeat of the channel's event loop younger than ``HEARTBEAT_WINDOW_S``:
+  a stalled loop leaves invalidations unread). Both fold into one deadline, so a hit
+  costs one ``monotonic()`` comparison, whatever thread it runs on.
   When the channel drops, its loop ends or its PING goes unanswered, everything is
   flushed and reads go to Redis until tracking is back. While the circuit breaker is
   open (memory serves) the near tier is flushed and suspended the same way.
@@ -19,7 +22,9 @@ The coherence rules, in one place (the channel that feeds them is ``invalidation
   sent and again once it is answered (or has failed), so after ``set``/``delete``/
   ``clear``/``mset`` returns no entry and no pending fill predates it.
 * **Bounded**: at most ``maxsize`` entries and ``max_bytes`` of payloads (least recently
-  used evicted first), none older than ``max_ttl`` seconds.
+  used evicted first), none older than ``max_ttl`` seconds, and none past its key's Redis
+  expiry (``settle``'s ``expires_at``: the fill read the key's PTTL with its value, since
+  Redis announces an expiry only when it gets round to deleting the key).
 
 Values are held decoded. ``str``, ``int``, ``float``, ``bool``, ``bytes`` and ``None`` are
 immutable and handed out as they are; anything else (a dict, a list, an object) is
