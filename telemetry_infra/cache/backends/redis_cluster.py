@@ -280,15 +280,16 @@ class RedisClusterBackend(RedisBackend):
         bound = self._bound
         if bound.loop is not _running_loop():
             bound = await self._bind()
+        client: Any = bound.client
         try:
-            return _reads_from(await _get_expiring_here(bound.client, (key,)))[0]
+            return _reads_from(await _get_expiring_here(client, (key,)))[0]
         except _CLUSTER_FAILURES as exc:
-            raise await self._translated(exc, bound.client) from exc
+            raise await self._translated(exc, client) from exc
 
     async def mget_expiring(self, keys: Sequence[str]) -> list[ExpiringRead]:
         """``get_expiring`` per slot, the slots read concurrently; the keys of a node that
         fails read as absent while the others are still read."""
-        client = await self._client()
+        client: Any = await self._client()
         groups = list(client._partition_keys_by_slot(keys).values())
         replies = await asyncio.gather(
             *(_get_expiring_here(client, slot_keys) for slot_keys in groups), return_exceptions=True
