@@ -15,6 +15,11 @@ uninstrumented ``execute_command`` so it stays the floor.
 Part 3 (issue 17, ``--parts 17``): near cache hits against a raw Redis GET in the same
 run, telemetry off and on, and the invalidation latency on loopback: from the start of
 another manager's ``set`` to the near tier having dropped the key.
+
+Part 4 (issue 21, ``--parts 21``): what reading the key's TTL with its value costs the
+near tier's misses (a fill writes ``GET`` and ``PTTL`` together on one connection; batches
+and Cluster reads use a read-only Lua script), next to the ways of doing it raw, and that
+get/set with the near tier on stay <= 1.15x raw.
 """
 
 from __future__ import annotations
@@ -271,6 +276,56 @@ async def issue_17(bench: Bench, rounds: int, iterations: int) -> list[Cleanup]:
     return cleanups
 
 
+async def issue_21(bench: Bench, rounds: int, iterations: int) -> list[Cleanup]:
+    from telemetry_infra.cache.backends.redis import _GET_EXPIRING
+
+    # one entry held: reads alternating between two keys always miss the near tier and fill it
+    near = await bench.manager(telemetry=False, near_cache=True, near_cache_size=1, name="near-21")
+    await near.mset({"m0": SMALL, "m1": SMALL}, ttl=TTL)
+    await near._channel.sync()
+    small = bench.payloads["small"]
+    sha = await bench.raw.script_load(_GET_EXPIRING)
+    turn = iter(range(1 << 62))
+
+    async def raw_get_pttl_written_together() -> object:
+        connection = await bench.raw.connection_pool.get_connection()
+        try:
+            packed = connection.pack_commands((("GET", "bench:m0"), ("PTTL", "bench:m0")))
+            await connection.send_packed_command(packed, check_health=False)
+            return await connection.read_response(), await connection.read_response()
+        finally:
+            await bench.raw.connection_pool.release(connection)
+
+    async def raw_get_pttl_pipeline() -> object:
+        pipe = bench.raw.pipeline(transaction=False)
+        pipe.execute_command("GET", "bench:m0")
+        pipe.execute_command("PTTL", "bench:m0")
+        return await pipe.execute()
+
+    def alternating() -> Awaitable[object]:
+        return near.get("m1" if next(turn) % 2 else "m0")
+
+    cases = [
+        Case("raw GET+PTTL in one write vs raw GET", raw_get_pttl_written_together,
+             bench.raw_call("GET", "bench:m0"), "(the mechanism)"),
+        Case("raw EVALSHA get+pttl vs raw GET", bench.raw_call("EVALSHA", sha, 1, "bench:m0"),
+             bench.raw_call("GET", "bench:m0"), "(batches, Cluster)"),
+        Case("raw redis-py pipeline GET+PTTL vs raw GET", raw_get_pttl_pipeline,
+             bench.raw_call("GET", "bench:m0"), "(not chosen)"),
+        Case(f"near miss + fill ({len(small)} B) vs raw GET", alternating,
+             bench.raw_call("GET", "bench:m0"), "(for information)"),
+        Case("near on: get miss (absent key)", lambda: near.get("absent"),
+             bench.raw_call("GET", "bench:absent"), "<= 1.15x"),
+        Case(f"near on: set ttl ({len(small)} B)", lambda: near.set("w", SMALL, ttl=TTL),
+             bench.raw_call("SET", "bench:w", small, "EX", TTL), "<= 1.15x"),
+    ]  # fmt: skip
+    report(
+        "Issue 21: the near tier reads each key's TTL with its value (telemetry off)",
+        await measure(cases, rounds, iterations),
+    )
+    return [near.close]
+
+
 def bench_cases_fresh(cases: list[Case], target: str) -> list[Case]:
     """The same calls, with no timings yet."""
     return [Case(case.name, case.ours, case.raw, target) for case in cases]
@@ -311,12 +366,14 @@ async def main(rounds: int, iterations: int, parts: str) -> None:
         bench = Bench(server.url)
         cleanups: list[Cleanup] = []
         try:
-            if "4" in parts.replace("17", ""):
+            if "4" in parts.replace("17", "").replace("21", ""):
                 cleanups += await issue_4(bench, rounds, iterations)
-            if "5" in parts.replace("17", ""):
+            if "5" in parts.replace("17", "").replace("21", ""):
                 cleanups += await issue_5(bench, rounds, iterations)
             if "17" in parts:
                 cleanups += await issue_17(bench, rounds, iterations)
+            if "21" in parts:
+                cleanups += await issue_21(bench, rounds, iterations)
         finally:
             for cleanup in cleanups:
                 await cleanup()
@@ -329,7 +386,7 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--iterations", type=int, default=300)
     parser.add_argument(
-        "--parts", default="4,5,17", help="which issues' tables to run: 4, 5, 17 (comma-separated)"
+        "--parts", default="4,5,17,21", help="which issues' tables to run: 4, 5, 17, 21 (comma-separated)"
     )
     options = parser.parse_args()
     asyncio.run(main(options.rounds, options.iterations, options.parts))

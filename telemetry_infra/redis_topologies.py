@@ -126,18 +126,21 @@ class RedisCluster:
             raise ValueError(f"a Redis Cluster needs at least 3 primaries, got {primaries}")
         self.host = host
         self._replicas = replicas
-        node_args = [
+        self._node_args = [
             "--cluster-enabled", "yes",
             "--cluster-config-file", "nodes.conf",
             "--cluster-node-timeout", str(node_timeout_ms),
             "--repl-diskless-sync-delay", "0",
         ]  # fmt: skip
-        taken: set[int] = set()
+        self._taken: set[int] = set()
         self.nodes: list[RedisServer] = []
         for _ in range(primaries * (1 + replicas)):
-            port = _cluster_port(host, taken)
-            taken.update((port, port + _BUS_OFFSET))
-            self.nodes.append(RedisServer(port=port, host=host, extra_args=node_args))
+            self.nodes.append(self._new_node())
+
+    def _new_node(self) -> RedisServer:
+        port = _cluster_port(self.host, self._taken)
+        self._taken.update((port, port + _BUS_OFFSET))
+        return RedisServer(port=port, host=self.host, extra_args=self._node_args)
 
     @property
     def url(self) -> str:
@@ -246,6 +249,51 @@ class RedisCluster:
             if any(first <= slot <= last for first, last in ranges)
         )
         return owner != (victim.host, victim.port)
+
+    def add_primary(self, timeout_s: float = 20.0) -> RedisServer:
+        """Start a node, join it to the cluster (``CLUSTER MEET``) as a primary owning no slot
+        (scale-out; ``move_slot`` gives it some), and wait until every node knows it."""
+        node = self._new_node().start()
+        self.nodes.append(node)
+        with self.running_nodes()[0].client(socket_timeout=1) as client:
+            client.execute_command("CLUSTER", "MEET", node.host, node.port)
+        with node.client(socket_timeout=1) as client:
+            node_id = _text(client.execute_command("CLUSTER", "MYID"))
+
+        def known_everywhere() -> bool:
+            for member in self.running_nodes():
+                with member.client(socket_timeout=1) as client:
+                    listing = _text(client.execute_command("CLUSTER", "NODES"))
+                if not any(
+                    line.startswith(node_id) and "handshake" not in line for line in listing.splitlines()
+                ):
+                    return False
+            with node.client(socket_timeout=1) as client:  # it has the slot map too
+                return "cluster_state:ok" in _text(client.execute_command("CLUSTER", "INFO"))
+
+        _wait_until(known_everywhere, timeout_s, f"every node knows {node.host}:{node.port}")
+        return node
+
+    def move_slot(self, slot: int, target: RedisServer) -> None:
+        """Move ``slot`` (and its keys, ``MIGRATE``) to the primary ``target``, the way
+        ``redis-cli --cluster reshard`` does: IMPORTING/MIGRATING, keys, then ``SETSLOT NODE``."""
+        source = self._slot_owner(slot)
+        with target.client(socket_timeout=2) as to, source.client(socket_timeout=2) as origin:
+            target_id = _text(to.execute_command("CLUSTER", "MYID"))
+            source_id = _text(origin.execute_command("CLUSTER", "MYID"))
+            to.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+            origin.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+            while keys := origin.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
+                origin.execute_command("MIGRATE", target.host, target.port, "", 0, 5000, "KEYS", *keys)
+            for node in (target, source, *self.primaries()):
+                with node.client(socket_timeout=2) as client:
+                    client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+
+    def _slot_owner(self, slot: int) -> RedisServer:
+        for address, ranges in self._slot_owners().items():
+            if any(first <= slot <= last for first, last in ranges):
+                return self._node(address)
+        raise RuntimeError(f"no primary serves slot {slot}")
 
     def restart(self, node: RedisServer, timeout_s: float = 20.0) -> None:
         """Start a killed node again; it rejoins (as a replica after a failover)."""

@@ -19,6 +19,10 @@ The rules, in one place:
 * **The slot map is watched.** A watcher task asks a node for ``CLUSTER SLOTS`` every
   ``refresh_interval`` seconds (the manager's ``probe_interval``), starts a channel for
   each new primary and stops those of nodes that no longer own slots.
+* **Only tracked nodes fill.** Every read that fills the near tier names the node that
+  answered (``CLUSTER MYID`` in its Lua call); an answer from a node whose channel does
+  not track (a slot moved to a new primary: ``MOVED``/``ASK``) installs nothing and wakes
+  the watcher at once (``covers_node``).
 """
 
 from __future__ import annotations
@@ -109,6 +113,10 @@ class ClusterInvalidations:
         self._covered = False
         self._watcher: asyncio.Task[None] | None = None
         self._stopped = False
+        # ids of the nodes whose channels track now: only their answers fill the near tier
+        self._tracked_ids: frozenset[str] = frozenset()
+        # set (from any thread) to make the watcher read the slot map at once
+        self._wake: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
         #: why the slot map could not be read last time (None when it could)
         self.map_error: str | None = None
 
@@ -142,7 +150,27 @@ class ClusterInvalidations:
             coverage.tracking, coverage.heard_until, coverage.owner = tracking, heard_until, channel
             self._recompute()
 
+    def covers_node(self, node_id: str | None) -> bool:
+        """May a read answered by the node ``node_id`` fill the near tier? Only while that
+        node's channel tracks. A node nobody tracks answered (a slot moved to it: ``MOVED``/
+        ``ASK``), so the slot map is read again at once and its channel started."""
+        if node_id in self._tracked_ids:
+            return True
+        self._refresh_soon()
+        return False
+
+    def _refresh_soon(self) -> None:
+        wake = self._wake
+        if wake is not None and not wake[1].is_set():
+            with contextlib.suppress(RuntimeError):  # that loop closed meanwhile
+                wake[0].call_soon_threadsafe(wake[1].set)
+
     def _recompute(self) -> None:
+        self._tracked_ids = frozenset(
+            channel.node_id
+            for coverage, channel in self._nodes.values()
+            if coverage.tracking and channel.node_id is not None
+        )
         members = [coverage for coverage, _channel in self._nodes.values()]
         if not members or not all(coverage.tracking for coverage in members):
             if self._covered:
@@ -202,11 +230,18 @@ class ClusterInvalidations:
                 seed = await self._refresh(seed)
                 for _coverage, channel in list(self._nodes.values()):
                     channel.ensure_listening()
-                await asyncio.sleep(self.refresh_interval)
+                await self._pause()
         finally:
             if seed is not None:
                 with contextlib.suppress(Exception):
                     await seed[1].aclose()
+
+    async def _pause(self) -> None:
+        """``refresh_interval`` seconds, or until ``_refresh_soon()``."""
+        wake = asyncio.Event()
+        self._wake = (asyncio.get_running_loop(), wake)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(wake.wait(), self.refresh_interval)
 
     async def _refresh(self, seed: Seed | None) -> Seed | None:
         """Read the slot map from a node that answers (the last one first) and apply it."""
@@ -277,6 +312,7 @@ class ClusterInvalidations:
             answer_timeout=self._socket_timeout,
             retry_interval=self.refresh_interval,
             task_context=self._task_context,
+            identify=True,
         )
 
 

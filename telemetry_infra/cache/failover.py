@@ -34,7 +34,7 @@ import logging
 from collections.abc import Callable, Sequence
 
 from telemetry_infra.cache.backends.memory import MemoryBackend
-from telemetry_infra.cache.backends.redis import RedisBackend
+from telemetry_infra.cache.backends.redis import ABSENT, ExpiringRead, RedisBackend
 from telemetry_infra.cache.breaker import CircuitBreaker
 from telemetry_infra.cache.errors import (
     BACKEND_ERRORS,
@@ -133,6 +133,37 @@ class FailoverBackend:
                 for key, payload in zip(keys, payloads, strict=True)
             ]
         return payloads
+
+    async def get_expiring(self, key: str) -> ExpiringRead:
+        """``get`` for the near tier: with the key's remaining TTL (and, on a Cluster, the node
+        that answered). What memory serves carries no TTL: the near tier installs nothing then."""
+        if self.breaker.is_open or (self.journal.pending and self.journal.masks(key)):
+            return ExpiringRead(await self.get(key), -1)
+        try:
+            read = await self.primary.get_expiring(key)
+        except OUTAGE_ERRORS as exc:
+            self._read_failed(exc)
+            return ExpiringRead(await self.memory.get(key), -1)
+        self.breaker.failures = 0
+        return read
+
+    async def mget_expiring(self, keys: Sequence[str]) -> list[ExpiringRead]:
+        """``mget`` for the near tier (see ``get_expiring``)."""
+        if self.breaker.is_open:
+            return [ExpiringRead(payload, -1) for payload in await self.mget(keys)]
+        masked = {key for key in keys if self.journal.masks(key)} if self.journal.pending else ()
+        try:
+            reads = await self.primary.mget_expiring(keys)
+        except OUTAGE_ERRORS as exc:
+            self._read_failed(exc)
+            return [ExpiringRead(payload, -1) for payload in await self.memory.mget(keys)]
+        self.breaker.failures = 0
+        if self.journal.pending or masked:
+            masks = self.journal.masks
+            return [
+                ABSENT if key in masked or masks(key) else read for key, read in zip(keys, reads, strict=True)
+            ]
+        return reads
 
     async def exists(self, key: str) -> bool:
         if self.breaker.is_open:

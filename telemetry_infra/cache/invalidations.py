@@ -31,6 +31,13 @@ It runs as a task on one event loop: the loop of the first call that needed it
 connection drops, or a PING goes unanswered for ``answer_timeout`` seconds, the near
 tier is flushed and reads go to Redis; the channel reconnects every ``retry_interval``
 seconds, and a later call on another running loop starts it there if its loop is gone.
+The task ends as soon as it is cancelled, even when a library call swallowed the
+cancellation (``asyncio.run()`` cancels a loop's tasks once, then waits for them).
+
+That loop also beats a heartbeat every ``HEARTBEAT_INTERVAL_S``; the near tier serves
+only while the last one is younger than ``HEARTBEAT_WINDOW_S``. After a longer gap
+(a blocked loop: invalidations waiting unread in the socket) it serves again once a
+PING sent after the gap is answered, which proves the backlog has been read.
 """
 
 from __future__ import annotations
@@ -67,6 +74,12 @@ _monotonic = time.monotonic
 
 #: Seconds between PINGs on the channel (its health check).
 PING_INTERVAL_S = 1.0
+#: Seconds between the heartbeats of the channel's event loop (proof that it runs).
+HEARTBEAT_INTERVAL_S = 0.01
+#: A near hit needs a heartbeat younger than this. After a longer gap (the loop was
+#: blocked, or starved) nothing is served until a PING sent after the gap is answered:
+#: its answer follows every invalidation Redis sent before it.
+HEARTBEAT_WINDOW_S = 0.05
 
 Connect = Callable[[], Any]
 
@@ -181,6 +194,12 @@ def _resolve(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
+def _cancelling(task: asyncio.Task[None] | None) -> bool:
+    """Has ``task`` been asked to stop (``Task.cancelling()``, Python 3.11+)?"""
+    cancelling = getattr(task, "cancelling", None)
+    return cancelling is not None and bool(cancelling())
+
+
 async def _as_received(message: Any) -> Any:
     return message
 
@@ -200,8 +219,13 @@ class InvalidationChannel:
         primary_only: bool = False,
         on_new_node: Callable[[], None] | None = None,
         task_context: Callable[[], contextvars.Context] = contextvars.copy_context,
+        identify: bool = False,
     ) -> None:
         self._connect = connect
+        # a Cluster node's channel learns the node's id (``CLUSTER MYID``) before tracking
+        self._identify = identify
+        #: the id of the Cluster node tracked (None elsewhere, or not known yet)
+        self.node_id: str | None = None
         self._tracking_command: tuple[str, ...] = ("CLIENT", "TRACKING", "ON", "BCAST")
         if prefix:
             self._tracking_command += ("PREFIX", prefix)
@@ -222,6 +246,10 @@ class InvalidationChannel:
         self._stopped = False
         # PINGs sent on the connection and not answered yet, oldest first: (sent at, answered)
         self._pings: deque[tuple[float, asyncio.Future[None]]] = deque()
+        # what may be served is covered until the earlier of: the last PING answered plus
+        # its trust, and the last heartbeat of the channel's loop plus HEARTBEAT_WINDOW_S
+        self._trusted_until = 0.0
+        self._fresh_until = 0.0
         self._connection: Any = None
         # resolved (from any thread) when the Sentinels announce another primary
         self._moved: asyncio.Future[None] | None = None
@@ -253,6 +281,10 @@ class InvalidationChannel:
         # the listener outlives the call that started it: it must not run in its context
         self._listener = self._task_context().run(loop.create_task, self._listen_forever())
 
+    def covers_node(self, node_id: str | None) -> bool:
+        """May a read answered by ``node_id`` fill the near tier? One node: always."""
+        return True
+
     async def wait_tracking(self, timeout: float) -> bool:
         """Start listening if needed and wait up to ``timeout`` s for tracking to be on."""
         self.ensure_listening()
@@ -274,12 +306,12 @@ class InvalidationChannel:
     async def _listen_forever(self) -> None:
         me = asyncio.current_task()
         try:
-            while self._listener is me:
+            while self._is_current(me):
                 try:
                     await self._listen(me)
                 except (RedisError, OSError, asyncio.TimeoutError) as exc:
                     self._lost(me, exc)
-                if self._listener is not me:
+                if not self._is_current(me):
                     return
                 await asyncio.sleep(self.retry_interval)
         finally:
@@ -297,16 +329,28 @@ class InvalidationChannel:
             with contextlib.suppress(RuntimeError):  # its loop has closed
                 moved.get_loop().call_soon_threadsafe(_resolve, moved)
 
+    def _is_current(self, me: asyncio.Task[None] | None) -> bool:
+        """Is ``me`` still the listener, and not being cancelled? A cancellation swallowed by a
+        library call (redis-py's connect can) must still end it: ``asyncio.run()`` cancels the
+        tasks of its loop once, then waits for them."""
+        return self._listener is me and not _cancelling(me)
+
     async def _listen(self, me: asyncio.Task[None] | None) -> None:
         moves = self._moves
         connection = self._connect()
         try:
             await connection.connect()
+            if not self._is_current(me):
+                return
             connection._parser.set_invalidation_push_handler(_as_received)
+            if self._identify:
+                await connection.send_command("CLUSTER", "MYID")
+                node_id = await connection.read_response()
+                self.node_id = node_id.decode() if isinstance(node_id, bytes) else node_id
             started = _monotonic()
             await connection.send_command(*self._tracking_command)
             await connection.read_response()  # OK, or raises (Redis < 6, a proxy refusing it)
-            if self._listener is not me:
+            if not self._is_current(me):
                 return
             self._moved = asyncio.get_running_loop().create_future()
             if self._moves != moves:
@@ -316,7 +360,9 @@ class InvalidationChannel:
             if node != self._last_node and self._last_node is not None and self._on_new_node is not None:
                 self._on_new_node()  # the data connections follow before any fill is allowed
             self._last_node = node
-            self._near.tracking_started(started + self._trust_s, me)
+            self._trusted_until = started + self._trust_s
+            self._fresh_until = _monotonic() + HEARTBEAT_WINDOW_S
+            self._near.tracking_started(self._covered_until(), me)
             if self.last_error is not None:
                 logger.info("near cache: invalidation channel tracking again")
             self.last_error = None
@@ -331,32 +377,55 @@ class InvalidationChannel:
                 await connection.disconnect()
 
     async def _read_and_ping(self, connection: Any, me: asyncio.Task[None] | None) -> None:
-        reader = asyncio.ensure_future(self._read(connection, me))
-        pinger = asyncio.ensure_future(self._ping(connection))
+        tasks = (
+            asyncio.ensure_future(self._read(connection, me)),
+            asyncio.ensure_future(self._ping(connection)),
+            asyncio.ensure_future(self._heartbeat(connection, me)),
+        )
         moved = self._moved
         try:
-            waited = (reader, pinger) if moved is None else (reader, pinger, moved)
+            waited = tasks if moved is None else (*tasks, moved)
             done, _pending = await asyncio.wait(waited, return_when=asyncio.FIRST_COMPLETED)
             if moved is not None and moved.done():
                 raise RedisError("the Sentinels named another primary")
             for task in done:
                 task.result()  # raises what ended it
         finally:
-            for task in (reader, pinger):
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(reader, pinger, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _read(self, connection: Any, me: asyncio.Task[None] | None) -> None:
-        near = self._near
-        while self._listener is me:
+        while self._is_current(me):
             message = await connection.read_response(timeout=math.inf, push_request=True)
             if isinstance(message, list) and message and message[0] in (b"invalidate", "invalidate"):
                 self._invalidated(message)
             elif self._pings and self._answers_probe(message):
                 sent_at, answered = self._pings.popleft()
-                near.renew(sent_at + self._trust_s, me)
+                self._trusted_until = sent_at + self._trust_s
+                self._near.renew(self._covered_until(), me)
                 if not answered.done():
                     answered.set_result(None)
+
+    def _covered_until(self) -> float:
+        return min(self._trusted_until, self._fresh_until)
+
+    async def _heartbeat(self, connection: Any, me: asyncio.Task[None] | None) -> None:
+        """Keep proving that this loop runs (near hits need a recent heartbeat). After a gap
+        longer than ``HEARTBEAT_WINDOW_S`` (the loop was blocked: invalidations may wait
+        unread), serve again only once a PING sent after the gap is answered."""
+        while True:
+            await asyncio.sleep(HEARTBEAT_INTERVAL_S)
+            if _monotonic() >= self._fresh_until:
+                answered = await self._send_ping(connection)
+                try:
+                    await asyncio.wait_for(asyncio.shield(answered), self.answer_timeout)
+                except asyncio.TimeoutError:
+                    raise ChannelSilentError(
+                        f"no answer to PING within {self.answer_timeout:g} s after a stall"
+                    ) from None
+            self._fresh_until = _monotonic() + HEARTBEAT_WINDOW_S
+            self._near.renew(self._covered_until(), me)
 
     def _invalidated(self, message: list[Any]) -> None:
         if len(message) < 2 or message[0] not in (b"invalidate", "invalidate"):

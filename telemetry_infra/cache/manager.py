@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import math
 import time
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
@@ -17,7 +18,7 @@ from typing import Any, TypeVar
 
 from telemetry_infra.cache.backends import Backend
 from telemetry_infra.cache.backends.memory import MemoryBackend
-from telemetry_infra.cache.backends.redis import MSET_CHUNK_ITEMS
+from telemetry_infra.cache.backends.redis import MSET_CHUNK_ITEMS, NO_EXPIRY, ExpiringRead
 from telemetry_infra.cache.backends.topology import redis_backend_for
 from telemetry_infra.cache.cluster_invalidations import ClusterInvalidations
 from telemetry_infra.cache.codec import Codec
@@ -292,8 +293,12 @@ class CacheManager:
                     return value
                 flight = self._near_miss(stored, near)
             payload = _UNANSWERED
+            expires_at = 0.0
             try:
-                payload = await self._backend.get(stored)
+                if flight is None:
+                    payload = await self._backend.get(stored)
+                else:
+                    payload, expires_at = await self._read_for_near(stored)
             except BACKEND_ERRORS as exc:
                 self._failed(op, exc)
             finally:
@@ -309,7 +314,7 @@ class CacheManager:
                     self._undecodable(op, key, exc)
                 else:
                     if flight is not None:
-                        near.settle(stored, flight, payload, value)  # type: ignore[union-attr]
+                        near.settle(stored, flight, payload, value, expires_at)  # type: ignore[union-attr]
                     self._stats.hits += 1
                     op.set("cache.hit", True)
                     op.set("cache.item_size", len(payload))
@@ -319,6 +324,22 @@ class CacheManager:
             self._stats.misses += 1
             op.set("cache.hit", False)
             return default
+
+    async def _read_for_near(self, stored: str) -> tuple[bytes | None, float]:
+        """The payload of ``stored`` and until when a near entry filled from it may be served."""
+        sent_at = time.monotonic()
+        read = await self._backend.get_expiring(stored)  # type: ignore[attr-defined]
+        return read.payload, self._near_deadline(read, sent_at)
+
+    def _near_deadline(self, read: ExpiringRead, sent_at: float) -> float:
+        """The key's Redis expiry as a ``monotonic()`` time (counted from when the read was
+        sent, so never later than Redis's); ``inf`` without one; 0 (install nothing) when the
+        node that answered is not tracked yet (a Cluster slot just moved to it)."""
+        if not self._channel.covers_node(read.node):  # type: ignore[union-attr]
+            return 0.0
+        if read.ttl_ms == NO_EXPIRY:
+            return math.inf
+        return sent_at + max(read.ttl_ms, 0) / 1000
 
     def _near_miss(self, stored: str, near: NearCache) -> Flight | None:
         """A read the near tier cannot answer: counted, and registered so its reply may fill it."""
@@ -455,8 +476,13 @@ class CacheManager:
         """Read ``stored`` in one ``MGET`` into ``found``; settle (and clear) each of ``flights``."""
         if not stored:
             return
+        sent_at = time.monotonic()
         try:
-            payloads = await self._backend.mget(stored)
+            if flights is None:
+                payloads = await self._backend.mget(stored)
+            else:
+                reads = await self._backend.mget_expiring(stored)  # type: ignore[attr-defined]
+                payloads = [read.payload for read in reads]
         except BACKEND_ERRORS as exc:
             self._failed(op, exc)
             return  # the flights install nothing: released by the caller
@@ -482,7 +508,7 @@ class CacheManager:
             flight = flights[index]
             if flight is not None:
                 flights[index] = None
-                settle(stored[index], flight, payload, value)
+                settle(stored[index], flight, payload, value, self._near_deadline(reads[index], sent_at))
 
     def _mget_near(
         self, found: dict[str, Any], user_keys: list[str], stored: list[str], near: NearCache

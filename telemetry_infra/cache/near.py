@@ -4,7 +4,10 @@ The coherence rules, in one place (the channel that feeds them is ``invalidation
 
 * **Served only while covered.** An entry is served only while the invalidation
   channel is tracking and has proven itself recently (``renew``: a PING answered on
-  the channel, whose replies come in order with the invalidations sent before them).
+  the channel, whose replies come in order with the invalidations sent before them,
+  and a heartbeat of the channel's event loop younger than ``HEARTBEAT_WINDOW_S``:
+  a stalled loop leaves invalidations unread). Both fold into one deadline, so a hit
+  costs one ``monotonic()`` comparison, whatever thread it runs on.
   When the channel drops, its loop ends or its PING goes unanswered, everything is
   flushed and reads go to Redis until tracking is back. While the circuit breaker is
   open (memory serves) the near tier is flushed and suspended the same way.
@@ -19,7 +22,9 @@ The coherence rules, in one place (the channel that feeds them is ``invalidation
   sent and again once it is answered (or has failed), so after ``set``/``delete``/
   ``clear``/``mset`` returns no entry and no pending fill predates it.
 * **Bounded**: at most ``maxsize`` entries and ``max_bytes`` of payloads (least recently
-  used evicted first), none older than ``max_ttl`` seconds.
+  used evicted first), none older than ``max_ttl`` seconds, and none past its key's Redis
+  expiry (``settle``'s ``expires_at``: the fill read the key's PTTL with its value, since
+  Redis announces an expiry only when it gets round to deleting the key).
 
 Values are held decoded. ``str``, ``int``, ``float``, ``bool``, ``bytes`` and ``None`` are
 immutable and handed out as they are; anything else (a dict, a list, an object) is
@@ -33,6 +38,7 @@ and thread using its manager.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import OrderedDict
@@ -148,9 +154,12 @@ class NearCache:
             flight.readers += 1
             return flight
 
-    def settle(self, key: str, flight: Flight, payload: bytes | None, value: Any = None) -> None:
+    def settle(
+        self, key: str, flight: Flight, payload: bytes | None, value: Any = None, expires_at: float = math.inf
+    ) -> None:
         """The read of ``key`` came back with ``payload`` (None: absent), decoded to ``value``;
-        install it unless an invalidation or a different answer came first."""
+        install it, to be served until ``expires_at`` (``monotonic()``: the key's Redis expiry)
+        at the latest, unless an invalidation or a different answer came first."""
         with self._lock:
             self._leave(key, flight)
             if flight.stale:
@@ -163,7 +172,7 @@ class NearCache:
                 return
             if payload is None:
                 return
-            self._install(key, payload, value)
+            self._install(key, payload, value, expires_at)
 
     def release(self, key: str, flight: Flight) -> None:
         """The read of ``key`` failed or was cancelled: it installs nothing."""
@@ -175,15 +184,16 @@ class NearCache:
         if flight.readers == 0 and self._flights.get(key) is flight:
             del self._flights[key]
 
-    def _install(self, key: str, payload: bytes, value: Any) -> None:
+    def _install(self, key: str, payload: bytes, value: Any, expires_at: float) -> None:
         self._drop(key)
         size = len(payload)
-        if size > self.max_bytes:
+        now = _monotonic()
+        if size > self.max_bytes or expires_at <= now:
             return
         if value.__class__ not in _SHAREABLE:
             value = _DECODE_AFRESH
         entries = self._entries
-        entries[key] = (value, payload, _monotonic() + self.max_ttl)
+        entries[key] = (value, payload, min(now + self.max_ttl, expires_at))
         self.stored_bytes += size
         while len(entries) > self.maxsize or self.stored_bytes > self.max_bytes:
             self.stored_bytes -= len(entries.popitem(last=False)[1][1])

@@ -172,7 +172,7 @@ async def test_a_read_invalidated_in_flight_is_not_cached(redis_server, namespac
     ):
         await b.set("k", "old")
         primary = a._failover.primary
-        real_get = primary.get
+        real_get = primary.get_expiring  # what fills the near tier
         invalidations = a.get_stats()["near_invalidations"]
 
         async def get_then_write_before_reply(key):
@@ -184,11 +184,11 @@ async def test_a_read_invalidated_in_flight_is_not_cached(redis_server, namespac
                 await asyncio.sleep(0.001)
             return payload
 
-        primary.get = get_then_write_before_reply
+        primary.get_expiring = get_then_write_before_reply
         try:
             assert await a.get("k") == "old"  # a read concurrent with the write may return either
         finally:
-            primary.get = real_get
+            primary.get_expiring = real_get
         assert await a.get("k") == "new"
         assert await a.get("k") == "new"
 
@@ -202,7 +202,7 @@ async def test_readers_of_one_key_disagreeing_install_nothing(redis_server, name
     ):
         await b.set("k", "v1")
         primary = a._failover.primary
-        real_get = primary.get
+        real_get = primary.get_expiring  # what fills the near tier
         first_read_done = asyncio.Event()
         release_first = asyncio.Event()
 
@@ -213,7 +213,7 @@ async def test_readers_of_one_key_disagreeing_install_nothing(redis_server, name
                 await release_first.wait()  # "v1" is held back while the second read runs
             return payload
 
-        primary.get = slow_first
+        primary.get_expiring = slow_first
         channel_invalidations = a._near.invalidate
         a._near.invalidate = lambda keys: None  # B's invalidation is still on its way
         try:
@@ -225,7 +225,7 @@ async def test_readers_of_one_key_disagreeing_install_nothing(redis_server, name
             assert await old_reader == "v1"
             assert await a.get("k") == "v2"  # not "v1" from the near tier
         finally:
-            primary.get = real_get
+            primary.get_expiring = real_get
             a._near.invalidate = channel_invalidations
 
 

@@ -37,14 +37,18 @@ from redis.exceptions import MaxConnectionsError, RedisClusterException, SlotNot
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from telemetry_infra.cache.backends.redis import (
+    ABSENT,
     MSET_CHUNK_BYTES,
     MSET_CHUNK_ITEMS,
+    ExpiringRead,
+    ExpiringScript,
     RedisBackend,
     _chunks,
     _closed_with_its_loop,
     _milliseconds,
     _running_loop,
     _writing,
+    expiring_reads,
 )
 from telemetry_infra.cache.errors import CachePoolExhaustedError, CacheShardUnavailableError
 from telemetry_infra.cache.redis_urls import RedisTarget
@@ -64,6 +68,24 @@ _NETWORK_ERRORS = (RedisConnectionError, RedisTimeoutError, asyncio.TimeoutError
 #: redis-py closes every node's connections (in use or not) to refresh its slot map after
 #: a failure, and a call then writing on one fails on its ``None`` writer.
 _CLUSTER_FAILURES = (*_NETWORK_ERRORS, RedisClusterException, AttributeError)
+
+#: The near tier's read on a Cluster (``redis._GET_EXPIRING``) also says which node
+#: answered: after a ``MOVED``/``ASK`` it may be one whose invalidations nobody hears yet.
+_get_expiring_here = ExpiringScript(
+    """#!lua flags=no-writes
+local r = {redis.call('CLUSTER', 'MYID')}
+for i = 1, #KEYS do
+  r[2 * i] = redis.call('GET', KEYS[i])
+  r[2 * i + 1] = redis.call('PTTL', KEYS[i])
+end
+return r
+"""
+)
+
+
+def _reads_from(reply: list[Any]) -> list[ExpiringRead]:
+    node = reply[0].decode() if isinstance(reply[0], bytes) else reply[0]
+    return expiring_reads(reply[1:], node)
 
 
 class _RefreshingRedisCluster(RedisCluster):
@@ -252,6 +274,40 @@ class RedisClusterBackend(RedisBackend):
             if not isinstance(failure, CacheShardUnavailableError):
                 raise failure from exc
         return await self._mget_per_slot(client, keys)
+
+    async def get_expiring(self, key: str) -> ExpiringRead:
+        """The value, its remaining TTL and the node that answered, in one round trip."""
+        bound = self._bound
+        if bound.loop is not _running_loop():
+            bound = await self._bind()
+        client: Any = bound.client
+        try:
+            return _reads_from(await _get_expiring_here(client, (key,)))[0]
+        except _CLUSTER_FAILURES as exc:
+            raise await self._translated(exc, client) from exc
+
+    async def mget_expiring(self, keys: Sequence[str]) -> list[ExpiringRead]:
+        """``get_expiring`` per slot, the slots read concurrently; the keys of a node that
+        fails read as absent while the others are still read."""
+        client: Any = await self._client()
+        groups = list(client._partition_keys_by_slot(keys).values())
+        replies = await asyncio.gather(
+            *(_get_expiring_here(client, slot_keys) for slot_keys in groups), return_exceptions=True
+        )
+        found: dict[str, ExpiringRead] = {}
+        failure: BaseException | None = None
+        for slot_keys, reply in zip(groups, replies, strict=True):
+            if isinstance(reply, BaseException):
+                if not isinstance(reply, _CLUSTER_FAILURES):
+                    raise reply
+                failure = await self._translated(reply, client)
+                if not isinstance(failure, CacheShardUnavailableError):
+                    raise failure from reply
+                continue
+            found.update(zip(slot_keys, _reads_from(reply), strict=True))
+        if not found and failure is not None:
+            raise failure
+        return [found.get(key, ABSENT) for key in keys]
 
     async def _mget_per_slot(self, client: RedisCluster, keys: Sequence[str]) -> list[bytes | None]:
         """The slow path of ``mget`` after a node failed: slots one by one, failures as misses."""
