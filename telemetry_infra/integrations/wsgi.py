@@ -112,6 +112,7 @@ class _Request:
         self.started = time.perf_counter()
         self.span: trace.Span = trace.INVALID_SPAN
         self.finished = False
+        self.route: str | None = None
 
     def begin(self) -> None:
         """In the request's own context: the span, the request id, the user id."""
@@ -138,6 +139,7 @@ class _Request:
     def start_response(self, start_response: StartResponse) -> StartResponse:
         def start(status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None) -> Any:
             self.status = int(status.split(" ", 1)[0])
+            self.route = route_of(self.environ)  # Flask forgets its request once it has answered
             if self.request_id:
                 headers = [*headers, (self.middleware.request_id_header, self.request_id)]
             return start_response(status, headers, exc_info) if exc_info else start_response(status, headers)
@@ -159,7 +161,7 @@ class _Request:
             return
         self.finished = True
         duration = time.perf_counter() - self.started
-        route = route_of(self.environ)
+        route = self.route or route_of(self.environ)
         if self.user_id is None:
             self.user_id = self.middleware.user(self.environ, quiet=False)
             if self.user_id is not None:
@@ -194,7 +196,7 @@ def _span_attributes(environ: Environ, method: str, scheme: str) -> dict[str, An
         "http.request.method": method,
         "url.path": environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""),
         "url.scheme": scheme,
-        "server.address": environ.get("HTTP_HOST", environ.get("SERVER_NAME", "")).rsplit(":", 1)[0],
+        "server.address": str(environ.get("HTTP_HOST") or environ.get("SERVER_NAME", "")).rsplit(":", 1)[0],
         "network.protocol.version": environ.get("SERVER_PROTOCOL", "HTTP/1.1").partition("/")[2] or "1.1",
     }
     if environ.get("QUERY_STRING"):
