@@ -170,6 +170,8 @@ class _Request:
                     self.span.set_attribute(USER_ID_ATTRIBUTE, self.user_id)
         span = self.span
         name_span_after_route(span, self.method, route)
+        if route is None and span.is_recording():  # no route matched (a 404): named after the path
+            span.update_name(f"{self.method} {self.environ.get('PATH_INFO', '')}")
         if span.is_recording():
             span.set_attribute("http.response.status_code", self.status)
             if self.error is None and self.status >= 500:
