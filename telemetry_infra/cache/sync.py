@@ -54,6 +54,42 @@ _inherited: list[LoopThread] = []
 _unfinished: list[LoopThread] = []
 
 
+class _HandOff:
+    """One coroutine run on the loop thread for a caller blocked on ``done``."""
+
+    __slots__ = ("coroutine", "done", "task")
+
+    def __init__(self, coroutine: Coroutine[Any, Any, Any]) -> None:
+        self.coroutine = coroutine
+        self.done = threading.Lock()
+        self.done.acquire()
+        self.task: asyncio.Task[Any] | None = None
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.task = task = loop.create_task(self.coroutine)
+        task.add_done_callback(self.finished)
+
+    def finished(self, _task: asyncio.Task[Any]) -> None:
+        self.done.release()
+
+    def wait(self) -> Any:
+        self.done.acquire()
+        return self.task.result()  # type: ignore[union-attr]
+
+
+def run_inline(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine that never waits on a future to its end in this thread (a memory-only
+    manager's operations): no loop, no hop. A bare ``yield`` (``asyncio.sleep(0)``) just
+    resumes it."""
+    try:
+        while True:
+            if coroutine.send(None) is not None:
+                coroutine.close()
+                raise RuntimeError("a memory-only cache operation waited on a future")
+    except StopIteration as finished:
+        return finished.value  # type: ignore[no-any-return]
+
+
 class LoopThread:
     """An event loop running on a daemon thread; other threads run coroutines on it."""
 
@@ -67,8 +103,15 @@ class LoopThread:
         self.loop.run_forever()
 
     def call(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        """Run ``coroutine`` on the loop, in the caller's context; wait for its result."""
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result()
+        """Run ``coroutine`` on the loop, in the caller's context; wait for its result.
+
+        The hand-off is a task made by ``call_soon_threadsafe`` (whose handle carries a copy
+        of the caller's context) and a lock the task's end releases: lighter than
+        ``run_coroutine_threadsafe``'s chained ``concurrent.futures.Future``."""
+        hand_off = _HandOff(coroutine)
+        self.loop.call_soon_threadsafe(hand_off.start, self.loop)
+        result: T = hand_off.wait()
+        return result
 
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
         """Cancel the loop's tasks, close what its async generators hold (its Redis clients),
@@ -179,7 +222,10 @@ class SyncCache:
         with self._lock:
             runner, self._runner = self._runner, None
         if runner is None:
-            asyncio.run(self._manager.close())
+            if self._manager._failover is None:
+                run_inline(self._manager.close())
+            else:
+                asyncio.run(self._manager.close())
             return
         runner.call(self._manager.close())
         runner.stop()
@@ -189,6 +235,8 @@ class SyncCache:
     def _call(self, operation: Callable[P, Coroutine[Any, Any, T]], *args: P.args, **kwargs: P.kwargs) -> T:
         if _running_loop() is not None:
             raise self._in_coroutine(operation.__name__)
+        if self._manager._failover is None:  # memory only: nothing to wait for
+            return run_inline(operation(*args, **kwargs))
         runner = self._runner or self._start()
         return runner.call(operation(*args, **kwargs))
 
