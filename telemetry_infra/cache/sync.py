@@ -30,17 +30,37 @@ import os
 import threading
 import weakref
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from datetime import timedelta
+from typing import Any, ParamSpec, Protocol, TypeVar
 
 from telemetry_infra.cache.near import NEAR_MISS
-
-if TYPE_CHECKING:
-    from telemetry_infra.cache.manager import TTL, CacheManager
 
 __all__ = ["LoopThread", "SyncCache", "sync_view_of"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
+
+TTL = float | int | timedelta | None
+
+
+class CacheManager(Protocol):
+    """What the view needs of ``manager.CacheManager`` (which imports this module)."""
+
+    name: str
+    _failover: object | None
+
+    def _get_near(self, key: str) -> Any: ...
+    def _forget_invalidations_after_fork(self) -> None: ...
+    async def get(self, key: str, default: Any = None) -> Any: ...
+    async def set(self, key: str, value: Any, ttl: TTL = None) -> bool: ...
+    async def delete(self, key: str) -> bool: ...
+    async def exists(self, key: str) -> bool: ...
+    async def clear(self, pattern: str | None = None) -> int: ...
+    async def mget(self, keys: Sequence[str]) -> dict[str, Any]: ...
+    async def mset(self, mapping: Mapping[str, Any], ttl: TTL = None) -> bool: ...
+    async def health_check(self) -> dict[str, Any]: ...
+    async def close(self) -> None: ...
+
 
 #: How long interpreter exit (or ``close()``) waits for the loop thread to finish.
 STOP_TIMEOUT_S = 2.0
