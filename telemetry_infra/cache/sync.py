@@ -47,7 +47,7 @@ class CacheManager(Protocol):
     """What the view needs of ``manager.CacheManager`` (which imports this module)."""
 
     name: str
-    _failover: object | None
+    redis_url: str | None
 
     def _get_near(self, key: str) -> Any: ...
     def _forget_invalidations_after_fork(self) -> None: ...
@@ -242,7 +242,7 @@ class SyncCache:
         with self._lock:
             runner, self._runner = self._runner, None
         if runner is None:
-            if self._manager._failover is None:
+            if self._manager.redis_url is None:
                 run_inline(self._manager.close())
             else:
                 asyncio.run(self._manager.close())
@@ -255,7 +255,7 @@ class SyncCache:
     def _call(self, operation: Callable[P, Coroutine[Any, Any, T]], *args: P.args, **kwargs: P.kwargs) -> T:
         if _running_loop() is not None:
             raise self._in_coroutine(operation.__name__)
-        if self._manager._failover is None:  # memory only: nothing to wait for
+        if self._manager.redis_url is None:  # memory only: nothing to wait for
             return run_inline(operation(*args, **kwargs))
         runner = self._runner or self._start()
         return runner.call(operation(*args, **kwargs))
