@@ -205,7 +205,7 @@ class SyncCache:
         value = self._manager._get_near(key)
         if value is not NEAR_MISS:
             return value
-        return self._call(self._manager.get, key, default)
+        return self._run(self._manager.get(key, default))
 
     def set(self, key: str, value: Any, ttl: TTL = None) -> bool:
         """Store ``value`` (see ``CacheManager.set``); False when no store took it."""
@@ -255,10 +255,14 @@ class SyncCache:
     def _call(self, operation: Callable[P, Coroutine[Any, Any, T]], *args: P.args, **kwargs: P.kwargs) -> T:
         if _running_loop() is not None:
             raise self._in_coroutine(operation.__name__)
+        return self._run(operation(*args, **kwargs))
+
+    def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Where no loop runs: inline for a memory-only manager, else on the loop thread."""
         if self._manager.redis_url is None:  # memory only: nothing to wait for
-            return run_inline(operation(*args, **kwargs))
+            return run_inline(coroutine)
         runner = self._runner or self._start()
-        return runner.call(operation(*args, **kwargs))
+        return runner.call(coroutine)
 
     def _start(self) -> LoopThread:
         with self._lock:
