@@ -222,7 +222,7 @@ def test_a_forked_child_uses_the_view_and_the_parent_keeps_working(redis_server,
                 cache.sync.set("parent", n)
                 after_child.append((cache.sync.get("parent") == n, cache.sync.get("child:7")))
 
-        within(30, parent_calls, f"the parent hung after the forked child exited ({len(after_child)} answered)")
+        within(30, parent_calls, "the parent hung after the forked child exited")
         assert after_child == [(True, 7)] * 300
         assert cache.get_stats()["errors"] == 0 and not cache.fallback_active
     finally:
