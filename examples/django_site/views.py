@@ -27,3 +27,7 @@ def visit(request: HttpRequest, name: str) -> JsonResponse:
     visits = cache.sync.get(f"visits:{name}", 0) + 1
     cache.sync.set(f"visits:{name}", visits, ttl=3600)
     return JsonResponse({"name": name, "visits": visits})
+
+
+def boom(request: HttpRequest) -> JsonResponse:
+    raise RuntimeError("handler failed")

@@ -129,10 +129,19 @@ def test_django_recipe_under_gunicorn(tmp_path, redis_restartable, otlp_receiver
         first = get(f"{url}/items/3/")
         second = get(f"{url}/items/3/")
         missing = get(f"{url}/nowhere/")
+        boom = get(f"{url}/boom/")
     assert first.json() == second.json() == {"id": 3, "name": "item 3"}
-    assert missing.status_code == 404
-    servers = otlp_receiver.wait_for_spans(lambda s: s.kind == "SERVER", count=3, timeout=20)
-    assert sorted(s.name for s in servers) == ["GET /items/<int:item_id>/"] * 2 + ["GET /nowhere/"]
+    assert (missing.status_code, boom.status_code) == (404, 500)
+    servers = otlp_receiver.wait_for_spans(lambda s: s.kind == "SERVER", count=4, timeout=20)
+    assert sorted(s.name for s in servers) == [
+        "GET /boom/",
+        "GET /items/<int:item_id>/",
+        "GET /items/<int:item_id>/",
+        "GET /nowhere/",
+    ]
+    (failed,) = [s for s in servers if s.name == "GET /boom/"]
+    assert failed.attributes["error.type"] == "RuntimeError", "Django's 500 page still records the exception"
+    assert [name for name, _ in failed.events] == ["exception"]
     loads = otlp_receiver.wait_for_logs(lambda r: r.body == "loading item")
     assert len(loads) == 1
 
