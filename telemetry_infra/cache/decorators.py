@@ -1,4 +1,10 @@
-"""``@cached``: memoise coroutine results in a ``CacheManager``, one call per key at a time."""
+"""``@cached``: memoise results of ``async def`` and plain ``def`` functions in a
+``CacheManager``, one call per key at a time.
+
+Single flight: concurrent cold calls of one key run the function once. For coroutine
+functions a flight is an asyncio future of one event loop, so flights are kept per loop
+(a manager serves any number of loops, in any threads). For plain functions a flight is
+a ``threading.Event``: the calls of every thread of the process share it."""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ import asyncio
 import functools
 import inspect
 import logging
+import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -17,6 +24,8 @@ __all__ = ["cached", "get_default_cache_manager", "set_default_cache_manager"]
 
 R = TypeVar("R")
 AsyncFunction = Callable[..., Coroutine[Any, Any, R]]
+#: what a computed result is handed out as: its stored payload (None if unencodable) and itself
+Stored = tuple[bytes | None, Any]
 
 _MISS = object()
 logger = logging.getLogger("telemetry_infra.cache")
@@ -48,8 +57,8 @@ def cached(
     ttl: TTL = 300,
     key_prefix: str = "",
     key_builder: Callable[..., str] | None = None,
-) -> Callable[[AsyncFunction[R]], AsyncFunction[R]]:
-    """Cache the results of an ``async def`` function.
+) -> Callable[[Callable[..., R]], Callable[..., R]]:
+    """Cache the results of an ``async def`` or a plain ``def`` function.
 
     Key: ``[key_prefix:]module.qualname:<digest>``; the digest covers the function (its
     code and closure variables, so closures from one factory never share entries) and
@@ -69,49 +78,92 @@ def cached(
     A result the serializer cannot encode is returned uncached: counted in the manager's
     errors (``CacheSerializationError``) and logged once per function at WARNING.
     Results (``None`` included) are cached for ``ttl``; exceptions are not. Concurrent
-    calls with the same key run the function once and each gets its own copy. Per call:
-    ``_cache_manager=`` picks the manager (else the process default) and
-    ``_cache_refresh=True`` skips the lookup and overwrites the entry.
+    calls with the same key run the function once (per event loop for an ``async def``,
+    per process for a plain ``def`` called from many threads) and each gets its own copy.
+    A plain ``def`` goes through the manager's sync view (``cache.sync``): call it where
+    no event loop runs. Per call: ``_cache_manager=`` picks the manager (else the process
+    default) and ``_cache_refresh=True`` skips the lookup and overwrites the entry.
     """
 
-    def decorate(func: AsyncFunction[R]) -> AsyncFunction[R]:
-        if not inspect.iscoroutinefunction(func):
+    def decorate(func: Callable[..., R]) -> Callable[..., R]:
+        if inspect.isgeneratorfunction(func) or inspect.isasyncgenfunction(func) or not callable(func):
             raise TypeError(
-                f"@cached works on coroutine functions (async def); {func.__qualname__} is "
+                f"@cached works on functions returning a value (def or async def); {func!r} is "
                 f"{type(func).__name__}. Cache its result yourself with CacheManager.get/set."
             )
         calls = _CachedCalls(func, ttl, key_prefix, key_builder)
-
-        @functools.wraps(func)
-        async def wrapper(
-            *args: Any,
-            _cache_manager: CacheManager | None = None,
-            _cache_refresh: bool = False,
-            **kwargs: Any,
-        ) -> R:
-            return await calls(_manager_for(_cache_manager, func), args, kwargs, _cache_refresh)
-
+        wrapper: Any = (
+            _async_wrapper(func, calls) if inspect.iscoroutinefunction(func) else _sync_wrapper(func, calls)
+        )
         # lets callers invalidate: await cache.delete(func.cache_key(*args, **kwargs))
-        wrapper.cache_key = lambda *args, **kwargs: calls.key(args, kwargs)  # type: ignore[attr-defined]
-        return wrapper
+        wrapper.cache_key = lambda *args, **kwargs: calls.key(args, kwargs)
+        return wrapper  # type: ignore[no-any-return]
 
     return decorate
+
+
+def _async_wrapper(func: AsyncFunction[R], calls: _CachedCalls) -> AsyncFunction[R]:
+    @functools.wraps(func)
+    async def wrapper(
+        *args: Any,
+        _cache_manager: CacheManager | None = None,
+        _cache_refresh: bool = False,
+        **kwargs: Any,
+    ) -> R:
+        return await calls(_manager_for(_cache_manager, func), args, kwargs, _cache_refresh)  # type: ignore[no-any-return]
+
+    return wrapper
+
+
+def _sync_wrapper(func: Callable[..., R], calls: _CachedCalls) -> Callable[..., R]:
+    @functools.wraps(func)
+    def wrapper(
+        *args: Any,
+        _cache_manager: CacheManager | None = None,
+        _cache_refresh: bool = False,
+        **kwargs: Any,
+    ) -> R:
+        return calls.call_sync(_manager_for(_cache_manager, func), args, kwargs, _cache_refresh)  # type: ignore[no-any-return]
+
+    return wrapper
+
+
+class _ThreadFlight:
+    """The computation of one key by one thread, awaited by the others."""
+
+    __slots__ = ("done", "error", "stored")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.stored: Stored = (None, None)
+        self.error: BaseException | None = None
 
 
 class _CachedCalls:
     """The state of one ``@cached`` function: its keys, its flights in progress, its warnings."""
 
-    __slots__ = ("_builder", "_flights", "_func", "_keys", "_prefix", "_ttl", "_warned")
+    __slots__ = (
+        "_builder",
+        "_flights",
+        "_func",
+        "_keys",
+        "_prefix",
+        "_thread_flights",
+        "_threads_lock",
+        "_ttl",
+        "_warned",
+    )
 
-    def __init__(
-        self, func: AsyncFunction[Any], ttl: TTL, key_prefix: str, key_builder: Callable[..., str] | None
-    ) -> None:
+    def __init__(self, func: Any, ttl: TTL, key_prefix: str, key_builder: Callable[..., str] | None) -> None:
         self._func = func
         self._ttl = ttl
         self._prefix = key_prefix
         self._builder = key_builder
         self._keys = None if key_builder is not None else FunctionKeys(func, key_prefix)
-        self._flights: dict[tuple[int, str], asyncio.Future[tuple[bytes | None, Any]]] = {}
+        # (manager, key, loop): an asyncio future belongs to one loop
+        self._flights: dict[tuple[int, str, asyncio.AbstractEventLoop], asyncio.Future[Stored]] = {}
+        self._thread_flights: dict[tuple[int, str], _ThreadFlight] = {}
+        self._threads_lock = threading.Lock()
         self._warned = False
 
     def __cache_key__(self) -> str:
@@ -132,7 +184,7 @@ class _CachedCalls:
             value = await manager.get(key, _MISS)
             if value is not _MISS:
                 return value
-        flight = (id(manager), key)
+        flight = (id(manager), key, asyncio.get_running_loop())
         shared = self._flights.get(flight)
         if shared is None:
             shared = asyncio.ensure_future(self._compute_and_store(manager, key, args, kwargs))
@@ -140,15 +192,57 @@ class _CachedCalls:
             shared.add_done_callback(lambda _done: self._flights.pop(flight, None))
         # shield: a caller that is cancelled does not cancel the others' result
         payload, result = await asyncio.shield(shared)
-        # what a warm call returns: the stored form, decoded afresh for every caller
-        return result if payload is None else manager._codec.decode(payload)
+        return _handed_out(manager, payload, result)
 
     async def _compute_and_store(
         self, manager: CacheManager, key: str, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> tuple[bytes | None, Any]:
+    ) -> Stored:
         result = await self._func(*args, **kwargs)
         try:
             await manager.set(key, result, ttl=self._ttl)  # counts CacheSerializationError itself
+        except CacheSerializationError as exc:
+            self._unencodable(exc)
+            return None, result
+        return manager._codec.encode(key, result), result
+
+    def call_sync(
+        self, manager: CacheManager, args: tuple[Any, ...], kwargs: dict[str, Any], refresh: bool
+    ) -> Any:
+        """A plain function's call: cached, or computed once for every thread asking meanwhile."""
+        key = self.key(args, kwargs)
+        view = manager.sync
+        if not refresh:
+            value = view.get(key, _MISS)
+            if value is not _MISS:
+                return value
+        slot = (id(manager), key)
+        with self._threads_lock:
+            flight = self._thread_flights.get(slot)
+            leads = flight is None
+            if flight is None:
+                flight = self._thread_flights[slot] = _ThreadFlight()
+        if leads:
+            try:
+                flight.stored = self._compute_and_store_sync(manager, key, args, kwargs)
+            except BaseException as exc:
+                flight.error = exc
+                raise
+            finally:
+                with self._threads_lock:
+                    del self._thread_flights[slot]
+                flight.done.set()
+        else:
+            flight.done.wait()
+            if flight.error is not None:
+                raise flight.error
+        return _handed_out(manager, *flight.stored)
+
+    def _compute_and_store_sync(
+        self, manager: CacheManager, key: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Stored:
+        result = self._func(*args, **kwargs)
+        try:
+            manager.sync.set(key, result, ttl=self._ttl)  # counts CacheSerializationError itself
         except CacheSerializationError as exc:
             self._unencodable(exc)
             return None, result
@@ -167,3 +261,9 @@ class _CachedCalls:
             exc.serializer,
             exc,
         )
+
+
+def _handed_out(manager: CacheManager, payload: bytes | None, result: Any) -> Any:
+    """What a call returns: the stored form, decoded afresh for every caller (the result
+    itself when it could not be stored)."""
+    return result if payload is None else manager._codec.decode(payload)

@@ -42,6 +42,7 @@ from telemetry_infra.cache.keys import Namespace, key_list
 from telemetry_infra.cache.near import NEAR_MISS, Flight, NearCache
 from telemetry_infra.cache.redis_urls import parse_redis_url
 from telemetry_infra.cache.stats import CacheStats
+from telemetry_infra.cache.sync import SyncCache, sync_view_of
 
 __all__ = ["TTL", "CacheManager"]
 
@@ -267,6 +268,33 @@ class CacheManager:
             await self._channel.stop()
         if not isinstance(backend, _Closed):
             await backend.close()
+
+    @property
+    def sync(self) -> SyncCache:
+        """The synchronous view of this manager, for code without an event loop (Django,
+        Flask, Celery, scripts): ``cache.sync.get(key)``; see ``cache.sync`` module docs."""
+        return sync_view_of(self)
+
+    def _get_near(self, key: str) -> Any:
+        """``get`` answered by the near tier alone, in the calling thread (the sync view's
+        hits, no hop to a loop): the value, counted and traced as a near hit, or ``NEAR_MISS``."""
+        near = self._near
+        if near is None:
+            return NEAR_MISS
+        value = near.get(self._namespace.key(key))
+        if value is not NEAR_MISS:
+            with self._telemetry.operation("get", key) as op:
+                self._stats.hits += 1
+                self._stats.near_hits += 1
+                op.served_near()
+                op.set("cache.hit", True)
+        return value
+
+    def _forget_invalidations_after_fork(self) -> None:
+        """In a forked child: no listener of the parent runs here, so nothing near may be served
+        until this process's own channel tracks (it starts on the next near miss)."""
+        if self._near is not None:
+            self._near.tracking_lost()
 
     async def __aenter__(self) -> CacheManager:
         await self.initialize()

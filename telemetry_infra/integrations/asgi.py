@@ -19,12 +19,22 @@ from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
 from opentelemetry import metrics, trace
-from opentelemetry.metrics import CallbackOptions, Observation
 
+from telemetry_infra.integrations.http_server import (
+    ACCESS_LOGGER,
+    HTTP_DURATION_BUCKETS,
+    Exchange,
+    ExcludedPaths,
+    UserResolver,
+    clean_request_id,
+    name_span_after_route,
+    request_ended,
+    request_started,
+    user_id_of,
+)
 from telemetry_infra.logs import request_context, set_request_context
 from telemetry_infra.logs.context import USER_ID_ATTRIBUTE
 from telemetry_infra.logs.server_loggers import set_middleware_logs_access
-from telemetry_infra.otel.preaggregated import HistogramSeries, PreaggregatedHistogram
 
 __all__ = ["ACCESS_LOGGER", "HTTP_DURATION_BUCKETS", "ExcludedPaths", "TelemetryMiddleware", "user_id_of"]
 
@@ -35,39 +45,7 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 UserIdGetter = Callable[[Scope], Any]
 
-ACCESS_LOGGER = "api.access"
-_MAX_REQUEST_ID = 128
 _EXCEPTION_RECORDED = "telemetry_infra.exception_recorded"
-
-#: The buckets the HTTP semantic conventions advise for ``http.server.request.duration``.
-HTTP_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
-
-_duration = PreaggregatedHistogram(
-    "http.server.request.duration",
-    unit="s",
-    description="Duration of HTTP server requests.",
-    scope="telemetry_infra.asgi",
-    bounds=HTTP_DURATION_BUCKETS,
-)
-_log = logging.getLogger("telemetry_infra.asgi")
-
-#: (method, scheme) -> requests in flight in this process; read at collection time.
-_active: dict[tuple[str, str], int] = {}
-
-
-def _observe_active(_options: CallbackOptions) -> Iterable[Observation]:
-    return [
-        Observation(count, {"http.request.method": method, "url.scheme": scheme})
-        for (method, scheme), count in list(_active.items())
-    ]
-
-
-metrics.get_meter("telemetry_infra.asgi").create_observable_up_down_counter(
-    "http.server.active_requests",
-    [_observe_active],
-    unit="{request}",
-    description="Number of active HTTP server requests.",
-)
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -77,45 +55,13 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-def _clean_request_id(value: str | None) -> str | None:
-    """Accept a client's id only if it is short printable text (it ends up in every log line)."""
-    if not value or len(value) > _MAX_REQUEST_ID or not value.isprintable():
-        return None
-    return value
-
-
 def _route_template(scope: Scope) -> str | None:
     route = scope.get("route")
     return getattr(route, "path_format", None) or getattr(route, "path", None)
 
 
 def _name_span_after_route(span: trace.Span, scope: Scope) -> None:
-    """``GET /items/{item_id}`` rather than ``GET /items/7``: low-cardinality span names."""
-    route = _route_template(scope)
-    if route and span.is_recording():
-        span.update_name(f"{scope.get('method', '')} {route}")
-        span.set_attribute("http.route", route)
-
-
-def user_id_of(user: Any) -> str | None:
-    """The id of what a ``user_id_getter`` returned: a string, ``None``, or a Starlette ``BaseUser``.
-
-    A user that is not authenticated has no id; an authenticated one is its
-    ``identity``, or its ``display_name`` when the class does not implement ``identity``
-    (Starlette's ``SimpleUser``).
-    """
-    if user is None or isinstance(user, str):
-        return user or None
-    if getattr(user, "is_authenticated", True) is False:
-        return None
-    for attribute in ("identity", "display_name"):
-        try:
-            value = getattr(user, attribute)
-        except (AttributeError, NotImplementedError):
-            continue
-        if value:
-            return str(value)
-    return str(user)
+    name_span_after_route(span, scope.get("method", ""), _route_template(scope))
 
 
 def record_exception(span: trace.Span, scope: Scope, error: BaseException) -> None:
@@ -127,52 +73,11 @@ def record_exception(span: trace.Span, scope: Scope, error: BaseException) -> No
     span.set_attribute("error.type", type(error).__qualname__)
 
 
-class ExcludedPaths:
-    """Request paths that get no span, no metric and (by default) no access record.
-
-    An entry matches that exact path; an entry ending in ``*`` matches every path that
-    starts with what precedes it (``/static/*``). Matching is on the path alone, never
-    a substring: excluding ``/metrics`` leaves ``/price/metrics`` traced.
-    """
-
-    def __init__(self, paths: Iterable[str]) -> None:
-        paths = [path for path in paths if path]
-        self.exact = frozenset(path for path in paths if not path.endswith("*"))
-        self.prefixes = tuple(path[:-1] for path in paths if path.endswith("*"))
-
-    def __bool__(self) -> bool:
-        return bool(self.exact or self.prefixes)
-
-    def __contains__(self, path: object) -> bool:
-        return path in self.exact or (
-            isinstance(path, str) and path.startswith(self.prefixes) and bool(self.prefixes)
-        )
-
-
-class _UserResolver:
-    """Calls the user's getter without ever failing the request; warns once if it raises."""
-
-    def __init__(self, getter: UserIdGetter | None) -> None:
-        self.getter = getter
-        self._warned = False
-
-    def __call__(self, scope: Scope, quiet: bool) -> str | None:
-        if self.getter is None:
-            return None
-        try:
-            return user_id_of(self.getter(scope))
-        except Exception:
-            if not quiet and not self._warned:
-                self._warned = True
-                _log.warning("user_id_getter raised; requests go on without a user id", exc_info=True)
-            return None
-
-
 class _RequestContextMiddleware:
     """Runs inside the OTel middleware, so the SERVER span is current here."""
 
     def __init__(
-        self, app: ASGIApp, user: _UserResolver, header: bytes, access_log: bool, measure: bool
+        self, app: ASGIApp, user: UserResolver, header: bytes, access_log: bool, measure: bool
     ) -> None:
         self.app = app
         self.user = user
@@ -185,16 +90,15 @@ class _RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         span = trace.get_current_span()
-        request_id = _clean_request_id(_header(scope, self.header.lower()))
+        request_id = clean_request_id(_header(scope, self.header.lower()))
         if request_id is None and span.get_span_context().is_valid:
             request_id = format(span.get_span_context().trace_id, "032x")
         # before the app: a getter reading headers gives the handler's logs the user; one
         # reading Starlette's scope["user"] only sees it once authentication ran, below
         user_id = self.user(scope, quiet=True)
         status = 500  # what the client gets if the app raises before answering
-        active = (scope.get("method", "_OTHER"), scope.get("scheme", "http"))
         if self.measure:
-            _active[active] = _active.get(active, 0) + 1
+            request_started(scope.get("method", "_OTHER"), scope.get("scheme", "http"))
         started = time.perf_counter()
 
         learned_late = False
@@ -237,8 +141,6 @@ class _RequestContextMiddleware:
                     span.set_attribute("error.type", type(exc).__qualname__)
                 raise
             finally:
-                if self.measure:
-                    _active[active] -= 1
                 learn_user()
                 if learned_late:  # for the access record
                     set_request_context(user_id=user_id)
@@ -247,43 +149,18 @@ class _RequestContextMiddleware:
     def _finish(
         self, scope: Scope, span: trace.Span, status: int, duration: float, error: Exception | None
     ) -> None:
-        route = _route_template(scope)
-        method = scope.get("method", "")
         _name_span_after_route(span, scope)
-        if self.measure:
-            self._series(scope, route, status, error).record(duration, span.get_span_context())
-        if self.access_log is None:
-            return
-        self.access_log.log(
-            logging.ERROR if error is not None or status >= 500 else logging.INFO,
-            "%s %s %s",
-            method,
-            route or scope.get("path", ""),
-            status,
-            extra={
-                "http_method": method,
-                "http_route": route or scope.get("path", ""),
-                "http_status": status,
-                "duration": round(duration, 6),
-            },
-            exc_info=error,
+        exchange = Exchange(
+            method=scope.get("method", "_OTHER"),
+            path=scope.get("path", ""),
+            route=_route_template(scope),
+            status=status,
+            scheme=scope.get("scheme", "http"),
+            protocol_version=scope.get("http_version", "1.1"),
+            duration=duration,
+            error=error,
         )
-
-    @staticmethod
-    def _series(scope: Scope, route: str | None, status: int, error: Exception | None) -> HistogramSeries:
-        attributes: dict[str, Any] = {
-            "http.request.method": scope.get("method", "_OTHER"),
-            "http.response.status_code": status,
-            "url.scheme": scope.get("scheme", "http"),
-            "network.protocol.version": scope.get("http_version", "1.1"),
-        }
-        if route:
-            attributes["http.route"] = route
-        if error is not None:
-            attributes["error.type"] = type(error).__qualname__
-        elif status >= 500:
-            attributes["error.type"] = str(status)
-        return _duration.series(attributes)
+        request_ended(exchange, span, self.access_log, measure=self.measure)
 
 
 class ExceptionRecorder:
@@ -340,7 +217,7 @@ class TelemetryMiddleware:
         from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 
         header = request_id_header.lower().encode("latin-1")
-        user = _UserResolver(user_id_getter)
+        user = UserResolver(user_id_getter)
         inner = _RequestContextMiddleware(app, user, header, access_log, measure=True)
         self.app = OpenTelemetryMiddleware(
             inner,

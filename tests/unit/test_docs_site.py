@@ -46,6 +46,7 @@ def test_a_link_to_a_missing_anchor_fails_the_build(tmp_path: Path) -> None:
     for name in ("mkdocs.yml", "CHANGELOG.md"):
         shutil.copy(REPO / name, copy / name)
     (copy / "telemetry_infra").symlink_to(REPO / "telemetry_infra")
+    (copy / "examples").symlink_to(REPO / "examples")  # the Sync code page includes the recipes
     with (copy / "docs" / "logging.md").open("a", encoding="utf-8") as page:
         page.write("\nSee [the cache](cache.md#no-such-section).\n")
 

@@ -1,0 +1,322 @@
+"""``cache.sync``: the synchronous view of a ``CacheManager``, for Django, Flask, Celery, scripts.
+
+One daemon thread per manager (and process) runs an event loop, started on the first
+sync call that needs Redis; a call is handed to it with ``run_coroutine_threadsafe``
+and the caller waits for the result. The manager already gives every event loop its
+own connection pool, so that loop is simply one more loop: a bounded pool shared by
+every thread, no connection per call, and the same keys, codec, breaker, journal,
+near cache and telemetry as the async API. The caller's context (its OpenTelemetry
+span, its request context) travels with the call. Near-cache hits are answered in
+the caller's thread, without a hop.
+
+From a thread where an event loop is running (a coroutine), every call raises
+``RuntimeError`` at once: blocking that loop until another one answers stalls every
+task on it, and deadlocks when the answer needs it. Use ``await cache.get(...)`` there.
+
+Forks (Celery prefork, gunicorn ``--preload``): the child starts its own thread and
+loop on its first call. It never closes the loop it inherited, nor its connections:
+that loop's epoll instance is shared with the parent, and unregistering a socket
+from it (which closing a loop or a connection does) would remove the parent's. The
+inherited loop is kept referenced for the child's life and marked closed, which
+tells the backends to forget its connections and the near cache to start a new
+invalidation listener. At interpreter exit the thread is stopped within a bounded time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import os
+import threading
+import weakref
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from datetime import timedelta
+from typing import Any, ParamSpec, Protocol, TypeVar
+
+from telemetry_infra.cache.near import NEAR_MISS
+
+__all__ = ["LoopThread", "SyncCache", "sync_view_of"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+TTL = float | int | timedelta | None
+
+
+class CacheManager(Protocol):
+    """What the view needs of ``manager.CacheManager`` (which imports this module)."""
+
+    name: str
+    redis_url: str | None
+
+    def _get_near(self, key: str) -> Any: ...
+    def _forget_invalidations_after_fork(self) -> None: ...
+    async def get(self, key: str, default: Any = None) -> Any: ...
+    async def set(self, key: str, value: Any, ttl: TTL = None) -> bool: ...
+    async def delete(self, key: str) -> bool: ...
+    async def exists(self, key: str) -> bool: ...
+    async def clear(self, pattern: str | None = None) -> int: ...
+    async def mget(self, keys: Sequence[str]) -> dict[str, Any]: ...
+    async def mset(self, mapping: Mapping[str, Any], ttl: TTL = None) -> bool: ...
+    async def health_check(self) -> dict[str, Any]: ...
+    async def close(self) -> None: ...
+
+
+#: How long interpreter exit (or ``close()``) waits for the loop thread to finish.
+STOP_TIMEOUT_S = 2.0
+
+_running_loop = asyncio._get_running_loop
+_views: weakref.WeakSet[SyncCache] = weakref.WeakSet()
+_views_lock = threading.Lock()
+#: loops (and their threads) inherited from the parent process: referenced for good, never closed
+_inherited: list[LoopThread] = []
+#: loops stopped at exit with a task that ignored its cancellation: kept, never closed
+_unfinished: list[LoopThread] = []
+
+
+class _HandOff:
+    """One coroutine run on the loop thread for a caller blocked on ``done``."""
+
+    __slots__ = ("coroutine", "done", "task")
+
+    def __init__(self, coroutine: Coroutine[Any, Any, Any]) -> None:
+        self.coroutine = coroutine
+        self.done = threading.Lock()
+        self.done.acquire()
+        self.task: asyncio.Task[Any] | None = None
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.task = task = loop.create_task(self.coroutine)
+        task.add_done_callback(self.finished)
+
+    def finished(self, _task: asyncio.Task[Any]) -> None:
+        self.done.release()
+
+    def wait(self) -> Any:
+        self.done.acquire()
+        return self.task.result()  # type: ignore[union-attr]
+
+
+def run_inline(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine that never waits on a future to its end in this thread (a memory-only
+    manager's operations): no loop, no hop. A bare ``yield`` (``asyncio.sleep(0)``) just
+    resumes it."""
+    try:
+        while True:
+            if coroutine.send(None) is not None:
+                coroutine.close()
+                raise RuntimeError("a memory-only cache operation waited on a future")
+    except StopIteration as finished:
+        return finished.value  # type: ignore[no-any-return]
+
+
+class LoopThread:
+    """An event loop running on a daemon thread; other threads run coroutines on it."""
+
+    def __init__(self, name: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def call(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Run ``coroutine`` on the loop, in the caller's context; wait for its result.
+
+        The hand-off is a task made by ``call_soon_threadsafe`` (whose handle carries a copy
+        of the caller's context) and a lock the task's end releases: lighter than
+        ``run_coroutine_threadsafe``'s chained ``concurrent.futures.Future``."""
+        hand_off = _HandOff(coroutine)
+        self.loop.call_soon_threadsafe(hand_off.start, self.loop)
+        result: T = hand_off.wait()
+        return result
+
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
+        """Cancel the loop's tasks, close what its async generators hold (its Redis clients),
+        stop it and join the thread, all within about ``timeout`` seconds."""
+        loop = self.loop
+        if not self.thread.is_alive() or loop.is_closed():
+            return
+        if threading.current_thread() is self.thread:
+            raise RuntimeError("the sync view's loop cannot stop itself")
+        winding_down = asyncio.run_coroutine_threadsafe(_wind_down(timeout / 2), loop)
+        try:
+            finished = winding_down.result(timeout / 2 + 0.1)
+        except Exception:  # best effort: the loop is stopped either way
+            winding_down.cancel()
+            finished = False
+        loop.call_soon_threadsafe(loop.stop)
+        self.thread.join(timeout / 2)
+        if finished and not self.thread.is_alive():
+            loop.close()
+        else:  # a task ignored its cancellation: closing would break it noisily, keep it as it is
+            _unfinished.append(self)
+
+    def abandon_after_fork(self) -> None:
+        """In a forked child: keep the loop referenced for good and mark it closed, never closing it.
+
+        Closing it (or any of its connections) unregisters file descriptors from the epoll
+        instance the child shares with the parent, which would silently deafen the parent's
+        loop. Marked closed and not running, it tells the backends to forget its connections
+        and the near cache's channel to start a listener on a live loop.
+        """
+        _inherited.append(self)
+        loop: Any = self.loop
+        loop._closed = True
+        loop._thread_id = None
+
+
+async def _wind_down(timeout: float) -> bool:
+    """On the loop being stopped: cancel its other tasks (the near cache's listener, the
+    breaker's probe) and close its async generators (the Redis clients), within about
+    ``timeout`` seconds. True when every task finished."""
+    loop = asyncio.get_running_loop()
+    others = [task for task in asyncio.all_tasks(loop) if task is not asyncio.current_task()]
+    for task in others:
+        task.cancel()
+    pending: set[asyncio.Task[Any]] = set()
+    if others:
+        _done, pending = await asyncio.wait(others, timeout=timeout)
+    await asyncio.wait_for(loop.shutdown_asyncgens(), timeout)
+    return not pending
+
+
+class SyncCache:
+    """The blocking twin of a ``CacheManager``'s operations (``cache.sync``).
+
+    Safe from any number of threads; works without ``initialize()`` (the first call
+    connects). Values set through one API are read through the other, across processes.
+    Raises ``RuntimeError`` when called where an event loop runs: await the async API there.
+    """
+
+    def __init__(self, manager: CacheManager) -> None:
+        self._manager = manager
+        self._lock = threading.Lock()
+        self._runner: LoopThread | None = None
+
+    # -- operations -------------------------------------------------------------------
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """The cached value, or ``default`` (a near-cache hit is served in this thread)."""
+        if _running_loop() is not None:
+            raise self._in_coroutine("get")
+        value = self._manager._get_near(key)
+        if value is not NEAR_MISS:
+            return value
+        return self._run(self._manager.get(key, default))
+
+    def set(self, key: str, value: Any, ttl: TTL = None) -> bool:
+        """Store ``value`` (see ``CacheManager.set``); False when no store took it."""
+        return self._call(self._manager.set, key, value, ttl)
+
+    def delete(self, key: str) -> bool:
+        """Remove ``key``; True if it existed."""
+        return self._call(self._manager.delete, key)
+
+    def exists(self, key: str) -> bool:
+        """True if ``key`` holds a value."""
+        return self._call(self._manager.exists, key)
+
+    def clear(self, pattern: str | None = None) -> int:
+        """Remove the keys matching ``pattern`` (all of this namespace by default); how many."""
+        return self._call(self._manager.clear, pattern)
+
+    def mget(self, keys: Sequence[str]) -> dict[str, Any]:
+        """``{key: value}`` for the keys that hold one."""
+        return self._call(self._manager.mget, keys)
+
+    def mset(self, mapping: Mapping[str, Any], ttl: TTL = None) -> bool:
+        """Store every item; True only when the serving store holds the whole batch."""
+        return self._call(self._manager.mset, mapping, ttl)
+
+    def health_check(self) -> dict[str, Any]:
+        """What ``CacheManager.health_check`` reports."""
+        return self._call(self._manager.health_check)
+
+    def close(self) -> None:
+        """Close the manager (for the async API too) and stop this view's thread."""
+        if _running_loop() is not None:
+            raise self._in_coroutine("close")
+        with self._lock:
+            runner, self._runner = self._runner, None
+        if runner is None:
+            if self._manager.redis_url is None:
+                run_inline(self._manager.close())
+            else:
+                asyncio.run(self._manager.close())
+            return
+        runner.call(self._manager.close())
+        runner.stop()
+
+    # -- the hop to the loop thread ----------------------------------------------------
+
+    def _call(self, operation: Callable[P, Coroutine[Any, Any, T]], *args: P.args, **kwargs: P.kwargs) -> T:
+        if _running_loop() is not None:
+            raise self._in_coroutine(operation.__name__)
+        return self._run(operation(*args, **kwargs))
+
+    def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Where no loop runs: inline for a memory-only manager, else on the loop thread."""
+        if self._manager.redis_url is None:  # memory only: nothing to wait for
+            return run_inline(coroutine)
+        runner = self._runner or self._start()
+        return runner.call(coroutine)
+
+    def _start(self) -> LoopThread:
+        with self._lock:
+            if self._runner is None:
+                self._runner = LoopThread(f"telemetry_infra-cache-sync:{self._manager.name}")
+            return self._runner
+
+    @staticmethod
+    def _in_coroutine(operation: str) -> RuntimeError:
+        return RuntimeError(
+            f"cache.sync.{operation}() called where an event loop is running: it would block that "
+            f"loop (and deadlock if the call needs it). In a coroutine use `await cache.{operation}(...)`."
+        )
+
+    # -- process life ------------------------------------------------------------------
+
+    def _after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()  # another thread may have held it at the fork
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            runner.abandon_after_fork()
+        self._manager._forget_invalidations_after_fork()
+
+    def _stop_at_exit(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            runner.stop()
+
+
+def sync_view_of(manager: CacheManager) -> SyncCache:
+    """The one ``SyncCache`` of ``manager``, made on first use."""
+    view: SyncCache | None = manager.__dict__.get("_sync_view")
+    if view is not None:
+        return view
+    with _views_lock:
+        view = manager.__dict__.get("_sync_view")
+        if view is None:
+            view = manager.__dict__["_sync_view"] = SyncCache(manager)
+            _views.add(view)
+    return view
+
+
+def _after_fork_in_child() -> None:
+    global _views_lock
+    _views_lock = threading.Lock()
+    for view in list(_views):
+        view._after_fork_in_child()
+
+
+def _stop_all_at_exit() -> None:
+    for view in list(_views):
+        view._stop_at_exit()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(_stop_all_at_exit)
