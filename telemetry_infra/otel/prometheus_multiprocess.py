@@ -483,13 +483,27 @@ class MultiprocessSnapshots:
             absorbed = _read_archive(self.files)[1]
             live = [_archive_if_dead(self.files, path, absorbed) for path in self.files.snapshots()]
             archived = _read_archive(self.files)[0]  # with the workers just found dead
-        others = [
-            (int(snapshot["pid"]), _decode_families(snapshot["families"]))
-            for snapshot in live
-            if snapshot is not None and snapshot.get("instance") != self.instance
-        ]
         self._warn_about_other_services()
-        return merge([(self.pid, own), (0, archived), *others])
+        return merge([(0, archived), *self._in_fixed_order(own, live)])
+
+    def _in_fixed_order(
+        self, own: dict[str, Family], snapshots: list[dict[str, Any] | None]
+    ) -> list[tuple[int, dict[str, Family]]]:
+        """Live workers by (pid, instance), ``own`` in its place: whichever worker answers,
+        float sums are added in one order, so a ``_sum`` never falls by a rounding."""
+        by_worker = {
+            (int(snapshot["pid"]), str(snapshot.get("instance"))): snapshot
+            for snapshot in snapshots
+            if snapshot is not None
+        }
+        by_worker[(self.pid, self.instance)] = {}
+        return [
+            (
+                pid,
+                own if instance == self.instance else _decode_families(by_worker[pid, instance]["families"]),
+            )
+            for pid, instance in sorted(by_worker)
+        ]
 
     def _await_answers(self, requested_at: int, deadline: float) -> None:
         pending = [path for path in self.files.snapshots() if path != self.path]
