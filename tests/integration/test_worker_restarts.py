@@ -199,12 +199,12 @@ def recycling_run(tmp_path_factory: pytest.TempPathFactory) -> RecyclingRun:
     return run
 
 
-WARM_UP, LOAD = 30, 1500
+WARM_UP, LOAD = 30, 1200
 
 
 def test_recycled_workers_counts_stay_and_every_series_only_grows(recycling_run: RecyclingRun) -> None:
     run = recycling_run
-    assert run.recycles >= 5, "the workers were not recycled: the test proves nothing"
+    assert run.recycles >= 4, "the workers were not recycled: the test proves nothing"
     assert not run.scrapes.failures, run.scrapes.failures[:3]
     assert run.scrapes.decreases() == [], run.scrapes.decreases()[:5]
     assert run.made <= run.final <= run.made + run.failed
@@ -230,11 +230,11 @@ def test_a_killed_worker_keeps_its_counts_and_a_stopped_one_does_not_hold_scrape
     port, env = free_port(), environment(tmp_path)
     with running(gunicorn(port, tmp_path), port, tmp_path, env) as server:
         scrapes = Scrapes()
-        made = make_requests(server, 300)[0]
+        made = make_requests(server, 150)[0]
         scrape(server, scrapes)  # the workers write what they counted
         victim = max(server.worker_pids())
         os.kill(victim, signal.SIGKILL)  # no hook runs in the worker; gunicorn replaces it
-        made += make_requests(server, 100)[0]
+        made += make_requests(server, 50)[0]
         scrape(server, scrapes)
         assert requests_counted(scrapes.series[-1]) == made, "the killed worker's requests were dropped"
 
@@ -263,8 +263,8 @@ def scrapes_while_stopped(server: Server, pid: int) -> WhileStopped:
     scrapes, made = Scrapes(), 0
     os.kill(pid, signal.SIGSTOP)
     try:
-        for _ in range(10):
-            made += make_requests(server, 10, threads=2)[0]
+        for _ in range(8):
+            made += make_requests(server, 6, threads=2)[0]
             scrape(server, scrapes, {"X-Prometheus-Scrape-Timeout-Seconds": "1"})
     finally:
         os.kill(pid, signal.SIGCONT)
