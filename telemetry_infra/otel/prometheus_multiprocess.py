@@ -62,7 +62,7 @@ __all__ = [
 
 ENV_VAR = "PROMETHEUS_MULTIPROC_DIR"
 #: A worker rewrites its snapshot at least this often, scrape or not.
-REFRESH_S = 5.0
+REFRESH_S = 1.0
 #: How long a scrape waits for the other workers' fresh snapshots, at most.
 DEFAULT_ANSWER_WAIT_S = 0.25
 #: Kept name of :data:`DEFAULT_ANSWER_WAIT_S`.
