@@ -108,8 +108,9 @@ def test_a_scrape_asks_live_workers_and_keeps_what_exited_workers_counted(shared
         assert _hits(telemetry.prometheus_text()) == 8
         worker.add(7)
         assert _hits(telemetry.prometheus_text()) == 15
+        worker.add(2)  # no scrape saw these: its shutdown collects them
         worker.exit()  # a graceful exit archives its counts itself
-    assert _hits(telemetry.prometheus_text()) == 15
+    assert _hits(telemetry.prometheus_text()) == 17
     assert len(_snapshots(shared)) == 1  # ours; the exited worker's went into the archive
 
 
