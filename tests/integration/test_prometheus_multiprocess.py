@@ -22,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 import telemetry_infra as ti
 from telemetry_infra.prometheus import metrics_asgi_app
 from telemetry_infra.prometheus_multiprocess import mark_process_dead
+from telemetry_infra.testing import free_port
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="start times come from /proc")
 
@@ -189,28 +190,37 @@ def _not_answering_worker(shared: Path, value: int) -> subprocess.Popen[bytes]:
     return sleeper
 
 
-async def _timed_scrape(headers: dict[str, str]) -> tuple[float, float]:
-    transport = httpx.ASGITransport(app=metrics_asgi_app())
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+async def _timed_scrape(headers: dict[str, str], metrics_url: str | None) -> tuple[float, float]:
+    """One scrape of the ``/metrics`` mount (ASGI) or, with ``metrics_url``, of the port."""
+    transport = None if metrics_url else httpx.ASGITransport(app=metrics_asgi_app())
+    async with httpx.AsyncClient(transport=transport, base_url=metrics_url or "http://test") as client:
         began = time.perf_counter()
         response = await client.get("/metrics", headers=headers)
         return time.perf_counter() - began, _hits(response.text)
 
 
-async def test_a_worker_that_does_not_answer_costs_a_share_of_the_scrape_timeout(shared: Path) -> None:
-    ti.configure("multiproc", log_dir=shared.parent / "logs", setup_logs=False)
+@pytest.mark.parametrize("served_by", ["mount", "port"])
+async def test_a_worker_that_does_not_answer_costs_a_share_of_the_scrape_timeout(
+    served_by: str, shared: Path
+) -> None:
+    port = free_port() if served_by == "port" else None
+    telemetry = ti.configure(
+        "multiproc", log_dir=shared.parent / "logs", setup_logs=False, prometheus_port=port
+    )
+    metrics_url = telemetry.metrics_url.removesuffix("/metrics") if port else None
     hits.add(3)
     sleeper = _not_answering_worker(shared, 5)
     try:
-        elapsed, counted = await _timed_scrape({"X-Prometheus-Scrape-Timeout-Seconds": "0.2"})
+        elapsed, counted = await _timed_scrape({"X-Prometheus-Scrape-Timeout-Seconds": "0.2"}, metrics_url)
         assert counted == 8  # its last snapshot counts
         assert 0.09 < elapsed < 0.6, f"a 0.2 s scrape timeout waited {elapsed:.3f} s"
-        elapsed, counted = await _timed_scrape({})
+        elapsed, counted = await _timed_scrape({}, metrics_url)
         assert counted == 8
         assert elapsed < 0.75, f"without a scrape timeout the scrape took {elapsed:.3f} s"
     finally:
         sleeper.kill()
         sleeper.wait()
+        telemetry.shutdown()
 
 
 def test_a_stopped_worker_is_not_waited_for_and_its_snapshot_counts(shared: Path) -> None:
