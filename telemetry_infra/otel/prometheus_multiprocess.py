@@ -424,6 +424,8 @@ class MultiprocessSnapshots:
         try:
             families = self._collect()
         except Exception:  # the provider may be gone: its last snapshot is what we have
+            families = {}
+        if not families:  # nothing collected (reader detached already): the last snapshot
             stored = _read_json(self.path)
             families = _decode_families(stored["families"]) if stored else {}
         try:
