@@ -34,8 +34,10 @@ from opentelemetry import metrics
 import telemetry_infra as ti
 ti.configure(sys.argv[1], setup_logs=False)
 hits = metrics.get_meter("telemetry_infra").create_counter("multiproc.test.hits")
+busy = metrics.get_meter("telemetry_infra").create_up_down_counter("multiproc.test.busy")  # a gauge
 for line in sys.stdin:  # one "add N" a line; each answered once counted
     hits.add(int(line))
+    busy.add(1)
     print("ok", flush=True)
 """
 
@@ -90,6 +92,15 @@ def _hits(text: str) -> float:
     )
 
 
+def _gauge_pids(text: str) -> set[str]:
+    return {
+        s.labels["pid"]
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+        if s.name == "multiproc_test_busy"
+    }
+
+
 def _snapshots(directory: Path) -> list[Path]:
     return sorted(directory.glob("*.snapshot.json"))
 
@@ -122,6 +133,7 @@ def test_a_killed_worker_is_archived_once_whoever_notices_it(shared: Path) -> No
         killed.add(5)
         marked.add(11)
         assert _hits(telemetry.prometheus_text()) == 19
+        assert _gauge_pids(telemetry.prometheus_text()) == {str(killed.pid), str(marked.pid)}
         killed.kill()  # SIGKILL: no hook runs; the scrape finds it dead
         marked.kill()
         mark_process_dead(marked.pid)  # gunicorn's child_exit hook
@@ -129,6 +141,7 @@ def test_a_killed_worker_is_archived_once_whoever_notices_it(shared: Path) -> No
         mark_process_dead(killed.pid)  # after the scrape archived it: no second count
         mark_process_dead(marked.pid)
         assert _hits(telemetry.prometheus_text()) == 19
+        assert not _gauge_pids(telemetry.prometheus_text())  # the gauges of exited workers go
     assert len(_snapshots(shared)) == 1
     assert len(list(shared.glob("*.archive.json"))) == 1
 
