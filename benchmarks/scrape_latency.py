@@ -20,6 +20,7 @@ requests made.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import os
 import signal
@@ -206,12 +207,13 @@ def main() -> None:
             stopped = Measured()
             victim = worker_pids(server.pid)[0]
             os.kill(victim, signal.SIGSTOP)
-            try:
-                for _ in range(30):
+            try:  # 15 scrapes: well within gunicorn's 30 s worker timeout, which kills a stopped worker
+                for _ in range(15):
                     stopped.once(url)
                     time.sleep(args.every)
             finally:
-                os.kill(victim, signal.SIGCONT)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(victim, signal.SIGCONT)
         finally:
             os.killpg(server.pid, signal.SIGTERM)
             server.wait(timeout=30)
