@@ -144,6 +144,19 @@ def check_log_dir(log_dir: str) -> CheckResult:
     )
 
 
+def check_metrics_dir(env: Mapping[str, str] | None = None) -> list[CheckResult]:
+    """Whether ``PROMETHEUS_MULTIPROC_DIR``, when set, can hold the workers' metrics files."""
+    from telemetry_infra.otel.prometheus_multiprocess import ENV_VAR, directory_problem
+
+    directory = (os.environ if env is None else env).get(ENV_VAR)
+    if not directory:
+        return []
+    problem = directory_problem(directory)
+    if problem is not None:
+        return [CheckResult("metrics", False, f"{ENV_VAR}={directory} cannot be used: {problem}")]
+    return [CheckResult("metrics", True, f"{ENV_VAR}={directory} is usable by the workers")]
+
+
 def run_check(args: argparse.Namespace) -> int:
     settings = Settings.resolve(otlp_endpoint=args.otlp_endpoint, log_dir=args.log_dir)  # exit 2 if malformed
     results = [
@@ -154,6 +167,7 @@ def run_check(args: argparse.Namespace) -> int:
             "--redis-url" if args.redis_url else "environment variable REDIS_URL",
         ),
         check_log_dir(settings.log_dir),
+        *check_metrics_dir(),
     ]
     results += check_variables()
     for result in results:

@@ -54,7 +54,13 @@ from prometheus_client.openmetrics.exposition import generate_latest as generate
 from prometheus_client.samples import Exemplar
 
 from telemetry_infra.otel.preaggregated import add_preaggregated
-from telemetry_infra.otel.prometheus_multiprocess import ENV_VAR, Family, MultiprocessSnapshots
+from telemetry_infra.otel.prometheus_multiprocess import (
+    ENV_VAR,
+    Family,
+    MultiprocessSnapshots,
+    UnusableDirectory,
+    answer_wait,
+)
 
 __all__ = ["MetricsApp", "PrometheusBridge", "metrics_asgi_app", "serve_metrics"]
 
@@ -218,12 +224,22 @@ class PrometheusBridge(MetricReader):
         self._exemplars: ExemplarMemory = {}
         self._collected: dict[str, _Family] = {}
         self._multiprocess: MultiprocessSnapshots | None = None
+        self._scrape = threading.local()
+        #: Why ``multiprocess_dir`` could not be used (``configure()`` logs it as an ERROR).
+        self.multiprocess_problem: str | None = None
         self.registry = CollectorRegistry(auto_describe=False)
         self._collector = _RegistryCollector(self)
         self.registry.register(self._collector)
         if multiprocess_dir is not None:
-            self._multiprocess = MultiprocessSnapshots(multiprocess_dir, self._collect_own)
+            self._start_multiprocess(multiprocess_dir)
         _bridges.add(self)
+
+    def _start_multiprocess(self, directory: str) -> None:
+        service = self._resource.attributes.get("service.name", "") if self._resource else ""
+        try:
+            self._multiprocess = MultiprocessSnapshots(directory, self._collect_own, str(service))
+        except UnusableDirectory as error:  # this process answers for itself alone
+            self.multiprocess_problem = str(error)
 
     def _after_fork_in_child(self) -> None:
         self._lock = threading.Lock()  # the snapshot thread may have held it at the fork
@@ -264,7 +280,8 @@ class PrometheusBridge(MetricReader):
         """
         families = self._collect_own(timeout_millis)
         if self._multiprocess is not None:
-            families = self._multiprocess.merged(families)
+            wait_s = getattr(self._scrape, "wait_s", None) or answer_wait(None)
+            families = self._multiprocess.merged(families, wait_s)
         built = [_Family(*family).build(name) for name, family in families.items()]
         if self._resource is None:
             return built
@@ -275,6 +292,22 @@ class PrometheusBridge(MetricReader):
         encode: Callable[[CollectorRegistry], bytes]
         encode = generate_latest_openmetrics if openmetrics else generate_latest
         return encode(self.registry).decode("utf-8")
+
+    @contextlib.contextmanager
+    def scrape_timeout(self, seconds: str | float | None) -> Iterator[None]:
+        """Within this block (this thread), a scrape waits for the other workers at most
+        :func:`~telemetry_infra.otel.prometheus_multiprocess.answer_wait` of ``seconds``
+        (``X-Prometheus-Scrape-Timeout-Seconds``)."""
+        self._scrape.wait_s = answer_wait(seconds)
+        try:
+            yield
+        finally:
+            self._scrape.wait_s = None
+
+    def render(self, encode: Callable[[CollectorRegistry], bytes], scrape_timeout: str | None) -> bytes:
+        """``encode(registry)`` for one scrape that Prometheus gives ``scrape_timeout`` seconds."""
+        with self.scrape_timeout(scrape_timeout):
+            return encode(self.registry)
 
 
 class _RegistryCollector:
@@ -288,6 +321,34 @@ class _RegistryCollector:
 
     def collect(self) -> Iterator[Metric]:
         return iter(self._bridge.collect_families())
+
+
+def _start_http_server(bridge: PrometheusBridge, port: int, host: str) -> tuple[Any, threading.Thread]:
+    """prometheus-client's ``start_http_server``, whose scrapes honour
+    ``X-Prometheus-Scrape-Timeout-Seconds`` (see :meth:`PrometheusBridge.scrape_timeout`)."""
+    from wsgiref.simple_server import make_server
+
+    from prometheus_client.exposition import (
+        ThreadingWSGIServer,
+        _get_best_family,
+        _SilentHandler,
+        make_wsgi_app,
+    )
+
+    metrics = make_wsgi_app(bridge.registry)
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        with bridge.scrape_timeout(environ.get("HTTP_X_PROMETHEUS_SCRAPE_TIMEOUT_SECONDS")):
+            return metrics(environ, start_response)
+
+    class Server(ThreadingWSGIServer):
+        """A copy, so the address family is set for this server only."""
+
+    Server.address_family, address = _get_best_family(host, port)  # type: ignore[no-untyped-call]
+    server = make_server(address, port, app, Server, handler_class=_SilentHandler)
+    thread = threading.Thread(target=server.serve_forever, name="telemetry-metrics-http", daemon=True)
+    thread.start()
+    return server, thread
 
 
 #: How often a process whose metrics port is taken tries to bind it again.
@@ -316,15 +377,11 @@ class _MetricsServer:
         return self._server is not None
 
     def _try_bind(self) -> bool:
-        from prometheus_client import start_http_server
-
         with self._lock:
             if self._stopped.is_set():
                 return True
             try:
-                self._server, self._thread = start_http_server(
-                    self._port, addr=self._host, registry=self._bridge.registry
-                )
+                self._server, self._thread = _start_http_server(self._bridge, self._port, self._host)
             except OSError as error:
                 if error.errno != errno.EADDRINUSE:
                     raise OSError(
@@ -405,6 +462,9 @@ def serve_metrics(bridge: PrometheusBridge, port: int, host: str = "127.0.0.1") 
     return _MetricsServer(bridge, port, host).stop
 
 
+_SCRAPE_TIMEOUT_HEADER = b"x-prometheus-scrape-timeout-seconds"
+
+
 class MetricsApp:
     """An ASGI app answering with the exposition, to mount at ``/metrics``.
 
@@ -425,9 +485,12 @@ class MetricsApp:
         current = self.bridge or _current_bridge()
         headers = dict(scope.get("headers") or ())
         encode, content_type = choose_encoder(headers.get(b"accept", b"").decode("latin-1"))
+        timeout = headers.get(_SCRAPE_TIMEOUT_HEADER)
+        scrape_timeout = None if timeout is None else timeout.decode("latin-1")
         body = b""
         if current is not None and current.multiprocess:  # waits for the other workers' snapshots
-            body = await asyncio.get_running_loop().run_in_executor(None, encode, current.registry)
+            loop = asyncio.get_running_loop()
+            body = await loop.run_in_executor(None, current.render, encode, scrape_timeout)
         elif current is not None:
             body = encode(current.registry)
         start = {

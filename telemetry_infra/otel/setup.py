@@ -475,6 +475,18 @@ def _warn_about_variables() -> None:
             _log.warning("%s", warning)
 
 
+def _report_unusable_multiprocess_dir(telemetry: Telemetry) -> None:
+    """PROMETHEUS_MULTIPROC_DIR that cannot be used: this worker's counts would be missing
+    from the other workers' scrapes, so it is an ERROR, not a silent fallback."""
+    bridge = telemetry.prometheus_bridge
+    if bridge is not None and bridge.multiprocess_problem is not None:
+        _log.error(
+            "%s; this process's /metrics answers for itself only and the other workers' "
+            "scrapes do not count it",
+            bridge.multiprocess_problem,
+        )
+
+
 def _instrument_redis(enabled: bool) -> None:
     from opentelemetry.instrumentation.redis import RedisInstrumentor
 
@@ -581,6 +593,7 @@ def configure(
         if setup_logs:
             _attach_logging(telemetry, console_logs)
         _warn_about_variables()
+        _report_unusable_multiprocess_dir(telemetry)
         if foreign:
             _warn_foreign_providers()
         _current = telemetry

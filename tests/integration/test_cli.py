@@ -172,3 +172,21 @@ def test_check_help_says_what_its_exit_codes_mean() -> None:
     result = _run("check", "--help")
     assert result.returncode == 0
     assert "exit codes:" in result.stdout and "1  something configured failed" in result.stdout
+
+
+@pytest.mark.parametrize("usable", [True, False])
+def test_check_says_whether_the_multiprocess_metrics_directory_can_be_used(
+    usable: bool, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    directory = tmp_path / "multiproc" if usable else blocker / "multiproc"
+    result = _run("check", "--log-dir", str(tmp_path), env={"PROMETHEUS_MULTIPROC_DIR": str(directory)})
+    (line,) = [line for line in result.stdout.splitlines() if line.startswith("metrics")]
+    assert str(directory) in line and "PROMETHEUS_MULTIPROC_DIR" in line
+    if usable:
+        assert result.returncode == 0 and line.split()[1] == "ok", result.stdout
+    else:
+        assert result.returncode == 1 and line.split()[1] == "FAIL" and "not a directory" in line, (
+            result.stdout
+        )
