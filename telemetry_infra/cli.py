@@ -153,7 +153,7 @@ def check_metrics_dir(env: Mapping[str, str] | None = None) -> list[CheckResult]
         return []
     problem = directory_problem(directory)
     if problem is not None:
-        return [CheckResult("metrics", False, f"{ENV_VAR}={directory} cannot be used: {problem}")]
+        return [CheckResult("metrics", False, f"{ENV_VAR}={directory} cannot be used:\n{problem}")]
     return [CheckResult("metrics", True, f"{ENV_VAR}={directory} is usable by the workers")]
 
 

@@ -182,7 +182,12 @@ def test_check_says_whether_the_multiprocess_metrics_directory_can_be_used(
     blocker.write_text("not a directory")
     directory = tmp_path / "multiproc" if usable else blocker / "multiproc"
     result = _run("check", "--log-dir", str(tmp_path), env={"PROMETHEUS_MULTIPROC_DIR": str(directory)})
-    (line,) = [line for line in result.stdout.splitlines() if line.startswith("metrics")]
+    lines = result.stdout.splitlines()
+    (start,) = [n for n, line in enumerate(lines) if line.startswith("metrics")]
+    # the result's first line and its indented continuation (the cause, on a line of its own)
+    following = [line for line in lines[start + 1 : start + 2] if line.startswith(" ")]
+    line = " ".join([lines[start], *following])
+    assert all(len(part) <= 160 for part in lines), result.stdout
     assert str(directory) in line and "PROMETHEUS_MULTIPROC_DIR" in line
     if usable:
         assert result.returncode == 0 and line.split()[1] == "ok", result.stdout
