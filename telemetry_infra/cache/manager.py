@@ -57,6 +57,7 @@ DataLoader = Callable[[], Pairs | Awaitable[Pairs]]
 #: The longest TTL accepted (100 years): Redis stores expiries as milliseconds in 64 bits.
 MAX_TTL_S = 100 * 365 * 24 * 3600.0
 _UNANSWERED: Any = object()
+_perf_counter = time.perf_counter
 
 
 def _seconds(ttl: float | int | timedelta, name: str) -> float:
@@ -185,6 +186,7 @@ class CacheManager:
                 self._codec.decode,
                 self._stats,
                 max_bytes=near_cache_max_bytes,
+                body_of=self._codec.body_of,
             )
             self._channel = self._invalidation_channel(redis_url, self._near)
             self._failover.breaker.add_listener(self._near.breaker_changed)
@@ -309,17 +311,31 @@ class CacheManager:
         """The cached value, or ``default`` when absent (a cached ``None`` is returned as ``None``)."""
         stored = self._namespace.key(key)
         near = self._near
+        if near is not None:
+            started = _perf_counter()
+            value = near.get(stored)
+            if value is not NEAR_MISS:  # the hot path: no await, no per-call object
+                stats = self._stats
+                stats.hits += 1
+                stats.near_hits += 1
+                self._telemetry.near_hit(key, started)
+                return value
+            return await self._get_from_redis(key, stored, near, default)
+        if self._backend is self._memory:  # no Redis configured: read in place, no await
+            with self._telemetry.operation("get", key) as op:
+                return self._answer(op, key, self._memory.lookup(stored), default)
         with self._telemetry.operation("get", key) as op:
-            flight = None
-            if near is not None:
-                value = near.get(stored)
-                if value is not NEAR_MISS:
-                    self._stats.hits += 1
-                    self._stats.near_hits += 1
-                    op.served_near()
-                    op.set("cache.hit", True)
-                    return value
-                flight = self._near_miss(stored, near)
+            payload = None
+            try:
+                payload = await self._backend.get(stored)
+            except BACKEND_ERRORS as exc:
+                self._failed(op, exc)
+            return self._answer(op, key, payload, default)
+
+    async def _get_from_redis(self, key: str, stored: str, near: NearCache, default: Any) -> Any:
+        """A ``get`` the near tier could not answer; its reply may fill the near tier."""
+        with self._telemetry.operation("get", key) as op:
+            flight = self._near_miss(stored, near)
             payload = _UNANSWERED
             expires_at = 0.0
             try:
@@ -333,25 +349,32 @@ class CacheManager:
                 if payload is _UNANSWERED:
                     payload = None
                     if flight is not None:  # failed or cancelled: says nothing about the key
-                        near.release(stored, flight)  # type: ignore[union-attr]
+                        near.release(stored, flight)
                         flight = None
-            if payload is not None:
-                try:
-                    value = self._codec.decode(payload)
-                except CacheDecodeError as exc:
-                    self._undecodable(op, key, exc)
+            value = self._answer(op, key, payload, _UNANSWERED)
+            if flight is not None:  # absent or unreadable: settled as absent
+                if value is _UNANSWERED:
+                    near.settle(stored, flight, None)
                 else:
-                    if flight is not None:
-                        near.settle(stored, flight, payload, value, expires_at)  # type: ignore[union-attr]
-                    self._stats.hits += 1
-                    op.set("cache.hit", True)
-                    op.set("cache.item_size", len(payload))
-                    return value
-            if flight is not None:  # absent, or unreadable (a miss either way)
-                near.settle(stored, flight, None)  # type: ignore[union-attr]
-            self._stats.misses += 1
-            op.set("cache.hit", False)
-            return default
+                    near.settle(stored, flight, payload, value, expires_at)
+            return default if value is _UNANSWERED else value
+
+    def _answer(self, op: Operation, key: str, payload: bytes | None, default: Any) -> Any:
+        """What ``get`` returns for ``payload``: its value (a hit), else ``default`` (a miss,
+        an unreadable entry included); counted and noted on the span."""
+        if payload is not None:
+            try:
+                value = self._codec.decode(payload)
+            except CacheDecodeError as exc:
+                self._undecodable(op, key, exc)
+            else:
+                self._stats.hits += 1
+                op.set("cache.hit", True)
+                op.set("cache.item_size", len(payload))
+                return value
+        self._stats.misses += 1
+        op.set("cache.hit", False)
+        return default
 
     async def _read_for_near(self, stored: str) -> tuple[bytes | None, float]:
         """The payload of ``stored`` and until when a near entry filled from it may be served."""

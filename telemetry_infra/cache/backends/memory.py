@@ -94,6 +94,10 @@ class MemoryBackend:
         return payload, max_ttl if ttl is None or ttl > max_ttl else ttl
 
     async def get(self, key: str) -> bytes | None:
+        return self.lookup(key)
+
+    def lookup(self, key: str) -> bytes | None:
+        """``get`` without an event loop: the payload of ``key``, or None."""
         # not Cache.get(): it checks expiry twice (__contains__, then __getitem__);
         # acquire/release spelt out: half the cost of ``with`` on the hottest path
         self._acquire()
@@ -105,7 +109,7 @@ class MemoryBackend:
             self._release()
 
     async def mget(self, keys: Sequence[str]) -> list[bytes | None]:
-        return [await self.get(key) for key in keys]
+        return [self.lookup(key) for key in keys]
 
     async def set(self, key: str, payload: bytes, ttl: float | None) -> None:
         entry = self._entry(payload, ttl)
