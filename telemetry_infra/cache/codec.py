@@ -44,6 +44,7 @@ _COMPRESSED = 0x10
 _HEADER_SIZE = 2
 _MAC_SIZE = hashlib.sha256().digest_size
 _JSON_HEADER = bytes((_MARK, _JSON))
+_loads = orjson.loads
 
 logger = logging.getLogger("telemetry_infra.cache")
 
@@ -135,9 +136,9 @@ class Codec:
 
     def decode(self, payload: bytes) -> Any:
         """The value in ``payload``; ``CacheDecodeError`` for anything we did not write."""
-        if payload[:_HEADER_SIZE] == _JSON_HEADER:  # the hot path: plain JSON
+        if payload[:2] == _JSON_HEADER:  # the hot path: plain JSON (2 is _HEADER_SIZE)
             try:
-                return orjson.loads(payload[_HEADER_SIZE:])
+                return _loads(payload[2:])
             except orjson.JSONDecodeError as exc:
                 raise CacheDecodeError(f"corrupted JSON payload: {exc}") from exc
         if len(payload) < _HEADER_SIZE or payload[0] != _MARK:

@@ -33,7 +33,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from telemetry_infra.cache.stats import CacheStats
-from telemetry_infra.otel.preaggregated import PreaggregatedHistogram
+from telemetry_infra.otel.preaggregated import HistogramSeries, PreaggregatedHistogram
 
 __all__ = ["KEY_ATTRIBUTE_LIMIT", "NO_TELEMETRY", "CacheTelemetry", "Observed", "Operation"]
 
@@ -80,6 +80,9 @@ class _NoTelemetry:
         return _NO_OPERATION
 
     def near_hit(self, key: str, started: float) -> None:
+        return None
+
+    def memory_hit(self, key: str, started: float, item_size: int) -> None:
         return None
 
     def outage(self, exc: BaseException) -> None:
@@ -271,6 +274,7 @@ class CacheTelemetry:
         self._near_get = self.durations["near"].get("get") or duration.series(
             {"cache.name": name, "cache.operation": "get", "cache.backend": "redis", "cache.tier": "near"}
         )
+        self._memory_get = self.durations["memory"]["get"]
         self._pending_events: list[tuple[str, dict[str, str]]] = []
         _instruments().register(name, stats, observed)
 
@@ -289,23 +293,35 @@ class CacheTelemetry:
         return span
 
     def near_hit(self, key: str, started: float) -> None:
-        """A ``get`` the near tier answered, ``started`` at this ``perf_counter()`` time: its
-        duration in the near series, and its span only inside a sampled trace (no per-call
-        object, no context change otherwise)."""
+        """A ``get`` the near tier answered; see :meth:`_hit_in_place`."""
+        self._hit_in_place(key, started, self._near_get, {"cache.tier": "near"})
+
+    def memory_hit(self, key: str, started: float, item_size: int) -> None:
+        """A ``get`` the memory backend of a manager without Redis answered; see :meth:`_hit_in_place`."""
+        self._hit_in_place(
+            key, started, self._memory_get, {"cache.tier": "memory", "cache.item_size": item_size}
+        )
+
+    def _hit_in_place(
+        self, key: str, started: float, series: HistogramSeries, attributes: dict[str, Any]
+    ) -> None:
+        """A ``get`` hit answered without an ``await``, ``started`` at this ``perf_counter()``
+        time: its duration in ``series``; its span (back-dated to ``started``) only inside a
+        sampled trace. No per-call object and no context change otherwise."""
         elapsed = _perf_counter() - started
         if _recording_span() is None:
-            self._near_get.record(elapsed)
+            series.record(elapsed)
             return
         span = self.start_span("get", key, time.time_ns() - int(elapsed * 1e9))
         backend = self.backend_name()
-        attributes: dict[str, Any] = {"cache.hit": True, "cache.backend": backend, "cache.tier": "near"}
+        attributes = {**attributes, "cache.hit": True, "cache.backend": backend}
         if backend in REDIS_BACKENDS and self.server_of is not None:
             with contextlib.suppress(Exception):
                 address = self.server_of(key)
                 if address is not None:
                     attributes["server.address"], attributes["server.port"] = address
         span.set_attributes(attributes)
-        self._near_get.record(elapsed, span.get_span_context())
+        series.record(elapsed, span.get_span_context())
         span.end()
 
     @contextlib.contextmanager

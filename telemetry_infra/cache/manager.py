@@ -191,6 +191,8 @@ class CacheManager:
             self._channel = self._invalidation_channel(redis_url, self._near)
             self._failover.breaker.add_listener(self._near.breaker_changed)
         self._telemetry = NO_TELEMETRY
+        #: whether hits answered in place read the clock (nothing reads it with telemetry off)
+        self._timed = telemetry
         if telemetry:
             self._telemetry = CacheTelemetry(
                 name,
@@ -309,21 +311,34 @@ class CacheManager:
 
     async def get(self, key: str, default: Any = None) -> Any:
         """The cached value, or ``default`` when absent (a cached ``None`` is returned as ``None``)."""
-        stored = self._namespace.key(key)
+        namespace = self._namespace
+        stored = namespace.prefix + key if key.__class__ is str else namespace.key(key)
         near = self._near
+        timed = self._timed
         if near is not None:
-            started = _perf_counter()
+            started = _perf_counter() if timed else 0.0
             value = near.get(stored)
             if value is not NEAR_MISS:  # the hot path: no await, no per-call object
                 stats = self._stats
                 stats.hits += 1
                 stats.near_hits += 1
-                self._telemetry.near_hit(key, started)
+                if timed:
+                    self._telemetry.near_hit(key, started)
                 return value
             return await self._get_from_redis(key, stored, near, default)
-        if self._backend is self._memory:  # no Redis configured: read in place, no await
-            with self._telemetry.operation("get", key) as op:
-                return self._answer(op, key, self._memory.lookup(stored), default)
+        if self._backend is self._memory:  # no Redis configured: a hit is read in place, no await
+            started = _perf_counter() if timed else 0.0
+            payload = self._memory.lookup(stored)
+            if payload is not None:
+                try:
+                    value = self._codec.decode(payload)
+                except CacheDecodeError:
+                    pass  # the general path below reports it
+                else:
+                    self._stats.hits += 1
+                    if timed:
+                        self._telemetry.memory_hit(key, started, len(payload))
+                    return value
         with self._telemetry.operation("get", key) as op:
             payload = None
             try:
