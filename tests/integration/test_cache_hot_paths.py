@@ -113,7 +113,10 @@ async def test_hits_in_a_sampled_trace_keep_their_spans(otlp_receiver, redis_ser
             assert await memory.get("k") == VALUE
         telemetry.force_flush()
         spans = otlp_receiver.wait_for_spans(
-            lambda s: s.name == "cache.get" and s.parent_span_id == format(parent.get_span_context().span_id, "016x"),
+            lambda s: (
+                s.name == "cache.get"
+                and s.parent_span_id == format(parent.get_span_context().span_id, "016x")
+            ),
             count=2,
         )
     by_tier = {s.attributes["cache.tier"]: s for s in spans}
@@ -130,7 +133,8 @@ async def test_hits_in_a_sampled_trace_keep_their_spans(otlp_receiver, redis_ser
         (sample.labels.get("cache_name"), sample.labels.get("cache_tier", "")): sample.value
         for family in text_string_to_metric_families(telemetry.prometheus_text())
         for sample in family.samples
-        if sample.name == "cache_operation_duration_seconds_count" and sample.labels["cache_operation"] == "get"
+        if sample.name == "cache_operation_duration_seconds_count"
+        and sample.labels["cache_operation"] == "get"
     }
     assert samples[namespace, "near"] == near.get_stats()["near_hits"]
     assert samples[f"{namespace}-memory", ""] == 1.0

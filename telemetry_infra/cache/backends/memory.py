@@ -68,7 +68,7 @@ class MemoryBackend:
         entry = self._entries.get(key)
         if entry is None or entry[1] <= _monotonic():
             return None
-        try:
+        try:  # noqa: SIM105 (suppress() would cost a context manager per hit)
             self._entries.move_to_end(key)
         except KeyError:  # removed by another thread since: this read came first
             pass
