@@ -38,15 +38,16 @@ SCRIPTS: dict[str, list[str]] = {
 
 WHY_NOT_MET = {
     "near hit": (
-        "Before it looks at the near tier, every cache call still creates an operation object, "
-        "looks up the OpenTelemetry context twice and records its duration; the near hit then "
-        "decodes a fresh copy of the value. cashews `client_side` hands out the object it "
+        "A near hit is a lock, a dict look-up and a deadline check, the duration recorded (two "
+        "clock reads and a bucket update) and a fresh copy decoded from the body prepared at the "
+        "fill; the copy is most of the 1 KB case. cashews `client_side` hands out the object it "
         "stores (a caller that changes it changes the cache); ours never shares it."
     ),
     "memory-backend hit": (
-        "The hit decodes a fresh copy as the floor does, but also pays the per-call operation "
-        "object, the two context look-ups and the duration record even when telemetry is off. "
-        "aiocache and cashews hand out the stored object (no copy) and are still slower."
+        "The hit decodes a fresh copy as the floor does; what is left of ours is the coroutine "
+        "the caller awaits, the key's namespace and the payload's 2-byte header (about 0.3 µs "
+        "together), which moves the ratio around 1.3x on a loaded machine. aiocache and cashews "
+        "hand out the stored object (no copy) and are still slower."
     ),
     "one JSON record": (
         "Most of a record's cost is the standard library's, paid by the floor too: making the "

@@ -23,6 +23,7 @@ import os
 import pickle
 import secrets
 import zlib
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -43,6 +44,7 @@ _COMPRESSED = 0x10
 _HEADER_SIZE = 2
 _MAC_SIZE = hashlib.sha256().digest_size
 _JSON_HEADER = bytes((_MARK, _JSON))
+_loads = orjson.loads
 
 logger = logging.getLogger("telemetry_infra.cache")
 
@@ -134,9 +136,9 @@ class Codec:
 
     def decode(self, payload: bytes) -> Any:
         """The value in ``payload``; ``CacheDecodeError`` for anything we did not write."""
-        if payload[:_HEADER_SIZE] == _JSON_HEADER:  # the hot path: plain JSON
+        if payload[:2] == _JSON_HEADER:  # the hot path: plain JSON (2 is _HEADER_SIZE)
             try:
-                return orjson.loads(payload[_HEADER_SIZE:])
+                return _loads(payload[2:])
             except orjson.JSONDecodeError as exc:
                 raise CacheDecodeError(f"corrupted JSON payload: {exc}") from exc
         if len(payload) < _HEADER_SIZE or payload[0] != _MARK:
@@ -153,6 +155,18 @@ class Codec:
             raise
         except Exception as exc:
             raise CacheDecodeError(f"corrupted payload: {type(exc).__name__}: {exc}") from exc
+
+    def body_of(self, payload: bytes) -> tuple[Callable[[bytes], Any], bytes]:
+        """``(loads, body)`` with ``loads(body) == decode(payload)``: the body read once (header
+        stripped, decompressed, a pickle's signature verified), so each later ``loads`` makes
+        a fresh copy at the serializer's own cost. ``CacheDecodeError`` like ``decode``."""
+        flags = payload[1] if len(payload) >= _HEADER_SIZE and payload[0] == _MARK else -1
+        if flags == _JSON:
+            return orjson.loads, payload[_HEADER_SIZE:]
+        self.decode(payload)  # raises for anything unreadable
+        if flags & _SERIALIZER_BITS == _PICKLE:
+            return pickle.loads, bytes(self._body(self._verified(payload), flags))
+        return orjson.loads, bytes(self._body(memoryview(payload)[_HEADER_SIZE:], flags))
 
     def _verified(self, payload: bytes) -> memoryview:
         view = memoryview(payload)

@@ -33,7 +33,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from telemetry_infra.cache.stats import CacheStats
-from telemetry_infra.otel.preaggregated import PreaggregatedHistogram
+from telemetry_infra.otel.preaggregated import HistogramSeries, PreaggregatedHistogram
 
 __all__ = ["KEY_ATTRIBUTE_LIMIT", "NO_TELEMETRY", "CacheTelemetry", "Observed", "Operation"]
 
@@ -79,6 +79,12 @@ class _NoTelemetry:
     def operation(self, name: str, key: str | None = None) -> _NoOperation:
         return _NO_OPERATION
 
+    def near_hit(self, key: str, started: float) -> None:
+        return None
+
+    def memory_hit(self, key: str, started: float, item_size: int) -> None:
+        return None
+
     def outage(self, exc: BaseException) -> None:
         return None
 
@@ -93,6 +99,36 @@ class _NoTelemetry:
 
 
 NO_TELEMETRY = _NoTelemetry()
+
+
+def _span_lookup() -> Callable[[], object]:
+    """What returns the current span (or None) in one context look-up.
+
+    The SDK's ``trace.get_current_span()`` takes four calls; with the default runtime
+    context (a ``ContextVar`` holding a dict) one ``get`` and one dict look-up do it.
+    Any other runtime context (``OTEL_PYTHON_CONTEXT``) goes through the public API.
+    """
+    variable = getattr(getattr(context, "_RUNTIME_CONTEXT", None), "_current_context", None)
+    span_key = getattr(trace.propagation, "_SPAN_KEY", None)
+    if isinstance(variable, contextvars.ContextVar) and isinstance(span_key, str):
+        current = variable.get
+
+        def current_span() -> object:
+            return current().get(span_key)
+
+        return current_span
+    return trace.get_current_span
+
+
+_current_span = _span_lookup()
+
+
+def _recording_span() -> trace.Span | None:
+    """The current span if it records (a sampled trace), else None."""
+    span = _current_span()
+    if span is not None and span.is_recording():  # type: ignore[attr-defined]
+        return span  # type: ignore[return-value]
+    return None
 
 
 def _suppressed() -> context.Context:
@@ -110,16 +146,11 @@ class _Operation:
         self._name = name
         self._near = False
         self._span: trace.Span | None = None
-        if trace.get_current_span().is_recording():
+        parent = _recording_span()
+        if parent is not None:
             self._key = key
-            attributes = {"cache.name": telemetry.name}
-            if key is not None:
-                attributes["cache.key"] = telemetry.key_attribute(key)
-            self._span = span = _tracer.start_span(
-                f"cache.{name}", kind=SpanKind.INTERNAL, attributes=attributes
-            )
+            self._span = span = telemetry.start_span(name, key)
             self._attributes: dict[str, Any] = {}
-            telemetry.drain_events(span)
             self._token = context.attach(trace.set_span_in_context(span))
         elif telemetry.backend_name() in REDIS_BACKENDS:
             # No cache span, so no Redis command span either: an orphan GET would be a
@@ -240,11 +271,58 @@ class CacheTelemetry:
                 for op in TIERED
             }
         )
+        self._near_get = self.durations["near"].get("get") or duration.series(
+            {"cache.name": name, "cache.operation": "get", "cache.backend": "redis", "cache.tier": "near"}
+        )
+        self._memory_get = self.durations["memory"]["get"]
         self._pending_events: list[tuple[str, dict[str, str]]] = []
         _instruments().register(name, stats, observed)
 
     def operation(self, name: str, key: str | None = None) -> _Operation:
         return _Operation(self, name, key)
+
+    def start_span(self, name: str, key: str | None, start_time: int | None = None) -> trace.Span:
+        """The ``cache.<name>`` span, child of the current one, with pending breaker events."""
+        attributes = {"cache.name": self.name}
+        if key is not None:
+            attributes["cache.key"] = self.key_attribute(key)
+        span = _tracer.start_span(
+            f"cache.{name}", kind=SpanKind.INTERNAL, attributes=attributes, start_time=start_time
+        )
+        self.drain_events(span)
+        return span
+
+    def near_hit(self, key: str, started: float) -> None:
+        """A ``get`` the near tier answered; see :meth:`_hit_in_place`."""
+        self._hit_in_place(key, started, self._near_get, {"cache.tier": "near"})
+
+    def memory_hit(self, key: str, started: float, item_size: int) -> None:
+        """A ``get`` the memory backend of a manager without Redis answered; see :meth:`_hit_in_place`."""
+        self._hit_in_place(
+            key, started, self._memory_get, {"cache.tier": "memory", "cache.item_size": item_size}
+        )
+
+    def _hit_in_place(
+        self, key: str, started: float, series: HistogramSeries, attributes: dict[str, Any]
+    ) -> None:
+        """A ``get`` hit answered without an ``await``, ``started`` at this ``perf_counter()``
+        time: its duration in ``series``; its span (back-dated to ``started``) only inside a
+        sampled trace. No per-call object and no context change otherwise."""
+        elapsed = _perf_counter() - started
+        if _recording_span() is None:
+            series.record(elapsed)
+            return
+        span = self.start_span("get", key, time.time_ns() - int(elapsed * 1e9))
+        backend = self.backend_name()
+        attributes = {**attributes, "cache.hit": True, "cache.backend": backend}
+        if backend in REDIS_BACKENDS and self.server_of is not None:
+            with contextlib.suppress(Exception):
+                address = self.server_of(key)
+                if address is not None:
+                    attributes["server.address"], attributes["server.port"] = address
+        span.set_attributes(attributes)
+        series.record(elapsed, span.get_span_context())
+        span.end()
 
     @contextlib.contextmanager
     def untraced(self) -> Iterator[None]:

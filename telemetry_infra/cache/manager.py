@@ -57,6 +57,7 @@ DataLoader = Callable[[], Pairs | Awaitable[Pairs]]
 #: The longest TTL accepted (100 years): Redis stores expiries as milliseconds in 64 bits.
 MAX_TTL_S = 100 * 365 * 24 * 3600.0
 _UNANSWERED: Any = object()
+_perf_counter = time.perf_counter
 
 
 def _seconds(ttl: float | int | timedelta, name: str) -> float:
@@ -185,10 +186,13 @@ class CacheManager:
                 self._codec.decode,
                 self._stats,
                 max_bytes=near_cache_max_bytes,
+                body_of=self._codec.body_of,
             )
             self._channel = self._invalidation_channel(redis_url, self._near)
             self._failover.breaker.add_listener(self._near.breaker_changed)
         self._telemetry = NO_TELEMETRY
+        #: whether hits answered in place read the clock (nothing reads it with telemetry off)
+        self._timed = telemetry
         if telemetry:
             self._telemetry = CacheTelemetry(
                 name,
@@ -307,19 +311,46 @@ class CacheManager:
 
     async def get(self, key: str, default: Any = None) -> Any:
         """The cached value, or ``default`` when absent (a cached ``None`` is returned as ``None``)."""
-        stored = self._namespace.key(key)
+        namespace = self._namespace
+        stored = namespace.prefix + key if key.__class__ is str else namespace.key(key)
         near = self._near
-        with self._telemetry.operation("get", key) as op:
-            flight = None
-            if near is not None:
-                value = near.get(stored)
-                if value is not NEAR_MISS:
+        timed = self._timed
+        if near is not None:
+            started = _perf_counter() if timed else 0.0
+            value = near.get(stored)
+            if value is not NEAR_MISS:  # the hot path: no await, no per-call object
+                stats = self._stats
+                stats.hits += 1
+                stats.near_hits += 1
+                if timed:
+                    self._telemetry.near_hit(key, started)
+                return value
+            return await self._get_from_redis(key, stored, near, default)
+        if self._backend is self._memory:  # no Redis configured: a hit is read in place, no await
+            started = _perf_counter() if timed else 0.0
+            payload = self._memory.lookup(stored)
+            if payload is not None:
+                try:
+                    value = self._codec.decode(payload)
+                except CacheDecodeError:
+                    pass  # the general path below reports it
+                else:
                     self._stats.hits += 1
-                    self._stats.near_hits += 1
-                    op.served_near()
-                    op.set("cache.hit", True)
+                    if timed:
+                        self._telemetry.memory_hit(key, started, len(payload))
                     return value
-                flight = self._near_miss(stored, near)
+        with self._telemetry.operation("get", key) as op:
+            payload = None
+            try:
+                payload = await self._backend.get(stored)
+            except BACKEND_ERRORS as exc:
+                self._failed(op, exc)
+            return self._answer(op, key, payload, default)
+
+    async def _get_from_redis(self, key: str, stored: str, near: NearCache, default: Any) -> Any:
+        """A ``get`` the near tier could not answer; its reply may fill the near tier."""
+        with self._telemetry.operation("get", key) as op:
+            flight = self._near_miss(stored, near)
             payload = _UNANSWERED
             expires_at = 0.0
             try:
@@ -333,25 +364,32 @@ class CacheManager:
                 if payload is _UNANSWERED:
                     payload = None
                     if flight is not None:  # failed or cancelled: says nothing about the key
-                        near.release(stored, flight)  # type: ignore[union-attr]
+                        near.release(stored, flight)
                         flight = None
-            if payload is not None:
-                try:
-                    value = self._codec.decode(payload)
-                except CacheDecodeError as exc:
-                    self._undecodable(op, key, exc)
+            value = self._answer(op, key, payload, _UNANSWERED)
+            if flight is not None:  # absent or unreadable: settled as absent
+                if value is _UNANSWERED:
+                    near.settle(stored, flight, None)
                 else:
-                    if flight is not None:
-                        near.settle(stored, flight, payload, value, expires_at)  # type: ignore[union-attr]
-                    self._stats.hits += 1
-                    op.set("cache.hit", True)
-                    op.set("cache.item_size", len(payload))
-                    return value
-            if flight is not None:  # absent, or unreadable (a miss either way)
-                near.settle(stored, flight, None)  # type: ignore[union-attr]
-            self._stats.misses += 1
-            op.set("cache.hit", False)
-            return default
+                    near.settle(stored, flight, payload, value, expires_at)
+            return default if value is _UNANSWERED else value
+
+    def _answer(self, op: Operation, key: str, payload: bytes | None, default: Any) -> Any:
+        """What ``get`` returns for ``payload``: its value (a hit), else ``default`` (a miss,
+        an unreadable entry included); counted and noted on the span."""
+        if payload is not None:
+            try:
+                value = self._codec.decode(payload)
+            except CacheDecodeError as exc:
+                self._undecodable(op, key, exc)
+            else:
+                self._stats.hits += 1
+                op.set("cache.hit", True)
+                op.set("cache.item_size", len(payload))
+                return value
+        self._stats.misses += 1
+        op.set("cache.hit", False)
+        return default
 
     async def _read_for_near(self, stored: str) -> tuple[bytes | None, float]:
         """The payload of ``stored`` and until when a near entry filled from it may be served."""

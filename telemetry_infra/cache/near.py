@@ -28,9 +28,11 @@ The coherence rules, in one place (the channel that feeds them is ``invalidation
 
 Values are held decoded. ``str``, ``int``, ``float``, ``bool``, ``bytes`` and ``None`` are
 immutable and handed out as they are; anything else (a dict, a list, an object) is
-decoded afresh from its payload for every hit, like ``@cached`` does, so a caller
-mutating its value never changes what the next caller gets (``orjson`` decodes a small
-document faster than ``copy.deepcopy`` copies it).
+decoded afresh for every hit, like ``@cached`` does, so a caller mutating its value never
+changes what the next caller gets (``orjson`` decodes a small document faster than
+``copy.deepcopy`` copies it). What is decoded is the body prepared once at the fill
+(``Codec.body_of``: header stripped, decompressed, a pickle's signature verified), so a
+hit is one loader call on bytes, nothing else.
 
 Thread-safe: one lock, never held across an ``await``; the tier serves every event loop
 and thread using its manager.
@@ -52,8 +54,8 @@ __all__ = ["NEAR_MISS", "Flight", "NearCache"]
 
 #: What ``NearCache.get`` returns when it has nothing to serve.
 NEAR_MISS: Any = object()
-_DECODE_AFRESH = object()
 _NOTHING_YET = object()
+Loader = Callable[[bytes], Any]
 _SHAREABLE = frozenset((str, int, float, bool, bytes, type(None)))
 _monotonic = time.monotonic
 
@@ -79,11 +81,14 @@ class NearCache:
         self,
         maxsize: int,
         max_ttl: float,
-        decode: Callable[[bytes], Any],
+        decode: Loader,
         stats: CacheStats,
         *,
         max_bytes: int = 64 * 1024 * 1024,
+        body_of: Callable[[bytes], tuple[Loader, bytes]] | None = None,
     ) -> None:
+        """``decode`` reads a payload; ``body_of`` (default: ``decode`` on the whole payload)
+        splits one into the loader and bytes that make a fresh copy on each hit."""
         for name, bound in (("near_cache_size", maxsize), ("near_cache_max_bytes", max_bytes)):
             if isinstance(bound, bool) or not isinstance(bound, int):
                 raise TypeError(f"{name} must be an int, got {type(bound).__qualname__}")
@@ -93,9 +98,10 @@ class NearCache:
         self.max_bytes = max_bytes
         self.stored_bytes = 0
         self.max_ttl = max_ttl
-        self._decode = decode
+        self._body_of = body_of or (lambda payload: (decode, payload))
         self._stats = stats
-        self._entries: OrderedDict[str, tuple[Any, bytes, float]] = OrderedDict()
+        #: key -> (value or None, its loader or None when shared, body, deadline, payload size)
+        self._entries: OrderedDict[str, tuple[Any, Loader | None, bytes, float, int]] = OrderedDict()
         self._flights: dict[str, Flight] = {}
         self._lock = threading.Lock()
         self._acquire, self._release = self._lock.acquire, self._lock.release
@@ -123,14 +129,14 @@ class NearCache:
     # -- the hot path -----------------------------------------------------------------
 
     def get(self, key: str) -> Any:
-        """The value held for ``key``, or ``NEAR_MISS``."""
+        """The value held for ``key`` (a fresh copy unless immutable), or ``NEAR_MISS``."""
         now = _monotonic()
         if now >= self._serve_until:
             return NEAR_MISS
         self._acquire()
         try:
             entry = self._entries[key]
-            if entry[2] <= now:
+            if entry[3] <= now:
                 self._drop(key)
                 return NEAR_MISS
             self._entries.move_to_end(key)
@@ -138,8 +144,8 @@ class NearCache:
             return NEAR_MISS
         finally:
             self._release()
-        value = entry[0]
-        return self._decode(entry[1]) if value is _DECODE_AFRESH else value
+        loads = entry[1]
+        return entry[0] if loads is None else loads(entry[2])
 
     # -- fills ------------------------------------------------------------------------
 
@@ -190,18 +196,21 @@ class NearCache:
         now = _monotonic()
         if size > self.max_bytes or expires_at <= now:
             return
-        if value.__class__ not in _SHAREABLE:
-            value = _DECODE_AFRESH
+        deadline = min(now + self.max_ttl, expires_at)
         entries = self._entries
-        entries[key] = (value, payload, min(now + self.max_ttl, expires_at))
+        if value.__class__ in _SHAREABLE:
+            entries[key] = (value, None, b"", deadline, size)
+        else:
+            loads, body = self._body_of(payload)
+            entries[key] = (None, loads, body, deadline, size)
         self.stored_bytes += size
         while len(entries) > self.maxsize or self.stored_bytes > self.max_bytes:
-            self.stored_bytes -= len(entries.popitem(last=False)[1][1])
+            self.stored_bytes -= entries.popitem(last=False)[1][4]
 
     def _drop(self, key: str) -> None:
         entry = self._entries.pop(key, None)
         if entry is not None:
-            self.stored_bytes -= len(entry[1])
+            self.stored_bytes -= entry[4]
 
     # -- invalidation -----------------------------------------------------------------
 

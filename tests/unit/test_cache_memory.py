@@ -117,3 +117,14 @@ def test_memory_cache_max_bytes_is_validated():
     for bad in (0, -1, 1.5, True, "64MB"):
         with pytest.raises((ValueError, TypeError), match="memory_cache_max_bytes"):
             ti.CacheManager(memory_cache_max_bytes=bad)
+
+
+async def test_expired_entries_make_room_before_a_live_one_is_evicted():
+    async with ti.CacheManager(memory_cache_size=2) as cache:
+        await cache.set("short", 1, ttl=0.05)
+        await cache.set("long", 2, ttl=60)
+        await asyncio.sleep(0.1)
+        await cache.set("new", 3)  # over the bound: the expired entry goes, not "long"
+        assert await cache.mget(["short", "long", "new"]) == {"long": 2, "new": 3}
+        assert cache.get_stats()["evictions"] == 0
+        assert await cache.delete("short") is False  # expired counts as absent

@@ -116,3 +116,25 @@ def test_discard_matching_and_abandoned_fills():
 def test_bounds_are_checked(size):
     with pytest.raises(ValueError, match="near_cache_size"):
         NearCache(size, 60.0, orjson.loads, CacheStats())
+
+
+@pytest.mark.parametrize("serialization", ["json", "pickle"])
+def test_fresh_copies_come_from_the_body_prepared_at_the_fill(serialization):
+    """A compressed (and for pickle, signed) payload is read once at the fill; each hit is a
+    fresh, equal copy, and the byte bound still counts the stored payload."""
+    from telemetry_infra.cache.codec import Codec
+
+    codec = Codec(serialization, compression_threshold=64, signing_key="k")
+    value = {"rows": [{"id": i, "class": "B"} for i in range(40)]}
+    payload = codec.encode("k", value)
+    loads, body = codec.body_of(payload)
+    assert loads(body) == value and len(body) > len(payload)  # decompressed once, here
+    near = tracked(body_of=codec.body_of)
+    near.tracking_started(time.monotonic() + 60, CHANNEL)
+    flight = near.begin("k")
+    near.settle("k", flight, payload, codec.decode(payload))
+    first, second = near.get("k"), near.get("k")
+    assert first == second == value and first is not second
+    first["rows"].clear()
+    assert near.get("k") == value
+    assert near.stored_bytes == len(payload)

@@ -1,60 +1,32 @@
-"""In-process LRU store with per-entry TTL (cachetools ``TLRUCache``), bounded by entries and bytes.
+"""In-process LRU store with per-entry TTL, bounded by entries and bytes.
 
-One store serves every event loop and thread using its manager; cachetools caches
-are not thread-safe, so every access holds a lock (never across an ``await``).
+One store serves every event loop and thread using its manager. Reads take no lock:
+each is one ``dict`` look-up, one ``monotonic()`` comparison and a ``move_to_end``,
+every one of them atomic under the GIL, so a read racing a write returns the value
+before or after it, never a mix. Writes (and sweeps) hold one lock, never across an
+``await``. Expired entries are skipped by reads and swept, soonest expiry first, when
+a write needs room, before any live entry is evicted (expiry is not eviction).
 """
 
 from __future__ import annotations
 
+import heapq
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
-
-from cachetools import TLRUCache
 
 from telemetry_infra.cache.keys import glob_matcher
 
 __all__ = ["MemoryBackend"]
 
-Entry = tuple[bytes, float]
-
-
-def _expires_at(_key: str, entry: Entry, now: float) -> float:
-    return now + entry[1]
-
-
-def _payload_size(entry: Entry) -> int:
-    return len(entry[0])
-
-
-class _ReportingLRU(TLRUCache):
-    """At most ``max_items`` entries and ``max_bytes`` of payload; reports entries pushed out
-    for room (LRU evictions). Expiry is not eviction."""
-
-    def __init__(self, max_items: int, max_bytes: int, on_evict: Callable[[], None]) -> None:
-        super().__init__(max_bytes, _expires_at, timer=time.monotonic, getsizeof=_payload_size)
-        self._max_items = max_items
-        self._on_evict = on_evict
-
-    def __setitem__(self, key: str, entry: Entry) -> None:  # type: ignore[override]
-        try:
-            super().__setitem__(key, entry)
-        except ValueError:  # larger than max_bytes: not kept, and the previous value must go too
-            self.pop(key, None)
-            self._on_evict()
-            return
-        while len(self) > self._max_items:
-            self.popitem()
-
-    def popitem(self):  # type: ignore[no-untyped-def]
-        item = super().popitem()
-        self._on_evict()
-        return item
+_monotonic = time.monotonic
 
 
 class MemoryBackend:
     """``maxsize`` entries and ``max_bytes`` of payloads, least recently used evicted first;
-    no entry outlives ``max_ttl``; a payload larger than ``max_bytes`` is not kept."""
+    no entry outlives ``max_ttl``; a payload larger than ``max_bytes`` is not kept (and the
+    key's previous value goes, counted as an eviction)."""
 
     name = "memory"
 
@@ -77,64 +49,103 @@ class MemoryBackend:
         self.maxsize = maxsize
         self.max_bytes = max_bytes
         self.max_ttl = float(max_ttl)
-        self._entries = _ReportingLRU(maxsize, max_bytes, on_evict)
+        #: payload bytes held now (expired entries count until they are swept)
+        self.stored_bytes = 0
+        self._on_evict = on_evict
+        #: key -> (payload, monotonic expiry), least recently used first
+        self._entries: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
+        #: heap of (expiry, key); records of replaced entries stay until popped or rebuilt
+        self._expiries: list[tuple[float, str]] = []
         self._lock = threading.Lock()
-        self._acquire, self._release = self._lock.acquire, self._lock.release
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    @property
-    def stored_bytes(self) -> int:
-        """Payload bytes held now (expired entries count until they are swept)."""
-        return self._entries.currsize
+    # -- reads (no lock) ------------------------------------------------------------
 
-    def _entry(self, payload: bytes, ttl: float | None) -> Entry:
-        max_ttl = self.max_ttl
-        return payload, max_ttl if ttl is None or ttl > max_ttl else ttl
+    def lookup(self, key: str) -> bytes | None:
+        """The payload of ``key``, or None; needs no event loop."""
+        entry = self._entries.get(key)
+        if entry is None or entry[1] <= _monotonic():
+            return None
+        try:  # noqa: SIM105 (suppress() would cost a context manager per hit)
+            self._entries.move_to_end(key)
+        except KeyError:  # removed by another thread since: this read came first
+            pass
+        return entry[0]
 
     async def get(self, key: str) -> bytes | None:
-        # not Cache.get(): it checks expiry twice (__contains__, then __getitem__);
-        # acquire/release spelt out: half the cost of ``with`` on the hottest path
-        self._acquire()
-        try:
-            return self._entries[key][0]
-        except KeyError:
-            return None
-        finally:
-            self._release()
+        return self.lookup(key)
 
     async def mget(self, keys: Sequence[str]) -> list[bytes | None]:
-        return [await self.get(key) for key in keys]
+        return [self.lookup(key) for key in keys]
+
+    async def exists(self, key: str) -> bool:
+        entry = self._entries.get(key)
+        return entry is not None and entry[1] > _monotonic()
+
+    # -- writes (under the lock) ----------------------------------------------------
 
     async def set(self, key: str, payload: bytes, ttl: float | None) -> None:
-        entry = self._entry(payload, ttl)
         with self._lock:
-            self._entries[key] = entry
+            self._store(key, payload, ttl)
 
     async def mset(self, items: Sequence[tuple[str, bytes]], ttl: float | None) -> None:
-        entries = self._entries
         with self._lock:
             for key, payload in items:
-                entries[key] = self._entry(payload, ttl)
+                self._store(key, payload, ttl)
+
+    def _store(self, key: str, payload: bytes, ttl: float | None) -> None:
+        now = _monotonic()
+        expires_at = now + (self.max_ttl if ttl is None or ttl > self.max_ttl else ttl)
+        self._remove(key)
+        if len(payload) > self.max_bytes:
+            self._on_evict()  # not kept; the previous value is gone too
+            return
+        if expires_at <= now:
+            return
+        self._entries[key] = (payload, expires_at)
+        self.stored_bytes += len(payload)
+        heapq.heappush(self._expiries, (expires_at, key))
+        if len(self._entries) > self.maxsize or self.stored_bytes > self.max_bytes:
+            self._make_room(now)
+        if len(self._expiries) > 2 * len(self._entries) + 64:
+            self._expiries = [(expiry, key) for key, (_payload, expiry) in self._entries.items()]
+            heapq.heapify(self._expiries)
+
+    def _make_room(self, now: float) -> None:
+        """Sweep expired entries, then evict the least recently used until within bounds."""
+        expiries, entries = self._expiries, self._entries
+        while expiries and expiries[0][0] <= now:
+            expiry, key = heapq.heappop(expiries)
+            entry = entries.get(key)
+            if entry is not None and entry[1] == expiry:
+                self._remove(key)
+        while len(entries) > self.maxsize or self.stored_bytes > self.max_bytes:
+            _key, (payload, _expiry) = entries.popitem(last=False)
+            self.stored_bytes -= len(payload)
+            self._on_evict()
+
+    def _remove(self, key: str) -> bool:
+        """Drop ``key``; True when it held a live (unexpired) value."""
+        entry = self._entries.pop(key, None)
+        if entry is None:
+            return False
+        self.stored_bytes -= len(entry[0])
+        return entry[1] > _monotonic()
 
     async def delete(self, key: str) -> bool:
         with self._lock:
-            return self._entries.pop(key, None) is not None
+            return self._remove(key)
 
     async def delete_many(self, keys: Sequence[str]) -> int:
-        pop = self._entries.pop
         with self._lock:
-            return sum(pop(key, None) is not None for key in keys)
-
-    async def exists(self, key: str) -> bool:
-        with self._lock:
-            return key in self._entries
+            return sum(self._remove(key) for key in keys)
 
     async def clear(self, pattern: str) -> int:
         matches = glob_matcher(pattern)
         with self._lock:
-            doomed = [key for key in list(self._entries.keys()) if matches(key)]
+            doomed = [key for key in list(self._entries) if matches(key)]
         return await self.delete_many(doomed)
 
     async def ping(self) -> None:
@@ -143,3 +154,5 @@ class MemoryBackend:
     async def close(self) -> None:
         with self._lock:
             self._entries.clear()
+            self._expiries.clear()
+            self.stored_bytes = 0
