@@ -110,7 +110,8 @@ class MemoryBackend:
         if len(self._entries) > self.maxsize or self.stored_bytes > self.max_bytes:
             self._make_room(now)
         if len(self._expiries) > 2 * len(self._entries) + 64:
-            self._expiries = [(expiry, key) for key, (_payload, expiry) in self._entries.items()]
+            # list() copies in one step: a lock-free lookup() may move_to_end() meanwhile
+            self._expiries = [(expiry, key) for key, (_payload, expiry) in list(self._entries.items())]
             heapq.heapify(self._expiries)
 
     def _make_room(self, now: float) -> None:
