@@ -46,6 +46,10 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 UserIdGetter = Callable[[Scope], Any]
 
 _EXCEPTION_RECORDED = "telemetry_infra.exception_recorded"
+#: FastAPI (0.165 and later) makes its own SERVER span, HTTP metrics and exception records
+#: for a request unless this key is in its scope: under our middleware they would be a
+#: second set of each, so the key is set (to ``None``, what FastAPI itself uses for "off")
+FASTAPI_TELEMETRY_SCOPE_KEY = "fastapi.telemetry"
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -234,6 +238,7 @@ class TelemetryMiddleware:
             set_middleware_logs_access(True)  # the server's own access log would repeat ours
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope.setdefault(FASTAPI_TELEMETRY_SCOPE_KEY, None)  # this request's telemetry is ours
         if self.excluded_paths and scope["type"] == "http" and scope.get("path") in self.excluded_paths:
             await self.excluded_app(scope, receive, send)
             return
