@@ -190,7 +190,7 @@ class _RequestContextMiddleware:
         # before the app: a getter reading headers gives the handler's logs the user; one
         # reading Starlette's scope["user"] only sees it once authentication ran, below
         user_id = self.user(scope, quiet=True)
-        status = 500  # what the client gets if the app raises before answering
+        status: int | None = None  # until the app answers
         if self.measure:
             request_started(scope.get("method", "_OTHER"), scope.get("scheme", "http"))
         started = time.perf_counter()
@@ -234,9 +234,11 @@ class _RequestContextMiddleware:
                 self._finish(scope, span, status, time.perf_counter() - started, error)
 
     def _finish(
-        self, scope: Scope, span: trace.Span, status: int, duration: float, error: Exception | None
+        self, scope: Scope, span: trace.Span, status: int | None, duration: float, error: Exception | None
     ) -> None:
-        _name_span_after_route(span, scope)
+        if status is None:  # never answered: what the client gets is the server's 500
+            status = 500
+            _name_span_after_route(span, scope)
         if error is not None and span.is_recording():
             span.set_status(Status(StatusCode.ERROR, f"{type(error).__qualname__}: {error}"))
         exchange = Exchange(
@@ -253,14 +255,14 @@ class _RequestContextMiddleware:
 
 
 def _answered(span: trace.Span, scope: Scope, status: int) -> None:
-    """The response starts: the status on the span (a 5xx is an error), its route name."""
-    _name_span_after_route(span, scope)
+    """The response starts: its route name and status on the span (a 5xx is an error)."""
     if not span.is_recording():
         return
-    span.set_attribute("http.response.status_code", status)
+    attributes: dict[str, Any] = {"http.response.status_code": status}
     if status >= 500:
-        span.set_attribute("error.type", scope.get(_EXCEPTION_RECORDED) or str(status))
+        attributes["error.type"] = scope.get(_EXCEPTION_RECORDED) or str(status)
         span.set_status(Status(StatusCode.ERROR))
+    name_span_after_route(span, scope.get("method", ""), _route_template(scope), attributes)
 
 
 class ExceptionRecorder:
