@@ -373,3 +373,28 @@ async def test_instrument_app_has_one_server_span_per_request_in_mounted_fastapi
     assert len(spans) == 2 and len({s.trace_id for s in spans}) == 2
     assert {p.scope for p in points} == {"telemetry_infra.asgi"}
     assert sum(p.count for p in points) == 2
+
+
+async def test_server_span_has_the_stable_http_attributes_and_excluded_urls_get_none(
+    configured: OTLPReceiver, log_dir: Path
+) -> None:
+    app = TelemetryMiddleware(_items_app(), excluded_urls="healthz,/items/9")
+    headers = {"user-agent": "probe/1.0", "traceparent": TRACEPARENT}
+    assert (await _get(app, "/items/5?q=1", headers=headers)).status_code == 200
+    assert (await _get(app, "/items/9")).status_code == 200  # excluded: no span, still served
+    ti.get_telemetry().force_flush()
+    (span,) = [s for s in configured.spans() if s.kind == "SERVER"]
+    assert span.trace_id == TRACE_ID and span.scope == "telemetry_infra.asgi"
+    expected = {
+        "http.request.method": "GET",
+        "http.route": "/items/{item_id}",
+        "http.response.status_code": 200,
+        "url.path": "/items/5",
+        "url.query": "q=1",
+        "url.scheme": "http",
+        "server.address": "test",
+        "user_agent.original": "probe/1.0",
+        "network.protocol.version": "1.1",
+    }
+    assert {key: span.attributes.get(key) for key in expected} == expected
+    assert "client.address" in span.attributes
