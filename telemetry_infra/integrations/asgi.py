@@ -339,7 +339,8 @@ class TelemetryMiddleware:
             set_middleware_logs_access(True)  # the server's own access log would repeat ours
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        scope.setdefault(FASTAPI_TELEMETRY_SCOPE_KEY, None)  # this request's telemetry is ours
+        if scope["type"] in ("http", "websocket"):
+            scope.setdefault(FASTAPI_TELEMETRY_SCOPE_KEY, None)  # this request's telemetry is ours
         if self.excluded_paths and scope["type"] == "http" and scope.get("path") in self.excluded_paths:
             await self.excluded_app(scope, receive, send)
             return

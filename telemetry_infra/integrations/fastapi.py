@@ -36,7 +36,7 @@ def instrument_app(
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
         FastAPIInstrumentor.uninstrument_app(app)
-    turn_off_native_telemetry(app)
+    _turn_off_native_telemetry(app)
     if metrics_path:
         app.add_route(metrics_path, metrics_asgi_app(), include_in_schema=False)
         excluded_paths = (*excluded_paths, metrics_path)
@@ -65,7 +65,7 @@ def instrument_app(
     return app
 
 
-def turn_off_native_telemetry(app: Any) -> None:
+def _turn_off_native_telemetry(app: Any) -> None:
     """FastAPI 0.165 and later trace and measure requests themselves once global providers
     exist; the app runs that before its middleware stack, so before ours can mark the scope
     (``FASTAPI_TELEMETRY_SCOPE_KEY``): it is turned off in the app's own configuration."""
