@@ -1,12 +1,13 @@
 """ASGI middleware: a SERVER span per request, request context, one access record.
 
-Built on ``opentelemetry-instrumentation-asgi`` (W3C ``traceparent`` in, SERVER span);
-this layer adds what the logs need: the ``request_id`` (from an incoming
-``X-Request-ID`` or the trace id, echoed in the response), the user id, and an access
-record per request on the ``api.access`` logger. It records the stable HTTP metrics
+Each HTTP request gets a SERVER span (W3C ``traceparent`` in, the stable HTTP semantic
+convention attributes, named ``METHOD route`` once routed), made here in one pass over
+the headers rather than through ``opentelemetry-instrumentation-asgi`` (which still
+traces WebSocket connections); the ``request_id`` (from an incoming ``X-Request-ID`` or
+the trace id, echoed in the response), the user id, and an access record per request on
+the ``api.access`` logger. It records the stable HTTP metrics
 ``http.server.request.duration`` (seconds, with ``http.route``) and
-``http.server.active_requests`` itself: the instrumentation's own metrics are taken
-before routing and cannot carry the route.
+``http.server.active_requests``.
 Works with any ASGI app (Starlette, FastAPI, plain ASGI).
 """
 
@@ -18,7 +19,12 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
-from opentelemetry import metrics, trace
+from opentelemetry import context as otel_context
+from opentelemetry import metrics, propagate, trace
+from opentelemetry.instrumentation.asgi import get_host_port_url_tuple
+from opentelemetry.propagators.textmap import Getter
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.util.http import ExcludeList
 
 from telemetry_infra.integrations.http_server import (
     ACCESS_LOGGER,
@@ -46,13 +52,11 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 UserIdGetter = Callable[[Scope], Any]
 
 _EXCEPTION_RECORDED = "telemetry_infra.exception_recorded"
-
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope.get("headers") or ():
-        if key.lower() == name:
-            return value.decode("latin-1")
-    return None
+_tracer = trace.get_tracer("telemetry_infra.asgi")
+#: FastAPI (0.165 and later) makes its own SERVER span, HTTP metrics and exception records
+#: for a request unless this key is in its scope: under our middleware they would be a
+#: second set of each, so the key is set (to ``None``, what FastAPI itself uses for "off")
+FASTAPI_TELEMETRY_SCOPE_KEY = "fastapi.telemetry"
 
 
 def _route_template(scope: Scope) -> str | None:
@@ -73,30 +77,120 @@ def record_exception(span: trace.Span, scope: Scope, error: BaseException) -> No
     span.set_attribute("error.type", type(error).__qualname__)
 
 
+class _Headers(Getter["_Headers"]):
+    """A request's headers decoded once, lower-case names; also the propagators' carrier."""
+
+    __slots__ = ("values",)
+
+    def __init__(self, scope: Scope) -> None:
+        self.values: dict[str, str] = {}
+        for key, value in scope.get("headers") or ():
+            name = key.decode("latin-1").lower()
+            text = value.decode("latin-1")
+            self.values[name] = f"{self.values[name]},{text}" if name in self.values else text
+
+    def get(self, carrier: _Headers, key: str) -> list[str] | None:
+        value = carrier.values.get(key)
+        return None if value is None else [value]
+
+    def keys(self, carrier: _Headers) -> list[str]:
+        return list(carrier.values)
+
+
+def _span_attributes(scope: Scope, headers: _Headers, method: str) -> dict[str, Any]:
+    """The stable HTTP server span attributes known when the request arrives."""
+    attributes: dict[str, Any] = {
+        "http.request.method": method,
+        "url.scheme": scope.get("scheme", "http"),
+        "url.path": scope.get("path", ""),
+        "network.protocol.version": scope.get("http_version", "1.1"),
+    }
+    if scope.get("query_string"):
+        attributes["url.query"] = scope["query_string"].decode("latin-1")
+    host = headers.values.get("host")
+    server = scope.get("server")
+    if host:
+        address, _, port = host.rpartition(":") if host.count(":") == 1 else (host, "", "")
+        attributes["server.address"] = address
+        if port.isdigit():
+            attributes["server.port"] = int(port)
+    elif server:
+        attributes["server.address"] = server[0]
+        if server[1] is not None:
+            attributes["server.port"] = server[1]
+    client = scope.get("client")
+    if client:
+        attributes["client.address"] = client[0]
+        attributes["client.port"] = client[1]
+    agent = headers.values.get("user-agent")
+    if agent:
+        attributes["user_agent.original"] = agent
+    return attributes
+
+
+def _full_url(scope: Scope) -> str:
+    """What ``excluded_urls`` patterns are searched in: scheme, host, path and query."""
+    return str(get_host_port_url_tuple(scope)[2])  # type: ignore[no-untyped-call]
+
+
 class _RequestContextMiddleware:
-    """Runs inside the OTel middleware, so the SERVER span is current here."""
+    """Each HTTP request: its SERVER span (unless ``measure`` is off), request context, the
+    duration metric and the access record."""
 
     def __init__(
-        self, app: ASGIApp, user: UserResolver, header: bytes, access_log: bool, measure: bool
+        self,
+        app: ASGIApp,
+        user: UserResolver,
+        header: bytes,
+        access_log: bool,
+        measure: bool,
+        excluded_urls: ExcludeList | None = None,
     ) -> None:
         self.app = app
         self.user = user
         self.header = header
+        self.header_name = header.decode("latin-1").lower()
         self.access_log = logging.getLogger(ACCESS_LOGGER) if access_log else None
         self.measure = measure
+        self.excluded_urls = excluded_urls
+
+    def _start_span(self, scope: Scope, headers: _Headers, method: str) -> trace.Span:
+        if not self.measure or (self.excluded_urls and self.excluded_urls.url_disabled(_full_url(scope))):
+            return trace.INVALID_SPAN
+        return _tracer.start_span(
+            method,
+            context=propagate.extract(headers, getter=headers),
+            kind=SpanKind.SERVER,
+            attributes=_span_attributes(scope, headers, method),
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        span = trace.get_current_span()
-        request_id = clean_request_id(_header(scope, self.header.lower()))
+        headers = _Headers(scope)
+        method = scope.get("method", "_OTHER")
+        span = self._start_span(scope, headers, method)
+        token = (
+            otel_context.attach(trace.set_span_in_context(span)) if span is not trace.INVALID_SPAN else None
+        )
+        try:
+            await self._serve(scope, receive, send, headers, span)
+        finally:
+            if token is not None:
+                span.end()
+                otel_context.detach(token)
+
+    async def _serve(
+        self, scope: Scope, receive: Receive, send: Send, headers: _Headers, span: trace.Span
+    ) -> None:
+        request_id = clean_request_id(headers.values.get(self.header_name))
         if request_id is None and span.get_span_context().is_valid:
             request_id = format(span.get_span_context().trace_id, "032x")
         # before the app: a getter reading headers gives the handler's logs the user; one
         # reading Starlette's scope["user"] only sees it once authentication ran, below
         user_id = self.user(scope, quiet=True)
-        status = 500  # what the client gets if the app raises before answering
+        status: int | None = None  # until the app answers
         if self.measure:
             request_started(scope.get("method", "_OTHER"), scope.get("scheme", "http"))
         started = time.perf_counter()
@@ -114,9 +208,8 @@ class _RequestContextMiddleware:
             if message["type"] != "http.response.start":
                 await send(message)
                 return
-            # the OTel middleware ends the span with the response body: annotate it now
             status = message["status"]
-            _name_span_after_route(span, scope)
+            _answered(span, scope, status)
             learn_user()
             if learned_late and span.is_recording():
                 span.set_attribute(USER_ID_ATTRIBUTE, user_id)
@@ -125,9 +218,6 @@ class _RequestContextMiddleware:
                 headers.append((self.header, request_id.encode("latin-1")))
                 message = {**message, "headers": headers}
             await send(message)
-            error_type = scope.get(_EXCEPTION_RECORDED)
-            if error_type and span.is_recording():  # the status just sent wrote error.type "500"
-                span.set_attribute("error.type", error_type)
 
         with request_context(request_id=request_id, user_id=user_id):
             error: Exception | None = None
@@ -135,10 +225,7 @@ class _RequestContextMiddleware:
                 await self.app(scope, receive, send_with_request_id)
             except Exception as exc:  # logged with the access record, then re-raised
                 error = exc
-                if span.is_recording() and not scope.get(_EXCEPTION_RECORDED):
-                    # the OTel middleware records the exception event as it passes through
-                    scope[_EXCEPTION_RECORDED] = type(exc).__qualname__
-                    span.set_attribute("error.type", type(exc).__qualname__)
+                record_exception(span, scope, exc)
                 raise
             finally:
                 learn_user()
@@ -147,9 +234,13 @@ class _RequestContextMiddleware:
                 self._finish(scope, span, status, time.perf_counter() - started, error)
 
     def _finish(
-        self, scope: Scope, span: trace.Span, status: int, duration: float, error: Exception | None
+        self, scope: Scope, span: trace.Span, status: int | None, duration: float, error: Exception | None
     ) -> None:
-        _name_span_after_route(span, scope)
+        if status is None:  # never answered: what the client gets is the server's 500
+            status = 500
+            _name_span_after_route(span, scope)
+        if error is not None and span.is_recording():
+            span.set_status(Status(StatusCode.ERROR, f"{type(error).__qualname__}: {error}"))
         exchange = Exchange(
             method=scope.get("method", "_OTHER"),
             path=scope.get("path", ""),
@@ -161,6 +252,17 @@ class _RequestContextMiddleware:
             error=error,
         )
         request_ended(exchange, span, self.access_log, measure=self.measure)
+
+
+def _answered(span: trace.Span, scope: Scope, status: int) -> None:
+    """The response starts: its route name and status on the span (a 5xx is an error)."""
+    if not span.is_recording():
+        return
+    attributes: dict[str, Any] = {"http.response.status_code": status}
+    if status >= 500:
+        attributes["error.type"] = scope.get(_EXCEPTION_RECORDED) or str(status)
+        span.set_status(Status(StatusCode.ERROR))
+    name_span_after_route(span, scope.get("method", ""), _route_template(scope), attributes)
 
 
 class ExceptionRecorder:
@@ -218,14 +320,17 @@ class TelemetryMiddleware:
 
         header = request_id_header.lower().encode("latin-1")
         user = UserResolver(user_id_getter)
-        inner = _RequestContextMiddleware(app, user, header, access_log, measure=True)
-        self.app = OpenTelemetryMiddleware(
-            inner,
+        self.app: ASGIApp = _RequestContextMiddleware(
+            app, user, header, access_log, measure=True, excluded_urls=_excluded_urls(excluded_urls)
+        )
+        # a WebSocket connection: the instrumentation's SERVER span, as before
+        self.websocket_app = OpenTelemetryMiddleware(
+            app,
             excluded_urls=excluded_urls,
             exclude_spans=["receive", "send"],
-            meter_provider=metrics.NoOpMeterProvider(),  # the duration is ours, with the route
+            meter_provider=metrics.NoOpMeterProvider(),
         )
-        _stable_http_semconv(self.app)
+        _stable_http_semconv(self.websocket_app)
         self.excluded_paths = ExcludedPaths(excluded_paths)
         self.excluded_app: ASGIApp = app
         if log_excluded and access_log:
@@ -234,7 +339,15 @@ class TelemetryMiddleware:
             set_middleware_logs_access(True)  # the server's own access log would repeat ours
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            scope.setdefault(FASTAPI_TELEMETRY_SCOPE_KEY, None)  # this request's telemetry is ours
         if self.excluded_paths and scope["type"] == "http" and scope.get("path") in self.excluded_paths:
             await self.excluded_app(scope, receive, send)
             return
-        await self.app(scope, receive, send)
+        await (self.websocket_app if scope["type"] == "websocket" else self.app)(scope, receive, send)
+
+
+def _excluded_urls(patterns: str | None) -> ExcludeList | None:
+    from opentelemetry.util.http import parse_excluded_urls
+
+    return parse_excluded_urls(patterns) if patterns else None

@@ -28,12 +28,15 @@ def instrument_app(
     ``excluded_paths`` (exact paths, or prefixes ending in ``*``) get no span and no
     metric, and no access record unless ``log_excluded``. An app that
     ``opentelemetry-instrument`` (FastAPIInstrumentor) already wrapped is unwrapped
-    first: one SERVER span and one set of HTTP metrics per request. Returns the app.
+    first, and FastAPI's own request telemetry (0.165 and later) is turned off for the app
+    and the FastAPI apps mounted in it: one SERVER span and one set of HTTP metrics per
+    request. Returns the app.
     """
     if getattr(app, "_is_instrumented_by_opentelemetry", False):
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
         FastAPIInstrumentor.uninstrument_app(app)
+    _turn_off_native_telemetry(app)
     if metrics_path:
         app.add_route(metrics_path, metrics_asgi_app(), include_in_schema=False)
         excluded_paths = (*excluded_paths, metrics_path)
@@ -60,3 +63,12 @@ def instrument_app(
     app.build_middleware_stack = build_middleware_stack
     app.middleware_stack = None  # rebuilt on the next request
     return app
+
+
+def _turn_off_native_telemetry(app: Any) -> None:
+    """FastAPI 0.165 and later trace and measure requests themselves once global providers
+    exist; the app runs that before its middleware stack, so before ours can mark the scope
+    (``FASTAPI_TELEMETRY_SCOPE_KEY``): it is turned off in the app's own configuration."""
+    config = getattr(app, "_telemetry", None)
+    if isinstance(config, dict):
+        config.update(tracing=False, metrics=False, logs=False)

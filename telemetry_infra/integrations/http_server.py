@@ -13,7 +13,7 @@ from typing import Any
 from opentelemetry import metrics, trace
 from opentelemetry.metrics import CallbackOptions, Observation
 
-from telemetry_infra.otel.preaggregated import PreaggregatedHistogram
+from telemetry_infra.otel.preaggregated import HistogramSeries, PreaggregatedHistogram
 
 __all__ = [
     "ACCESS_LOGGER",
@@ -138,11 +138,21 @@ def request_started(method: str, scheme: str) -> None:
     _active[key] = _active.get(key, 0) + 1
 
 
-def name_span_after_route(span: trace.Span, method: str, route: str | None) -> None:
-    """``GET /items/{item_id}`` rather than ``GET /items/7``: low-cardinality span names."""
-    if route and span.is_recording():
+def name_span_after_route(
+    span: trace.Span, method: str, route: str | None, attributes: dict[str, Any] | None = None
+) -> None:
+    """``GET /items/{item_id}`` rather than ``GET /items/7``: low-cardinality span names.
+
+    ``attributes`` (more of the span's attributes known at the same time) are set with
+    ``http.route`` in one call."""
+    if not span.is_recording():
+        return
+    attributes = attributes if attributes is not None else {}
+    if route:
         span.update_name(f"{method} {route}")
-        span.set_attribute("http.route", route)
+        attributes["http.route"] = route
+    if attributes:
+        span.set_attributes(attributes)
 
 
 @dataclass
@@ -167,7 +177,7 @@ def request_ended(
     if measure:
         key = (exchange.method, exchange.scheme)
         _active[key] = _active.get(key, 1) - 1
-        _duration.series(_duration_attributes(exchange)).record(exchange.duration, span.get_span_context())
+        _duration_series(exchange).record(exchange.duration, span.get_span_context())
     if access_log is None:
         return
     route = exchange.route or exchange.path
@@ -185,6 +195,26 @@ def request_ended(
         },
         exc_info=exchange.error,
     )
+
+
+#: the duration's series by what its attributes are made of: no attribute dict per request
+_series_of: dict[tuple[Any, ...], HistogramSeries] = {}
+
+
+def _duration_series(exchange: Exchange) -> HistogramSeries:
+    error = exchange.error
+    key = (
+        exchange.method,
+        exchange.status,
+        exchange.scheme,
+        exchange.protocol_version,
+        exchange.route,
+        None if error is None else type(error),
+    )
+    series = _series_of.get(key)
+    if series is None:
+        series = _series_of[key] = _duration.series(_duration_attributes(exchange))
+    return series
 
 
 def _duration_attributes(exchange: Exchange) -> dict[str, Any]:

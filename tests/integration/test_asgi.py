@@ -327,3 +327,74 @@ async def test_http_metrics_are_the_ones_design_names(configured: OTLPReceiver, 
         points = configured.wait_for_metric_points(lambda p, name=name: p.name == name)
         seen = {key for point in points for key in point.attributes}
         assert seen == set(attributes), f"{name}: attributes {sorted(seen)}, design says {sorted(attributes)}"
+
+
+# ------------------------------------------------------------------ issue 25: FastAPI's own telemetry
+
+
+def _items_app() -> FastAPI:
+    app = FastAPI()
+
+    @app.get("/items/{item_id}")
+    async def item(item_id: int) -> dict:
+        return {"item": item_id}
+
+    return app
+
+
+async def _server_spans_and_duration_points(
+    receiver: OTLPReceiver, app, paths: list[str]
+) -> tuple[list, list]:  # type: ignore[no-untyped-def]
+    for path in paths:
+        assert (await _get(app, path)).status_code == 200
+    ti.get_telemetry().force_flush()
+    points = receiver.wait_for_metric_points(lambda p: p.name == "http.server.request.duration")
+    return [s for s in receiver.spans() if s.kind == "SERVER"], points
+
+
+async def test_a_fastapi_app_wrapped_in_the_middleware_has_one_server_span_per_request(
+    configured: OTLPReceiver, log_dir: Path
+) -> None:
+    # FastAPI >= 0.165 starts its own SERVER span and duration histogram once global providers exist
+    app = TelemetryMiddleware(_items_app())
+    spans, points = await _server_spans_and_duration_points(configured, app, ["/items/1", "/items/2"])
+    assert sorted(s.name for s in spans) == ["GET /items/{item_id}"] * 2
+    assert {p.scope for p in points} == {"telemetry_infra.asgi"}
+    assert sum(p.count for p in points) == 2
+
+
+async def test_instrument_app_has_one_server_span_per_request_in_mounted_fastapi_apps(
+    configured: OTLPReceiver, log_dir: Path
+) -> None:
+    app = _items_app()
+    app.mount("/v2", _items_app())
+    instrument_app(app)
+    spans, points = await _server_spans_and_duration_points(configured, app, ["/items/1", "/v2/items/2"])
+    assert len(spans) == 2 and len({s.trace_id for s in spans}) == 2
+    assert {p.scope for p in points} == {"telemetry_infra.asgi"}
+    assert sum(p.count for p in points) == 2
+
+
+async def test_server_span_has_the_stable_http_attributes_and_excluded_urls_get_none(
+    configured: OTLPReceiver, log_dir: Path
+) -> None:
+    app = TelemetryMiddleware(_items_app(), excluded_urls="healthz,/items/9")
+    headers = {"user-agent": "probe/1.0", "traceparent": TRACEPARENT}
+    assert (await _get(app, "/items/5?q=1", headers=headers)).status_code == 200
+    assert (await _get(app, "/items/9")).status_code == 200  # excluded: no span, still served
+    ti.get_telemetry().force_flush()
+    (span,) = [s for s in configured.spans() if s.kind == "SERVER"]
+    assert span.trace_id == TRACE_ID and span.scope == "telemetry_infra.asgi"
+    expected = {
+        "http.request.method": "GET",
+        "http.route": "/items/{item_id}",
+        "http.response.status_code": 200,
+        "url.path": "/items/5",
+        "url.query": "q=1",
+        "url.scheme": "http",
+        "server.address": "test",
+        "user_agent.original": "probe/1.0",
+        "network.protocol.version": "1.1",
+    }
+    assert {key: span.attributes.get(key) for key in expected} == expected
+    assert "client.address" in span.attributes
