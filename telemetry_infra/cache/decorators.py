@@ -17,6 +17,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from telemetry_infra.cache.errors import CacheSerializationError
+from telemetry_infra.cache.fork_safety import after_fork_in_child, hold_across_fork
 from telemetry_infra.cache.function_keys import FunctionKeys, function_digest
 from telemetry_infra.cache.manager import TTL, CacheManager
 
@@ -152,6 +153,7 @@ class _CachedCalls:
         "_threads_lock",
         "_ttl",
         "_warned",
+        "__weakref__",
     )
 
     def __init__(self, func: Any, ttl: TTL, key_prefix: str, key_builder: Callable[..., str] | None) -> None:
@@ -163,8 +165,13 @@ class _CachedCalls:
         # (manager, key, loop): an asyncio future belongs to one loop
         self._flights: dict[tuple[int, str, asyncio.AbstractEventLoop], asyncio.Future[Stored]] = {}
         self._thread_flights: dict[tuple[int, str], _ThreadFlight] = {}
-        self._threads_lock = threading.Lock()
+        self._threads_lock = hold_across_fork(threading.Lock())
+        after_fork_in_child(self._forget_thread_flights)
         self._warned = False
+
+    def _forget_thread_flights(self) -> None:
+        """In a forked child: the threads leading the parent's flights do not exist here."""
+        self._thread_flights.clear()
 
     def __cache_key__(self) -> str:
         """A ``@cached`` function captured by another is keyed by the function it caches."""

@@ -33,6 +33,7 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from datetime import timedelta
 from typing import Any, ParamSpec, Protocol, TypeVar
 
+from telemetry_infra.cache.fork_safety import hold_across_fork
 from telemetry_infra.cache.near import NEAR_MISS
 
 __all__ = ["LoopThread", "SyncCache", "sync_view_of"]
@@ -67,7 +68,7 @@ STOP_TIMEOUT_S = 2.0
 
 _running_loop = asyncio._get_running_loop
 _views: weakref.WeakSet[SyncCache] = weakref.WeakSet()
-_views_lock = threading.Lock()
+_views_lock = hold_across_fork(threading.Lock())
 #: loops (and their threads) inherited from the parent process: referenced for good, never closed
 _inherited: list[LoopThread] = []
 #: loops stopped at exit with a task that ignored its cancellation: kept, never closed
@@ -193,7 +194,7 @@ class SyncCache:
 
     def __init__(self, manager: CacheManager) -> None:
         self._manager = manager
-        self._lock = threading.Lock()
+        self._lock = hold_across_fork(threading.Lock())
         self._runner: LoopThread | None = None
 
     # -- operations -------------------------------------------------------------------
@@ -280,7 +281,6 @@ class SyncCache:
     # -- process life ------------------------------------------------------------------
 
     def _after_fork_in_child(self) -> None:
-        self._lock = threading.Lock()  # another thread may have held it at the fork
         runner, self._runner = self._runner, None
         if runner is not None:
             runner.abandon_after_fork()
@@ -306,8 +306,6 @@ def sync_view_of(manager: CacheManager) -> SyncCache:
 
 
 def _after_fork_in_child() -> None:
-    global _views_lock
-    _views_lock = threading.Lock()
     for view in list(_views):
         view._after_fork_in_child()
 
@@ -317,6 +315,6 @@ def _stop_all_at_exit() -> None:
         view._stop_at_exit()
 
 
-if hasattr(os, "register_at_fork"):
+if hasattr(os, "register_at_fork"):  # after fork_safety's hook (imported above): the locks are free
     os.register_at_fork(after_in_child=_after_fork_in_child)
 atexit.register(_stop_all_at_exit)

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 
 from cachetools import TLRUCache
 
+from telemetry_infra.cache.fork_safety import hold_across_fork
 from telemetry_infra.cache.keys import glob_matcher
 
 __all__ = ["MemoryBackend"]
@@ -78,7 +79,7 @@ class MemoryBackend:
         self.max_bytes = max_bytes
         self.max_ttl = float(max_ttl)
         self._entries = _ReportingLRU(maxsize, max_bytes, on_evict)
-        self._lock = threading.Lock()
+        self._lock = hold_across_fork(threading.Lock())
         self._acquire, self._release = self._lock.acquire, self._lock.release
 
     def __len__(self) -> int:

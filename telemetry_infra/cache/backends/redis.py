@@ -34,6 +34,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
 
 from telemetry_infra.cache.errors import CachePoolExhaustedError
+from telemetry_infra.cache.fork_safety import hold_across_fork
 
 __all__ = [
     "MSET_CHUNK_BYTES",
@@ -296,7 +297,7 @@ class RedisBackend:
         self._connect = connect
         self._scan_count = scan_count
         self._refuse_waiters: Callable[[], bool] = lambda: False
-        self._lock = threading.Lock()
+        self._lock = hold_across_fork(threading.Lock())
         self._spare: Any = connect()
         self._max_connections: int = self._pool_size(self._spare)
         self._by_loop: dict[asyncio.AbstractEventLoop, Any] = {}
