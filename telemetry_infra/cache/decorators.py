@@ -144,6 +144,7 @@ class _CachedCalls:
     """The state of one ``@cached`` function: its keys, its flights in progress, its warnings."""
 
     __slots__ = (
+        "__weakref__",
         "_builder",
         "_flights",
         "_func",
@@ -153,7 +154,6 @@ class _CachedCalls:
         "_threads_lock",
         "_ttl",
         "_warned",
-        "__weakref__",
     )
 
     def __init__(self, func: Any, ttl: TTL, key_prefix: str, key_builder: Callable[..., str] | None) -> None:
