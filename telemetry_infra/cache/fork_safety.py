@@ -46,7 +46,7 @@ def after_fork_in_child(callback: Callable[[], None]) -> None:
     """Call the bound method ``callback`` in a forked child, once every guarded lock is free
     (for as long as its object lives)."""
     with _registry_lock:
-        _child_callbacks.append(weakref.WeakMethod(callback))  # type: ignore[arg-type]
+        _child_callbacks.append(weakref.WeakMethod(callback))
 
 
 def _take_all() -> None:
