@@ -71,8 +71,6 @@ _views: weakref.WeakSet[SyncCache] = weakref.WeakSet()
 _views_lock = hold_across_fork(threading.Lock())
 #: loops (and their threads) inherited from the parent process: referenced for good, never closed
 _inherited: list[LoopThread] = []
-#: loops stopped at exit with a task that ignored its cancellation: kept, never closed
-_unfinished: list[LoopThread] = []
 
 
 class _HandOff:
@@ -144,16 +142,13 @@ class LoopThread:
             raise RuntimeError("the sync view's loop cannot stop itself")
         winding_down = asyncio.run_coroutine_threadsafe(_wind_down(timeout / 2), loop)
         try:
-            finished = winding_down.result(timeout / 2 + 0.1)
+            winding_down.result(timeout / 2 + 0.1)
         except Exception:  # best effort: the loop is stopped either way
             winding_down.cancel()
-            finished = False
         loop.call_soon_threadsafe(loop.stop)
         self.thread.join(timeout / 2)
-        if finished and not self.thread.is_alive():
+        if not self.thread.is_alive():  # a daemon thread still running ends with the process
             loop.close()
-        else:  # a task ignored its cancellation: closing would break it noisily, keep it as it is
-            _unfinished.append(self)
 
     def abandon_after_fork(self) -> None:
         """In a forked child: keep the loop referenced for good and mark it closed, never closing it.
@@ -169,19 +164,17 @@ class LoopThread:
         loop._thread_id = None
 
 
-async def _wind_down(timeout: float) -> bool:
+async def _wind_down(timeout: float) -> None:
     """On the loop being stopped: cancel its other tasks (the near cache's listener, the
     breaker's probe) and close its async generators (the Redis clients), within about
-    ``timeout`` seconds. True when every task finished."""
+    ``timeout`` seconds."""
     loop = asyncio.get_running_loop()
     others = [task for task in asyncio.all_tasks(loop) if task is not asyncio.current_task()]
     for task in others:
         task.cancel()
-    pending: set[asyncio.Task[Any]] = set()
     if others:
-        _done, pending = await asyncio.wait(others, timeout=timeout)
+        await asyncio.wait(others, timeout=timeout)
     await asyncio.wait_for(loop.shutdown_asyncgens(), timeout)
-    return not pending
 
 
 class SyncCache:
