@@ -20,6 +20,7 @@ from telemetry_infra.cache.errors import CacheSerializationError
 from telemetry_infra.cache.fork_safety import after_fork_in_child, hold_across_fork
 from telemetry_infra.cache.function_keys import FunctionKeys, function_digest
 from telemetry_infra.cache.manager import TTL, CacheManager
+from telemetry_infra.cache.sync import sync_view_of
 
 __all__ = ["cached", "get_default_cache_manager", "set_default_cache_manager"]
 
@@ -217,7 +218,7 @@ class _CachedCalls:
     ) -> Any:
         """A plain function's call: cached, or computed once for every thread asking meanwhile."""
         key = self.key(args, kwargs)
-        view = manager.sync
+        view = sync_view_of(manager)
         if not refresh:
             value = view.get(key, _MISS)
             if value is not _MISS:

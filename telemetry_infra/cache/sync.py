@@ -49,6 +49,8 @@ class CacheManager(Protocol):
 
     name: str
     redis_url: str | None
+    _failover: Any
+    _near: Any
 
     def _get_near(self, key: str) -> Any: ...
     def _forget_invalidations_after_fork(self) -> None: ...
@@ -189,6 +191,10 @@ class SyncCache:
         self._manager = manager
         self._lock = hold_across_fork(threading.Lock())
         self._runner: LoopThread | None = None
+        #: memory only: every call runs to its end in the caller's thread (no near tier either)
+        self._inline = manager.redis_url is None
+        #: reads run in the caller's thread on redis-py's sync client (see ``_start``)
+        self._reads_here = False
 
     # -- operations -------------------------------------------------------------------
 
@@ -196,10 +202,16 @@ class SyncCache:
         """The cached value, or ``default`` (a near-cache hit is served in this thread)."""
         if _running_loop() is not None:
             raise self._in_coroutine("get")
-        value = self._manager._get_near(key)
+        manager = self._manager
+        if self._inline:
+            return run_inline(manager.get(key, default))
+        value = manager._get_near(key)
         if value is not NEAR_MISS:
             return value
-        return self._run(self._manager.get(key, default))
+        runner = self._runner or self._start()
+        if self._reads_here and not manager._failover.breaker.is_open:
+            return run_inline(manager.get(key, default))
+        return runner.call(manager.get(key, default))
 
     def set(self, key: str, value: Any, ttl: TTL = None) -> bool:
         """Store ``value`` (see ``CacheManager.set``); False when no store took it."""
@@ -236,7 +248,7 @@ class SyncCache:
         with self._lock:
             runner, self._runner = self._runner, None
         if runner is None:
-            if self._manager.redis_url is None:
+            if self._inline:
                 run_inline(self._manager.close())
             else:
                 asyncio.run(self._manager.close())
@@ -253,16 +265,34 @@ class SyncCache:
 
     def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         """Where no loop runs: inline for a memory-only manager, else on the loop thread."""
-        if self._manager.redis_url is None:  # memory only: nothing to wait for
+        if self._inline:  # memory only: nothing to wait for
             return run_inline(coroutine)
         runner = self._runner or self._start()
         return runner.call(coroutine)
 
     def _start(self) -> LoopThread:
-        with self._lock:
-            if self._runner is None:
-                self._runner = LoopThread(f"telemetry_infra-cache-sync:{self._manager.name}")
-            return self._runner
+        with self._lock:  # taken alone (see fork_safety): the backend's lock is taken after it
+            runner = self._runner
+            if runner is not None:
+                return runner
+            runner = self._runner = LoopThread(f"telemetry_infra-cache-sync:{self._manager.name}")
+        self._reads_here = self._share_connections(runner.loop)
+        return runner
+
+    def _share_connections(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Let ``get`` run in its caller's thread on redis-py's sync client, the whole policy of
+        ``CacheManager.get`` included (``backends.redis_sync``), when nothing in it needs a loop:
+        one Redis node (a Sentinel or Cluster topology keeps the hop) and no near tier (its misses
+        fill entries under an invalidation listener that lives on a loop). A breaker that opens in
+        such a read starts its probe on ``loop``; while it is open reads take the hop."""
+        failover = self._manager._failover
+        if self._manager._near is not None or not failover.primary.share_with_threads(loop):
+            return False
+        failover.breaker.loop_for_threads = self._probe_loop
+        return True
+
+    def _probe_loop(self) -> asyncio.AbstractEventLoop:
+        return (self._runner or self._start()).loop
 
     @staticmethod
     def _in_coroutine(operation: str) -> RuntimeError:
