@@ -317,7 +317,8 @@ def test_a_sync_read_is_traced_and_counted_like_an_async_one(redis_server, otlp_
         sync_id = format(sync_parent.get_span_context().span_id, "016x")
         async_id = format(async_parent.get_span_context().span_id, "016x")
         assert by_parent[sync_id] == by_parent[async_id]
-        assert by_parent[sync_id][0]["cache.hit"] is True and by_parent[sync_id][0]["cache.backend"] == "redis"
+        first = by_parent[sync_id][0]
+        assert first["cache.hit"] is True and first["cache.backend"] == "redis"
         sync_gets = [s for s in spans if s.parent_span_id == sync_id]
         redis_gets = otlp_receiver.wait_for_spans(
             lambda s: s.name == "GET" and s.parent_span_id in {g.span_id for g in sync_gets}, count=2

@@ -6,8 +6,8 @@ import functools
 
 from telemetry_infra.cache.backends.redis import RedisBackend, create_client
 from telemetry_infra.cache.backends.redis_cluster import RedisClusterBackend, create_cluster_client
-from telemetry_infra.cache.backends.redis_sync import ThreadReads
 from telemetry_infra.cache.backends.redis_sentinel import RedisSentinelBackend, create_sentinel_client
+from telemetry_infra.cache.backends.redis_sync import ThreadReads
 from telemetry_infra.cache.backends.sentinel_watch import SentinelWatch
 from telemetry_infra.cache.redis_urls import parse_redis_url
 
