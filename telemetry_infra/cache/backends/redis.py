@@ -170,7 +170,7 @@ class FairConnectionPool(aioredis.ConnectionPool):
             waiters.popleft()
         if not waiters and self.can_get_connection():
             return self.get_available_connection()
-        loop = _running_loop()
+        loop = asyncio.get_running_loop()
         waiter: asyncio.Future[Any] = loop.create_future()
         waiters.append(waiter)
         timer = None if _writing.get() else loop.call_later(self.pool_timeout, self._expire, waiter)
