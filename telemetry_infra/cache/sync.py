@@ -1,13 +1,19 @@
 """``cache.sync``: the synchronous view of a ``CacheManager``, for Django, Flask, Celery, scripts.
 
 One daemon thread per manager (and process) runs an event loop, started on the first
-sync call that needs Redis; a call is handed to it with ``run_coroutine_threadsafe``
-and the caller waits for the result. The manager already gives every event loop its
-own connection pool, so that loop is simply one more loop: a bounded pool shared by
-every thread, no connection per call, and the same keys, codec, breaker, journal,
-near cache and telemetry as the async API. The caller's context (its OpenTelemetry
-span, its request context) travels with the call. Near-cache hits are answered in
-the caller's thread, without a hop.
+sync call that needs Redis; a call is handed to it and the caller waits for the result.
+The manager already gives every event loop its own connection pool, so that loop is
+simply one more loop: a bounded pool shared by every thread, no connection per call,
+and the same keys, codec, breaker, journal, near cache and telemetry as the async API.
+The caller's context (its OpenTelemetry span, its request context) travels with the call.
+
+Two kinds of call never hop. Near-cache hits are answered in the caller's thread. On a
+single Redis node without a near tier, ``get`` runs ``CacheManager.get`` itself in the
+caller's thread, driven to its end with no loop (``run_inline``): the one policy, over
+redis-py's sync client on a thread-safe pool (``backends.redis_sync``) whose commands
+never suspend. That pool and the loop's share one ``max_connections`` budget
+(``RedisBackend.share_with_threads``). A breaker such a read opens probes from the
+view's loop (``CircuitBreaker.loop_for_threads``); while it is open reads take the hop.
 
 From a thread where an event loop is running (a coroutine), every call raises
 ``RuntimeError`` at once: blocking that loop until another one answers stalls every
