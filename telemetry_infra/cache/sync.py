@@ -214,10 +214,7 @@ class SyncCache:
         value = manager._get_near(key)
         if value is not NEAR_MISS:
             return value
-        runner = self._runner or self._start()
-        if self._reads_here and not manager._failover.breaker.is_open:
-            return run_inline(manager.get(key, default))
-        return runner.call(manager.get(key, default))
+        return self._read(manager.get(key, default))
 
     def set(self, key: str, value: Any, ttl: TTL = None) -> bool:
         """Store ``value`` (see ``CacheManager.set``); False when no store took it."""
@@ -229,7 +226,7 @@ class SyncCache:
 
     def exists(self, key: str) -> bool:
         """True if ``key`` holds a value."""
-        return self._call(self._manager.exists, key)
+        return self._call_read(self._manager.exists, key)
 
     def clear(self, pattern: str | None = None) -> int:
         """Remove the keys matching ``pattern`` (all of this namespace by default); how many."""
@@ -237,7 +234,7 @@ class SyncCache:
 
     def mget(self, keys: Sequence[str]) -> dict[str, Any]:
         """``{key: value}`` for the keys that hold one."""
-        return self._call(self._manager.mget, keys)
+        return self._call_read(self._manager.mget, keys)
 
     def mset(self, mapping: Mapping[str, Any], ttl: TTL = None) -> bool:
         """Store every item; True only when the serving store holds the whole batch."""
@@ -268,6 +265,21 @@ class SyncCache:
         if _running_loop() is not None:
             raise self._in_coroutine(operation.__name__)
         return self._run(operation(*args, **kwargs))
+
+    def _call_read(
+        self, operation: Callable[P, Coroutine[Any, Any, T]], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        if _running_loop() is not None:
+            raise self._in_coroutine(operation.__name__)
+        coroutine = operation(*args, **kwargs)
+        return run_inline(coroutine) if self._inline else self._read(coroutine)
+
+    def _read(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """A read on a manager with Redis: in this thread when it can (``_share_connections``)."""
+        runner = self._runner or self._start()
+        if self._reads_here and not self._manager._failover.breaker.is_open:
+            return run_inline(coroutine)
+        return runner.call(coroutine)
 
     def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         """Where no loop runs: inline for a memory-only manager, else on the loop thread."""

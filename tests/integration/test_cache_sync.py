@@ -295,6 +295,8 @@ def test_reads_are_answered_in_the_callers_thread_while_the_views_loop_is_busy(c
     started = time.monotonic()
     assert cache.sync.get("k") == "v"
     assert cache.sync.get("absent", "default") == "default"
+    assert cache.sync.mget(["k", "absent"]) == {"k": "v"}
+    assert cache.sync.exists("k") is True
     assert time.monotonic() - started < 1.5, "the reads waited for the view's loop thread"
 
 
