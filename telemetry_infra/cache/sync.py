@@ -109,12 +109,12 @@ def run_inline(coroutine: Coroutine[Any, Any, T]) -> T:
     manager's operations): no loop, no hop. A bare ``yield`` (``asyncio.sleep(0)``) just
     resumes it."""
     try:
-        while True:
-            if coroutine.send(None) is not None:
-                coroutine.close()
-                raise RuntimeError("a memory-only cache operation waited on a future")
+        while coroutine.send(None) is None:
+            pass
     except StopIteration as finished:
         return finished.value  # type: ignore[no-any-return]
+    coroutine.close()
+    raise RuntimeError("a cache operation run in the caller's thread waited on a future")
 
 
 class LoopThread:
