@@ -11,9 +11,10 @@ Two kinds of call never hop. Near-cache hits are answered in the caller's thread
 single Redis node without a near tier, the reads (``get``, ``mget``, ``exists``) run the
 manager's own coroutines in the caller's thread, driven to their end with no loop
 (``run_inline``): the one policy, over redis-py's sync client on a thread-safe pool
-(``backends.redis_sync``) whose commands never suspend. That pool and the loop's share one ``max_connections`` budget
-(``RedisBackend.share_with_threads``). A breaker such a read opens probes from the
-view's loop (``CircuitBreaker.loop_for_threads``); while it is open reads take the hop.
+(``backends.redis_sync``) whose commands never suspend. That pool and the loop's share
+one ``max_connections`` budget (``RedisBackend.share_with_threads``). A breaker such a
+read opens probes from the view's loop (``CircuitBreaker.loop_for_threads``); while it
+is open, reads take the hop.
 
 From a thread where an event loop is running (a coroutine), every call raises
 ``RuntimeError`` at once: blocking that loop until another one answers stalls every
