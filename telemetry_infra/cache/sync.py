@@ -107,8 +107,8 @@ class _HandOff:
 
 def run_inline(coroutine: Coroutine[Any, Any, T]) -> T:
     """Run a coroutine that never waits on a future to its end in this thread (a memory-only
-    manager's operations): no loop, no hop. A bare ``yield`` (``asyncio.sleep(0)``) just
-    resumes it."""
+    manager's operations; the reads on ``ThreadReads``): no loop, no hop. A bare ``yield``
+    (``asyncio.sleep(0)``) just resumes it."""
     try:
         while coroutine.send(None) is None:
             pass
@@ -200,7 +200,7 @@ class SyncCache:
         self._runner: LoopThread | None = None
         #: memory only: every call runs to its end in the caller's thread (no near tier either)
         self._inline = manager.redis_url is None
-        #: reads run in the caller's thread on redis-py's sync client (see ``_start``)
+        #: reads run in the caller's thread on redis-py's sync client (see ``_share_connections``)
         self._reads_here = False
 
     # -- operations -------------------------------------------------------------------
