@@ -7,7 +7,8 @@ two sides of each comparison so machine noise hits both; the table shows the bes
 per-call time of each side and their ratio.
 
 * sync ``get`` hit on Redis vs a raw sync redis-py ``GET`` + ``orjson.loads`` of the same
-  payload (its 2-byte codec header sliced off) (target <= 1.5x)
+  payload (its 2-byte codec header sliced off) (target <= 1.5x); the hand-off to the view's
+  loop thread that writes and near misses take, and ``await cache.get`` in a loop, for scale
 * sync near-cache hit (target <= 3 us)
 * ``@cached`` def hit on memory vs the ``async def`` one awaited in a running loop (target <= 1.2x)
 * 8 threads x 10,000 ``get``: throughput of ``cache.sync`` vs raw sync redis-py sharing one pool
@@ -106,7 +107,7 @@ def main() -> None:
         runner = cache.sync._runner
         assert runner is not None
         (hop,) = best_of(args.rounds, args.iterations, lambda: runner.call(nothing()))
-        row("  of which: the hop alone", hop, floor, "redis-py GET + orjson", "(reported)")
+        row("the hop (writes, near misses)", hop, floor, "redis-py GET + orjson", "(reported)")
 
         async def async_gets(iterations: int) -> float:
             started = time.perf_counter()
@@ -139,9 +140,15 @@ def main() -> None:
                 await coroutine(1, _cache_manager=memory)
             return (time.perf_counter() - started) / iterations
 
+        def called(iterations: int) -> float:  # the same loop as ``awaited``: no lambda per call
+            started = time.perf_counter()
+            for _ in range(iterations):
+                plain(1, _cache_manager=memory)
+            return (time.perf_counter() - started) / iterations
+
         sync_best = async_best = float("inf")
         for _ in range(args.rounds):
-            sync_best = min(sync_best, per_call(lambda: plain(1, _cache_manager=memory), args.iterations))
+            sync_best = min(sync_best, called(args.iterations))
             async_best = min(async_best, loop.run_until_complete(awaited(args.iterations)))
         row("@cached def hit (memory)", sync_best, async_best, "@cached async def, awaited", "<= 1.2x")
 

@@ -61,6 +61,9 @@ class CircuitBreaker:
         self._task_context = task_context
         self._prober: asyncio.Task[None] | None = None
         self._listeners: list[StateListener] = []
+        #: the loop a probe starts on when the breaker opens in a thread without one (a sync
+        #: view's read in its caller's thread); None: such a thread has no way to probe
+        self.loop_for_threads: Callable[[], asyncio.AbstractEventLoop] | None = None
 
     def add_listener(self, listener: StateListener) -> None:
         self._listeners.append(listener)
@@ -100,7 +103,12 @@ class CircuitBreaker:
 
     def _start_probing(self) -> None:
         # the probe outlives the call that tripped the breaker: it must not run in its context
-        loop = asyncio.get_running_loop()
+        loop = asyncio._get_running_loop()
+        if loop is None:
+            if self.loop_for_threads is None:
+                raise RuntimeError("no running event loop to probe Redis from")
+            self.loop_for_threads().call_soon_threadsafe(self.keep_probing)
+            return
         self._prober = self._task_context().run(loop.create_task, self._probe_until_closed())
 
     def _close(self) -> None:

@@ -17,8 +17,10 @@ from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from telemetry_infra.cache.errors import CacheSerializationError
+from telemetry_infra.cache.fork_safety import after_fork_in_child, hold_across_fork
 from telemetry_infra.cache.function_keys import FunctionKeys, function_digest
 from telemetry_infra.cache.manager import TTL, CacheManager
+from telemetry_infra.cache.sync import sync_view_of
 
 __all__ = ["cached", "get_default_cache_manager", "set_default_cache_manager"]
 
@@ -143,6 +145,7 @@ class _CachedCalls:
     """The state of one ``@cached`` function: its keys, its flights in progress, its warnings."""
 
     __slots__ = (
+        "__weakref__",
         "_builder",
         "_flights",
         "_func",
@@ -163,8 +166,13 @@ class _CachedCalls:
         # (manager, key, loop): an asyncio future belongs to one loop
         self._flights: dict[tuple[int, str, asyncio.AbstractEventLoop], asyncio.Future[Stored]] = {}
         self._thread_flights: dict[tuple[int, str], _ThreadFlight] = {}
-        self._threads_lock = threading.Lock()
+        self._threads_lock = hold_across_fork(threading.Lock())
+        after_fork_in_child(self._forget_thread_flights)
         self._warned = False
+
+    def _forget_thread_flights(self) -> None:
+        """In a forked child: the threads leading the parent's flights do not exist here."""
+        self._thread_flights.clear()
 
     def __cache_key__(self) -> str:
         """A ``@cached`` function captured by another is keyed by the function it caches."""
@@ -210,7 +218,7 @@ class _CachedCalls:
     ) -> Any:
         """A plain function's call: cached, or computed once for every thread asking meanwhile."""
         key = self.key(args, kwargs)
-        view = manager.sync
+        view = sync_view_of(manager)
         if not refresh:
             value = view.get(key, _MISS)
             if value is not _MISS:

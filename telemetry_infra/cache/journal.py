@@ -67,7 +67,9 @@ class OutageJournal:
         """True when Redis may hold a stale value for ``key``."""
         if key in self._keys:
             return True
-        return any(matches(key) for _, matches in self._patterns.values())
+        # a copy (one C call, atomic under the GIL): the sync view's reads ask from their
+        # callers' threads while a replay on a loop thread changes the patterns
+        return any(matches(key) for _, matches in tuple(self._patterns.values()))
 
     def settle(self, keys: Iterable[str], since: int) -> None:
         """Forget ``keys`` recorded up to ``since``: a write or removal begun after that landed."""

@@ -47,6 +47,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from telemetry_infra.cache.fork_safety import hold_across_fork
 from telemetry_infra.cache.keys import glob_matcher
 from telemetry_infra.cache.stats import CacheStats
 
@@ -103,7 +104,7 @@ class NearCache:
         #: key -> (value or None, its loader or None when shared, body, deadline, payload size)
         self._entries: OrderedDict[str, tuple[Any, Loader | None, bytes, float, int]] = OrderedDict()
         self._flights: dict[str, Flight] = {}
-        self._lock = threading.Lock()
+        self._lock = hold_across_fork(threading.Lock())
         self._acquire, self._release = self._lock.acquire, self._lock.release
         self._tracking = False
         self._tracked_by: object = None

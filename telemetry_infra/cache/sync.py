@@ -1,13 +1,20 @@
 """``cache.sync``: the synchronous view of a ``CacheManager``, for Django, Flask, Celery, scripts.
 
 One daemon thread per manager (and process) runs an event loop, started on the first
-sync call that needs Redis; a call is handed to it with ``run_coroutine_threadsafe``
-and the caller waits for the result. The manager already gives every event loop its
-own connection pool, so that loop is simply one more loop: a bounded pool shared by
-every thread, no connection per call, and the same keys, codec, breaker, journal,
-near cache and telemetry as the async API. The caller's context (its OpenTelemetry
-span, its request context) travels with the call. Near-cache hits are answered in
-the caller's thread, without a hop.
+sync call that needs Redis; a call is handed to it and the caller waits for the result.
+The manager already gives every event loop its own connection pool, so that loop is
+simply one more loop: a bounded pool shared by every thread, no connection per call,
+and the same keys, codec, breaker, journal, near cache and telemetry as the async API.
+The caller's context (its OpenTelemetry span, its request context) travels with the call.
+
+Two kinds of call never hop. Near-cache hits are answered in the caller's thread. On a
+single Redis node without a near tier, the reads (``get``, ``mget``, ``exists``) run the
+manager's own coroutines in the caller's thread, driven to their end with no loop
+(``run_inline``): the one policy, over redis-py's sync client on a thread-safe pool
+(``backends.redis_sync``) whose commands never suspend. That pool and the loop's share
+one ``max_connections`` budget (``RedisBackend.share_with_threads``). A breaker such a
+read opens probes from the view's loop (``CircuitBreaker.loop_for_threads``); while it
+is open, reads take the hop.
 
 From a thread where an event loop is running (a coroutine), every call raises
 ``RuntimeError`` at once: blocking that loop until another one answers stalls every
@@ -33,6 +40,7 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from datetime import timedelta
 from typing import Any, ParamSpec, Protocol, TypeVar
 
+from telemetry_infra.cache.fork_safety import hold_across_fork
 from telemetry_infra.cache.near import NEAR_MISS
 
 __all__ = ["LoopThread", "SyncCache", "sync_view_of"]
@@ -48,6 +56,8 @@ class CacheManager(Protocol):
 
     name: str
     redis_url: str | None
+    _failover: Any
+    _near: Any
 
     def _get_near(self, key: str) -> Any: ...
     def _forget_invalidations_after_fork(self) -> None: ...
@@ -67,11 +77,9 @@ STOP_TIMEOUT_S = 2.0
 
 _running_loop = asyncio._get_running_loop
 _views: weakref.WeakSet[SyncCache] = weakref.WeakSet()
-_views_lock = threading.Lock()
+_views_lock = hold_across_fork(threading.Lock())
 #: loops (and their threads) inherited from the parent process: referenced for good, never closed
 _inherited: list[LoopThread] = []
-#: loops stopped at exit with a task that ignored its cancellation: kept, never closed
-_unfinished: list[LoopThread] = []
 
 
 class _HandOff:
@@ -99,15 +107,15 @@ class _HandOff:
 
 def run_inline(coroutine: Coroutine[Any, Any, T]) -> T:
     """Run a coroutine that never waits on a future to its end in this thread (a memory-only
-    manager's operations): no loop, no hop. A bare ``yield`` (``asyncio.sleep(0)``) just
-    resumes it."""
+    manager's operations; the reads on ``ThreadReads``): no loop, no hop. A bare ``yield``
+    (``asyncio.sleep(0)``) just resumes it."""
     try:
-        while True:
-            if coroutine.send(None) is not None:
-                coroutine.close()
-                raise RuntimeError("a memory-only cache operation waited on a future")
+        while coroutine.send(None) is None:
+            pass
     except StopIteration as finished:
         return finished.value  # type: ignore[no-any-return]
+    coroutine.close()
+    raise RuntimeError("a cache operation run in the caller's thread waited on a future")
 
 
 class LoopThread:
@@ -143,16 +151,13 @@ class LoopThread:
             raise RuntimeError("the sync view's loop cannot stop itself")
         winding_down = asyncio.run_coroutine_threadsafe(_wind_down(timeout / 2), loop)
         try:
-            finished = winding_down.result(timeout / 2 + 0.1)
+            winding_down.result(timeout / 2 + 0.1)
         except Exception:  # best effort: the loop is stopped either way
             winding_down.cancel()
-            finished = False
         loop.call_soon_threadsafe(loop.stop)
         self.thread.join(timeout / 2)
-        if finished and not self.thread.is_alive():
+        if not self.thread.is_alive():  # a daemon thread still running ends with the process
             loop.close()
-        else:  # a task ignored its cancellation: closing would break it noisily, keep it as it is
-            _unfinished.append(self)
 
     def abandon_after_fork(self) -> None:
         """In a forked child: keep the loop referenced for good and mark it closed, never closing it.
@@ -168,19 +173,17 @@ class LoopThread:
         loop._thread_id = None
 
 
-async def _wind_down(timeout: float) -> bool:
+async def _wind_down(timeout: float) -> None:
     """On the loop being stopped: cancel its other tasks (the near cache's listener, the
     breaker's probe) and close its async generators (the Redis clients), within about
-    ``timeout`` seconds. True when every task finished."""
+    ``timeout`` seconds."""
     loop = asyncio.get_running_loop()
     others = [task for task in asyncio.all_tasks(loop) if task is not asyncio.current_task()]
     for task in others:
         task.cancel()
-    pending: set[asyncio.Task[Any]] = set()
     if others:
-        _done, pending = await asyncio.wait(others, timeout=timeout)
+        await asyncio.wait(others, timeout=timeout)
     await asyncio.wait_for(loop.shutdown_asyncgens(), timeout)
-    return not pending
 
 
 class SyncCache:
@@ -193,8 +196,12 @@ class SyncCache:
 
     def __init__(self, manager: CacheManager) -> None:
         self._manager = manager
-        self._lock = threading.Lock()
+        self._lock = hold_across_fork(threading.Lock())
         self._runner: LoopThread | None = None
+        #: memory only: every call runs to its end in the caller's thread (no near tier either)
+        self._inline = manager.redis_url is None
+        #: reads run in the caller's thread on redis-py's sync client (see ``_share_connections``)
+        self._reads_here = False
 
     # -- operations -------------------------------------------------------------------
 
@@ -202,10 +209,13 @@ class SyncCache:
         """The cached value, or ``default`` (a near-cache hit is served in this thread)."""
         if _running_loop() is not None:
             raise self._in_coroutine("get")
-        value = self._manager._get_near(key)
+        manager = self._manager
+        if self._inline:
+            return run_inline(manager.get(key, default))
+        value = manager._get_near(key)
         if value is not NEAR_MISS:
             return value
-        return self._run(self._manager.get(key, default))
+        return self._read(manager.get(key, default))
 
     def set(self, key: str, value: Any, ttl: TTL = None) -> bool:
         """Store ``value`` (see ``CacheManager.set``); False when no store took it."""
@@ -217,7 +227,7 @@ class SyncCache:
 
     def exists(self, key: str) -> bool:
         """True if ``key`` holds a value."""
-        return self._call(self._manager.exists, key)
+        return self._call_read(self._manager.exists, key)
 
     def clear(self, pattern: str | None = None) -> int:
         """Remove the keys matching ``pattern`` (all of this namespace by default); how many."""
@@ -225,7 +235,7 @@ class SyncCache:
 
     def mget(self, keys: Sequence[str]) -> dict[str, Any]:
         """``{key: value}`` for the keys that hold one."""
-        return self._call(self._manager.mget, keys)
+        return self._call_read(self._manager.mget, keys)
 
     def mset(self, mapping: Mapping[str, Any], ttl: TTL = None) -> bool:
         """Store every item; True only when the serving store holds the whole batch."""
@@ -242,7 +252,7 @@ class SyncCache:
         with self._lock:
             runner, self._runner = self._runner, None
         if runner is None:
-            if self._manager.redis_url is None:
+            if self._inline:
                 run_inline(self._manager.close())
             else:
                 asyncio.run(self._manager.close())
@@ -257,18 +267,51 @@ class SyncCache:
             raise self._in_coroutine(operation.__name__)
         return self._run(operation(*args, **kwargs))
 
+    def _call_read(
+        self, operation: Callable[P, Coroutine[Any, Any, T]], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        if _running_loop() is not None:
+            raise self._in_coroutine(operation.__name__)
+        coroutine = operation(*args, **kwargs)
+        return run_inline(coroutine) if self._inline else self._read(coroutine)
+
+    def _read(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """A read on a manager with Redis: in this thread when it can (``_share_connections``)."""
+        runner = self._runner or self._start()
+        if self._reads_here and not self._manager._failover.breaker.is_open:
+            return run_inline(coroutine)
+        return runner.call(coroutine)
+
     def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         """Where no loop runs: inline for a memory-only manager, else on the loop thread."""
-        if self._manager.redis_url is None:  # memory only: nothing to wait for
+        if self._inline:  # memory only: nothing to wait for
             return run_inline(coroutine)
         runner = self._runner or self._start()
         return runner.call(coroutine)
 
     def _start(self) -> LoopThread:
-        with self._lock:
-            if self._runner is None:
-                self._runner = LoopThread(f"telemetry_infra-cache-sync:{self._manager.name}")
-            return self._runner
+        with self._lock:  # taken alone (see fork_safety): the backend's lock is taken after it
+            runner = self._runner
+            if runner is not None:
+                return runner
+            runner = self._runner = LoopThread(f"telemetry_infra-cache-sync:{self._manager.name}")
+        self._reads_here = self._share_connections(runner.loop)
+        return runner
+
+    def _share_connections(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Let ``get`` run in its caller's thread on redis-py's sync client, the whole policy of
+        ``CacheManager.get`` included (``backends.redis_sync``), when nothing in it needs a loop:
+        one Redis node (a Sentinel or Cluster topology keeps the hop) and no near tier (its misses
+        fill entries under an invalidation listener that lives on a loop). A breaker that opens in
+        such a read starts its probe on ``loop``; while it is open reads take the hop."""
+        failover = self._manager._failover
+        if self._manager._near is not None or not failover.primary.share_with_threads(loop):
+            return False
+        failover.breaker.loop_for_threads = self._probe_loop
+        return True
+
+    def _probe_loop(self) -> asyncio.AbstractEventLoop:
+        return (self._runner or self._start()).loop
 
     @staticmethod
     def _in_coroutine(operation: str) -> RuntimeError:
@@ -280,7 +323,6 @@ class SyncCache:
     # -- process life ------------------------------------------------------------------
 
     def _after_fork_in_child(self) -> None:
-        self._lock = threading.Lock()  # another thread may have held it at the fork
         runner, self._runner = self._runner, None
         if runner is not None:
             runner.abandon_after_fork()
@@ -306,8 +348,6 @@ def sync_view_of(manager: CacheManager) -> SyncCache:
 
 
 def _after_fork_in_child() -> None:
-    global _views_lock
-    _views_lock = threading.Lock()
     for view in list(_views):
         view._after_fork_in_child()
 
@@ -317,6 +357,6 @@ def _stop_all_at_exit() -> None:
         view._stop_at_exit()
 
 
-if hasattr(os, "register_at_fork"):
+if hasattr(os, "register_at_fork"):  # after fork_safety's hook (imported above): the locks are free
     os.register_at_fork(after_in_child=_after_fork_in_child)
 atexit.register(_stop_all_at_exit)

@@ -251,22 +251,105 @@ def test_an_outage_falls_back_to_memory_and_recovers(redis_restartable):
         cache.sync.close()
 
 
-def test_interpreter_exit_does_not_hang(redis_server):
+def test_interpreter_exit_closes_the_loop_with_the_near_cache_on(redis_server):
+    """At exit the view's loop (with the near cache's invalidation listener on it) is wound
+    down and closed, quickly and quietly: no task destroyed pending, no unclosed resource."""
     script = textwrap.dedent(
         f"""
+        import atexit
+        state = {{}}
+        # registered before telemetry_infra's own exit hook, so it runs after it
+        atexit.register(lambda: print("closed" if state["runner"].loop.is_closed() else "left open",
+                                      "ended" if not state["runner"].thread.is_alive() else "running"))
         import telemetry_infra as ti
         cache = ti.CacheManager(redis_url={redis_server.url!r}, namespace={namespace()!r}, near_cache=True)
         cache.sync.set("k", 1)
         assert cache.sync.get("k") == 1
         assert cache.sync.get("k") == 1
+        state["runner"] = cache.sync._runner
         print("done")
         """
     )
     started = time.monotonic()
     done = subprocess.run(
-        [sys.executable, "-X", "dev", "-c", script], capture_output=True, text=True, timeout=30
+        [sys.executable, "-X", "dev", "-W", "error::ResourceWarning", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "done"
+    assert done.stdout.split() == ["done", "closed", "ended"]
     assert time.monotonic() - started < 15
-    assert "Task was destroyed" not in done.stderr and "Traceback" not in done.stderr, done.stderr
+    for noise in ("Task was destroyed", "Traceback", "ResourceWarning", "Exception ignored"):
+        assert noise not in done.stderr, done.stderr
+
+
+def test_reads_are_answered_in_the_callers_thread_while_the_views_loop_is_busy(cache):
+    """A Redis read does not queue behind the view's loop thread (busy with a slow write, a
+    big batch): it runs in its caller's thread on its own connection."""
+    cache.sync.set("k", "v")
+    runner = cache.sync._runner
+    busy = threading.Event()
+    runner.loop.call_soon_threadsafe(lambda: (busy.set(), time.sleep(3.0)))
+    assert busy.wait(5)
+    started = time.monotonic()
+    assert cache.sync.get("k") == "v"
+    assert cache.sync.get("absent", "default") == "default"
+    assert cache.sync.mget(["k", "absent"]) == {"k": "v"}
+    assert cache.sync.exists("k") is True
+    assert time.monotonic() - started < 1.5, "the reads waited for the view's loop thread"
+
+
+def test_a_sync_read_is_traced_and_counted_like_an_async_one(redis_server, otlp_receiver):
+    ti.configure(service_name="sync-read-spans", otlp_endpoint=otlp_receiver.grpc_endpoint, setup_logs=False)
+    cache = ti.CacheManager(redis_url=redis_server.url, namespace=namespace(), name=namespace())
+    try:
+        cache.sync.set("k", {"n": 1})
+        with tracer.start_as_current_span("sync-caller") as sync_parent:
+            assert cache.sync.get("k") == {"n": 1}
+            assert cache.sync.get("absent") is None
+        with tracer.start_as_current_span("async-caller") as async_parent:
+            assert asyncio.run(cache.get("k")) == {"n": 1}
+            assert asyncio.run(cache.get("absent")) is None
+        ti.get_telemetry().force_flush()
+        spans = otlp_receiver.wait_for_spans(lambda s: s.name == "cache.get", count=4)
+        by_parent: dict[str, list[dict]] = {}
+        for span in spans:
+            by_parent.setdefault(span.parent_span_id, []).append(dict(span.attributes))
+        sync_id = format(sync_parent.get_span_context().span_id, "016x")
+        async_id = format(async_parent.get_span_context().span_id, "016x")
+        assert by_parent[sync_id] == by_parent[async_id]
+        first = by_parent[sync_id][0]
+        assert first["cache.hit"] is True and first["cache.backend"] == "redis"
+        sync_gets = [s for s in spans if s.parent_span_id == sync_id]
+        redis_gets = otlp_receiver.wait_for_spans(
+            lambda s: s.name == "GET" and s.parent_span_id in {g.span_id for g in sync_gets}, count=2
+        )
+        assert len(redis_gets) == 2  # the Redis command under each sync cache.get
+        stats = cache.get_stats()
+        assert (stats["hits"], stats["misses"], stats["errors"]) == (2, 2, 0)
+    finally:
+        cache.sync.close()
+
+
+def test_reads_that_find_redis_gone_open_the_breaker_which_then_recovers(redis_restartable):
+    """A breaker opened by reads in callers' threads probes from the view's loop: the cache goes
+    back to Redis with no other call made."""
+    cache = ti.CacheManager(
+        redis_url=redis_restartable.url, namespace=namespace(), **{**FAST, "failure_threshold": 3}
+    )
+    try:
+        assert cache.sync.set("k", "v1") is True
+        assert cache.sync.get("k") == "v1"
+        redis_restartable.kill()
+        answers = [cache.sync.get("k", "default") for _ in range(3)]
+        assert answers == ["default"] * 3  # nothing raised; memory holds nothing for k
+        assert cache.fallback_active and cache.get_stats()["errors"] == 3
+        redis_restartable.start()
+        deadline = time.monotonic() + 10
+        while cache.fallback_active and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not cache.fallback_active, "the breaker never probed Redis again"
+        assert cache.sync.set("k", "v2") is True and cache.sync.get("k") == "v2"
+    finally:
+        cache.sync.close()

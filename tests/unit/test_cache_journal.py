@@ -99,3 +99,19 @@ def test_settle_forgets_only_entries_recorded_before_the_write():
     journal.record_keys(["b"])
     journal.settle(["a", "b"], since)
     assert not journal.masks("a") and journal.masks("b")
+
+
+def test_masks_is_answered_while_another_thread_records_a_pattern():
+    """The sync view asks ``masks`` from its callers' threads while a loop thread may record
+    or replay patterns: a pattern recorded mid-lookup must not break the lookup."""
+    journal = OutageJournal(10)
+    journal.record_pattern("ns:a*")
+    seq, matcher = journal._patterns["ns:a*"]
+
+    def matcher_interrupted_by_another_thread(key: str) -> bool:
+        journal.record_pattern("ns:b*")  # what a thread switch at this point may do
+        return matcher(key)
+
+    journal._patterns["ns:a*"] = (seq, matcher_interrupted_by_another_thread)
+    assert journal.masks("ns:zzz") is False
+    assert journal.masks("ns:b1") is True

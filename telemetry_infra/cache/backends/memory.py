@@ -16,6 +16,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
+from telemetry_infra.cache.fork_safety import hold_across_fork
 from telemetry_infra.cache.keys import glob_matcher
 
 __all__ = ["MemoryBackend"]
@@ -56,7 +57,7 @@ class MemoryBackend:
         self._entries: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
         #: heap of (expiry, key); records of replaced entries stay until popped or rebuilt
         self._expiries: list[tuple[float, str]] = []
-        self._lock = threading.Lock()
+        self._lock = hold_across_fork(threading.Lock())
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -33,7 +33,9 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
 
+from telemetry_infra.cache.backends.redis_sync import ThreadReads
 from telemetry_infra.cache.errors import CachePoolExhaustedError
+from telemetry_infra.cache.fork_safety import hold_across_fork
 
 __all__ = [
     "MSET_CHUNK_BYTES",
@@ -116,7 +118,10 @@ def expiring_reads(reply: Sequence[Any], node: str | None = None) -> list[Expiri
 
 
 logger = logging.getLogger("telemetry_infra.cache")
-_running_loop = asyncio.get_running_loop
+#: the running loop, None in a thread without one (where reads go through ``ThreadReads``)
+_running_loop = asyncio._get_running_loop
+#: what ``RedisBackend._bound.loop`` is before any loop used the backend: never a running loop
+_NO_LOOP_YET: Any = object()
 
 #: True while a write or removal runs: it keeps its place in the pool's queue for as
 #: long as it takes, because dropping it would leave a stale value in Redis.
@@ -165,7 +170,7 @@ class FairConnectionPool(aioredis.ConnectionPool):
             waiters.popleft()
         if not waiters and self.can_get_connection():
             return self.get_available_connection()
-        loop = _running_loop()
+        loop = asyncio.get_running_loop()
         waiter: asyncio.Future[Any] = loop.create_future()
         waiters.append(waiter)
         timer = None if _writing.get() else loop.call_later(self.pool_timeout, self._expire, waiter)
@@ -280,6 +285,16 @@ async def _closed_with_its_loop(client: aioredis.Redis) -> AsyncIterator[None]:
             logger.debug("closing Redis connections failed: %r", exc)
 
 
+class _ThreadBound:
+    """What reads outside any loop use in place of a loop's ``_LoopClient``."""
+
+    __slots__ = ("client", "loop")
+
+    def __init__(self, reads: ThreadReads) -> None:
+        self.client = reads
+        self.loop = None
+
+
 class RedisBackend:
     """Payloads stored as plain Redis strings under their full keys.
 
@@ -292,16 +307,25 @@ class RedisBackend:
 
     name = "redis"
 
-    def __init__(self, connect: Callable[[], aioredis.Redis], *, scan_count: int = 1000) -> None:
+    def __init__(
+        self,
+        connect: Callable[[], aioredis.Redis],
+        *,
+        scan_count: int = 1000,
+        thread_reads: Callable[..., ThreadReads] | None = None,
+    ) -> None:
         self._connect = connect
+        self._make_thread_reads = thread_reads
+        self._thread_reads: _ThreadBound | None = None
+        self._loop_limits: dict[asyncio.AbstractEventLoop, int] = {}
         self._scan_count = scan_count
         self._refuse_waiters: Callable[[], bool] = lambda: False
-        self._lock = threading.Lock()
+        self._lock = hold_across_fork(threading.Lock())
         self._spare: Any = connect()
         self._max_connections: int = self._pool_size(self._spare)
         self._by_loop: dict[asyncio.AbstractEventLoop, Any] = {}
         # the loop used last and its client: a call from that loop costs one identity check
-        self._bound = self._loop_client(None, self._spare)
+        self._bound = self._loop_client(_NO_LOOP_YET, self._spare)
 
     def _pool_size(self, client: aioredis.Redis) -> int:
         return client.connection_pool.max_connections
@@ -311,15 +335,21 @@ class RedisBackend:
         client.connection_pool.refuse_waiters = self._refuse_waiters
         return _LoopClient(loop, client)
 
-    async def _bind(self) -> _LoopClient:
-        """The running loop's client, made on the loop's first call."""
+    async def _bind(self) -> Any:
+        """The running loop's client, made on the loop's first call (outside any loop: the
+        thread reads, see ``share_with_threads``)."""
         loop = _running_loop()
+        if loop is None:
+            return self._thread_bound()
         with self._lock:
             bound = self._by_loop.get(loop)
             made = bound is None
             if made:
                 self._forget_closed_loops()
                 client, self._spare = self._spare or self._connect(), None
+                limit = self._loop_limits.get(loop)
+                if limit is not None:
+                    client.connection_pool.max_connections = limit
                 bound = self._by_loop[loop] = self._loop_client(loop, client)
         if made:
             await bound.closer.asend(None)  # registers it with the loop's shutdown_asyncgens()
@@ -330,6 +360,36 @@ class RedisBackend:
         # ended without shutdown_asyncgens(): closing needs the loop, the collector does the rest
         for loop in [loop for loop in self._by_loop if loop.is_closed()]:
             del self._by_loop[loop]
+        for loop in [loop for loop in self._loop_limits if loop.is_closed()]:
+            del self._loop_limits[loop]
+
+    # -- reads from threads without an event loop (the sync view) -------------------
+
+    def share_with_threads(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Serve reads made outside any event loop with redis-py's sync client (``redis_sync``),
+        ``loop`` (the sync view's) taking the rest of the connections; True when enabled.
+
+        One ``max_connections`` budget for both: ``loop``'s pool gets a quarter of it (at least
+        one connection), the threads' pool the rest; with ``max_connections=1`` there is no
+        room for two pools and nothing changes (False)."""
+        loop_share = max(1, self._max_connections // 4)
+        thread_share = self._max_connections - loop_share
+        if self._make_thread_reads is None or thread_share < 1:
+            return False
+        with self._lock:
+            if self._thread_reads is None:
+                self._thread_reads = _ThreadBound(self._make_thread_reads(max_connections=thread_share))
+            self._loop_limits[loop] = loop_share
+            bound = self._by_loop.get(loop)
+            if bound is not None:
+                bound.pool.max_connections = loop_share
+        return True
+
+    def _thread_bound(self) -> _ThreadBound:
+        reads = self._thread_reads
+        if reads is None:
+            raise RuntimeError("no running event loop")
+        return reads
 
     async def _client(self) -> aioredis.Redis:
         bound = self._bound
@@ -494,6 +554,11 @@ class RedisBackend:
             in_use, available = pool.usage()
             used += in_use
             idle += available
+        reads = self._thread_reads
+        if reads is not None:  # its budget is shared with the sync view's loop
+            in_use, available = reads.client.usage()
+            used += in_use
+            idle += available
         return used, idle, self._max_connections * max(1, len(pools))
 
     async def reconnect(self) -> None:
@@ -507,6 +572,9 @@ class RedisBackend:
         with self._lock:
             clients, self._by_loop = list(self._by_loop.values()), {}
             self._spare = None
+            reads, self._thread_reads = self._thread_reads, None
+        if reads is not None:
+            reads.client.close()
         for bound in clients:
             loop = bound.loop
             if loop is running:

@@ -7,6 +7,7 @@ import functools
 from telemetry_infra.cache.backends.redis import RedisBackend, create_client
 from telemetry_infra.cache.backends.redis_cluster import RedisClusterBackend, create_cluster_client
 from telemetry_infra.cache.backends.redis_sentinel import RedisSentinelBackend, create_sentinel_client
+from telemetry_infra.cache.backends.redis_sync import ThreadReads
 from telemetry_infra.cache.backends.sentinel_watch import SentinelWatch
 from telemetry_infra.cache.redis_urls import parse_redis_url
 
@@ -50,4 +51,14 @@ def redis_backend_for(
             create_sentinel_client, target, pool_timeout=pool_timeout, watch=watch, **timeouts
         )
         return RedisSentinelBackend(connect, watch, failover_wait=socket_timeout)
-    return RedisBackend(functools.partial(create_client, url, pool_timeout=pool_timeout, **timeouts))
+    return RedisBackend(
+        functools.partial(create_client, url, pool_timeout=pool_timeout, **timeouts),
+        thread_reads=functools.partial(  # their share of max_connections: see RedisBackend.share_with_threads
+            ThreadReads,
+            url,
+            pool_timeout=pool_timeout,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=socket_connect_timeout,
+            health_check_interval=health_check_interval,
+        ),
+    )
