@@ -4,8 +4,10 @@
     celery -A celery_app worker --pool=prefork -c 4
 
 Each child process of the pool gets its own connections (``cache.sync`` starts its loop
-thread in the child on first use); ``@cached`` computes a price once however many tasks
-ask for it at the same time; task logs carry the trace of their cache calls.
+thread in the child on first use); ``@cached`` computes a price once per pool process however
+many of its tasks ask for it at the same time (two processes missing at the same instant may
+both compute it), and every process reads what any of them stored; task logs carry the trace
+of their cache calls.
 """
 
 from __future__ import annotations
