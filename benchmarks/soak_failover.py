@@ -63,7 +63,7 @@ class Load:
     async def bounded(self, call: Awaitable[Any]) -> Any:
         try:
             return await asyncio.wait_for(call, HANG_S)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self.hangs += 1
             return None
 

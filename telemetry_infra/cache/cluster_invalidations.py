@@ -255,7 +255,7 @@ class ClusterInvalidations:
                 seed = (address, self._client(address))
             try:
                 slots = await seed[1].execute_command("CLUSTER", "SLOTS")
-            except (RedisError, OSError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, RedisError, OSError) as exc:
                 error = exc
                 continue
             self.map_error = None

@@ -455,7 +455,7 @@ class FailoverBackend:
         so (other processes may then read those entries' previous values)."""
         try:
             applied = await asyncio.wait_for(self._answers_then_replay(), 2 * self.probe_timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             applied = False
         if not applied:
             logger.warning(

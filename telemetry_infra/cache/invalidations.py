@@ -309,7 +309,7 @@ class InvalidationChannel:
             while self._is_current(me):
                 try:
                     await self._listen(me)
-                except (RedisError, OSError, asyncio.TimeoutError) as exc:
+                except (TimeoutError, RedisError, OSError) as exc:
                     self._lost(me, exc)
                 if not self._is_current(me):
                     return
@@ -420,7 +420,7 @@ class InvalidationChannel:
                 answered = await self._send_ping(connection)
                 try:
                     await asyncio.wait_for(asyncio.shield(answered), self.answer_timeout)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     raise ChannelSilentError(
                         f"no answer to PING within {self.answer_timeout:g} s after a stall"
                     ) from None
@@ -453,7 +453,7 @@ class InvalidationChannel:
             answered = await self._send_ping(connection)
             try:
                 await asyncio.wait_for(asyncio.shield(answered), self.answer_timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise ChannelSilentError(f"no answer to PING within {self.answer_timeout:g} s") from None
 
     async def _send_ping(self, connection: Any) -> asyncio.Future[None]:
@@ -479,7 +479,7 @@ class InvalidationChannel:
         try:
             answered = await self._send_ping(connection)
             await asyncio.wait_for(asyncio.shield(answered), timeout)
-        except (RedisError, OSError, asyncio.TimeoutError):
+        except (TimeoutError, RedisError, OSError):
             return False
         return True
 

@@ -3,19 +3,13 @@
 from __future__ import annotations
 
 import re
-import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import pytest
 from bundle_layout import REPO, compose_value, listening_ports, published_ports
 from design_contracts import bundle_ports
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    tomllib = pytest.importorskip("tomli")
 
 CONDITIONS = {"service_started", "service_healthy", "service_completed_successfully"}
 

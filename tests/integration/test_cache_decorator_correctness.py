@@ -16,7 +16,7 @@ import os
 import subprocess
 import sys
 import uuid
-from datetime import datetime, timedelta, timezone, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from decimal import Decimal
 
 import pytest
@@ -189,8 +189,8 @@ def test_arguments_are_keyed_by_value_and_type():
     assert key({"a": 1, "b": 2}) == key({"b": 2, "a": 1})
     assert key({3, 1, 2}) == key({1, 2, 3}) != key(frozenset({1, 2, 3}))
     assert key(Point(1, 2, label="a")) == key(Point(1, 2, label="b"))  # label is not compared
-    when = datetime(2026, 1, 15, 23, 0, tzinfo=timezone.utc)
-    assert key(when) == key(datetime(2026, 1, 15, 23, 0, tzinfo=timezone.utc)) != key(when.isoformat())
+    when = datetime(2026, 1, 15, 23, 0, tzinfo=UTC)
+    assert key(when) == key(datetime(2026, 1, 15, 23, 0, tzinfo=UTC)) != key(when.isoformat())
     assert key(Decimal("1.5")) != key(1.5) and key(uuid.UUID(int=1)) != key(str(uuid.UUID(int=1)))
     assert echo.cache_key(value=1) == echo.cache_key(1)
 
@@ -272,7 +272,7 @@ def shape(value):
     return (type(value).__name__, repr(value))
 
 
-WHEN = datetime(2026, 1, 15, 23, 0, tzinfo=timezone.utc)
+WHEN = datetime(2026, 1, 15, 23, 0, tzinfo=UTC)
 JSON_RESULTS = {
     "datetime": (WHEN, "2026-01-15T23:00:00+00:00"),
     "tuple": ((1, "a"), [1, "a"]),

@@ -226,7 +226,7 @@ async def test_json_handles_documented_types(cache):
         x: int
         y: int
 
-    when = dt.datetime(2026, 1, 15, 23, 0, tzinfo=dt.timezone.utc)
+    when = dt.datetime(2026, 1, 15, 23, 0, tzinfo=dt.UTC)
     ident = uuid.UUID("12345678-1234-5678-1234-567812345678")
     await cache.set("types", {"when": when, "id": ident, "point": Point(1, 2), "tuple": (1, 2)})
     assert await cache.get("types") == {

@@ -190,4 +190,5 @@ def test_celery_recipe_with_a_prefork_worker(tmp_path, redis_restartable, otlp_r
     assert done.returncode == 0, done.stderr + (tmp_path / "celery.err").read_text()
     assert done.stdout.strip() == "[10.0, 20.0, 10.0, 10.0, 20.0]"
     computed = otlp_receiver.wait_for_logs(lambda r: r.body == "computing price", count=2, timeout=20)
-    assert sorted(r.attributes["sku"] for r in computed) == ["a", "b"], "a price cached by one pool process was computed again"
+    skus = sorted(r.attributes["sku"] for r in computed)
+    assert skus == ["a", "b"], "a price cached by one pool process was computed again"

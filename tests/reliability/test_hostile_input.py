@@ -72,7 +72,7 @@ odd_scalars = st.one_of(
     odd_text,
     st.binary(max_size=20),
     st.just(decimal.Decimal("1.1")),
-    st.just(datetime.datetime(2026, 1, 15, 23, 0, tzinfo=datetime.timezone.utc)),
+    st.just(datetime.datetime(2026, 1, 15, 23, 0, tzinfo=datetime.UTC)),
     st.just(uuid.UUID(int=1)),
     st.just(complex(1, 2)),
     st.just(BrokenStr()),

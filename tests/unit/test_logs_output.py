@@ -6,7 +6,7 @@ import io
 import json
 import logging
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
@@ -57,13 +57,13 @@ def test_each_record_keeps_its_own_extra_fields_whatever_came_before(json_lines)
 
 
 def test_timestamp_is_utc_with_microseconds(json_lines):
-    before = datetime.now(timezone.utc)
+    before = datetime.now(UTC)
     ti.get_logger("t").info("now")
-    after = datetime.now(timezone.utc)
+    after = datetime.now(UTC)
     stamp = json_lines()[0]["timestamp"]
 
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", stamp)
-    parsed = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+    parsed = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
     assert before.replace(microsecond=0) <= parsed <= after
 
 
