@@ -106,8 +106,17 @@ class SharedRotatingFileHandler(logging.Handler):
         self._period = int(period_of // self._interval)
         self._next_rollover = (self._period + 1) * self._interval
 
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Hold the handler's own lock (the one ``handle()`` takes around ``emit()``)."""
+        self.acquire()
+        try:
+            yield
+        finally:
+            self.release()
+
     def _reopen(self) -> None:
-        with self.lock:
+        with self._locked():
             self._close_fd()
             self._open()
 
@@ -164,7 +173,7 @@ class SharedRotatingFileHandler(logging.Handler):
                 old.unlink()
 
     def close(self) -> None:
-        with self.lock:
+        with self._locked():
             self._close_fd()
         super().close()
 
