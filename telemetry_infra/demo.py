@@ -64,7 +64,8 @@ async def _load_property(bbl: str) -> dict[str, Any]:
 
 
 def _score(record: dict[str, Any]) -> float:
-    risk = min(1.0, record["violations"] / 10)
+    violations: int = record["violations"]
+    risk = min(1.0, violations / 10)
     get_logger("model.risk").info("risk scored", extra={"bbl": record["bbl"], "risk": risk})
     return risk
 
