@@ -578,7 +578,6 @@ class OTLPReceiver:
         import gzip
 
         from google.protobuf.message import Message
-
         from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
             ExportLogsServiceRequest,
             ExportLogsServiceResponse,
