@@ -343,7 +343,7 @@ def _start_http_server(bridge: PrometheusBridge, port: int, host: str) -> tuple[
     class Server(ThreadingWSGIServer):
         """A copy, so the address family is set for this server only."""
 
-    Server.address_family, address = _get_best_family(host, port)  # type: ignore[no-untyped-call]
+    Server.address_family, address = _get_best_family(host, port)  # type: ignore[no-untyped-call]  # unannotated in prometheus-client
     server = make_server(address, port, app, Server, handler_class=_SilentHandler)
     thread = threading.Thread(target=server.serve_forever, name="telemetry-metrics-http", daemon=True)
     thread.start()

@@ -18,7 +18,7 @@ import threading
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from opentelemetry import metrics, trace
 from opentelemetry.attributes import BoundedAttributes
@@ -45,6 +45,18 @@ from telemetry_infra.otel.prometheus import PrometheusBridge, serve_metrics, set
 from telemetry_infra.otel.prometheus_multiprocess import multiprocess_dir
 from telemetry_infra.otel.switchable_providers import SwitchableMeterProvider, SwitchableTracerProvider
 from telemetry_infra.settings import SIGNALS, BatchSettings, OTLPExport, Settings, configuration_warnings
+
+if TYPE_CHECKING:
+    from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as GrpcLogExporter
+    from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
+        OTLPMetricExporter as GrpcMetricExporter,
+    )
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpanExporter
+    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter as HttpLogExporter
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
+        OTLPMetricExporter as HttpMetricExporter,
+    )
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpanExporter
 
 __all__ = ["SECONDS_BUCKETS", "Telemetry", "configure", "get_telemetry", "shutdown"]
 
@@ -227,12 +239,19 @@ if hasattr(os, "register_at_fork"):
 def _grpc_exporter(export: OTLPExport) -> Any:
     import grpc
 
+    exporter: type[GrpcSpanExporter | GrpcMetricExporter | GrpcLogExporter]
     if export.signal == "traces":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as exporter
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        exporter = OTLPSpanExporter
     elif export.signal == "metrics":
-        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as exporter  # type: ignore[assignment]
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+
+        exporter = OTLPMetricExporter
     else:
-        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as exporter  # type: ignore[assignment]
+        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
+
+        exporter = OTLPLogExporter
     compression = {"gzip": grpc.Compression.Gzip, "deflate": grpc.Compression.Deflate}
     return exporter(
         endpoint=export.endpoint,
@@ -247,12 +266,19 @@ def _grpc_exporter(export: OTLPExport) -> Any:
 def _http_exporter(export: OTLPExport) -> Any:
     from opentelemetry.exporter.otlp.proto.http import Compression
 
+    exporter: type[HttpSpanExporter | HttpMetricExporter | HttpLogExporter]
     if export.signal == "traces":
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as exporter
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        exporter = OTLPSpanExporter
     elif export.signal == "metrics":
-        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as exporter  # type: ignore[assignment]
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+
+        exporter = OTLPMetricExporter
     else:
-        from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter as exporter  # type: ignore[assignment]
+        from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+
+        exporter = OTLPLogExporter
     compression = {"gzip": Compression.Gzip, "deflate": Compression.Deflate}
     return exporter(
         endpoint=export.endpoint,
