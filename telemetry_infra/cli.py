@@ -122,7 +122,7 @@ def check_redis(url: str | None, timeout_s: float = 1.0, where: str = "REDIS_URL
         if target.topology == "redis":
             import redis
 
-            redis.connection.parse_url(url)  # what redis-py itself rejects
+            redis.connection.parse_url(url)  # type: ignore[no-untyped-call]  # unannotated in redis-py; what it rejects
     except ValueError as exc:  # malformed: exit 2, naming where it came from
         raise ValueError(f"{where} is not a Redis URL ({url_without_password(url)!r}): {exc}") from None
     ok, detail = probe_redis_target(target, timeout_s)

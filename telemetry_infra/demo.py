@@ -22,6 +22,7 @@ from typing import Any, TextIO
 
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
+from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 
 from telemetry_infra import CacheManager, get_logger, request_context
 from telemetry_infra.redis_topology_check import error_cause
@@ -64,7 +65,8 @@ async def _load_property(bbl: str) -> dict[str, Any]:
 
 
 def _score(record: dict[str, Any]) -> float:
-    risk = min(1.0, record["violations"] / 10)
+    violations: int = record["violations"]
+    risk = min(1.0, violations / 10)
     get_logger("model.risk").info("risk scored", extra={"bbl": record["bbl"], "risk": risk})
     return risk
 
@@ -295,8 +297,8 @@ def main(args: Any) -> int:
     probe_errors = _probe_endpoints(telemetry)
     shown = args.traces if args.traces is not None else (0 if telemetry.settings.exports("traces") else 1)
     recorder = TraceRecorder(shown)
-    if shown and telemetry.enabled:  # an SDK TracerProvider when enabled
-        telemetry.tracer_provider.add_span_processor(recorder)  # type: ignore[attr-defined]
+    if shown and isinstance(telemetry.tracer_provider, SdkTracerProvider):  # the SDK's when enabled
+        telemetry.tracer_provider.add_span_processor(recorder)
     try:
         summary = asyncio.run(
             run_demo(args.requests, redis_url=redis_url, forever=args.forever, interval_s=interval)

@@ -77,7 +77,7 @@ def _node_client(target: RedisTarget, host: str, port: int, timeout_s: float, **
 def _ask(target: RedisTarget, host: str, port: int, timeout_s: float, *command: Any, **extra: Any) -> Any:
     client = _node_client(target, host, port, timeout_s, **extra)
     try:
-        return client.execute_command(*command)
+        return client.execute_command(*command)  # type: ignore[no-untyped-call]  # unannotated in redis-py
     finally:
         client.close()
 

@@ -201,7 +201,7 @@ def _parse_exporters(value: Any, where: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-def _parse_file(value: Any, where: str) -> str:
+def _parse_file(value: str | os.PathLike[str], where: str) -> str:
     path = os.fspath(value).strip()
     if not os.path.isfile(path):
         raise ValueError(f"{where} must name a readable PEM file, got {path!r} (no such file)")

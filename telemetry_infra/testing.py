@@ -132,7 +132,8 @@ class RedisServer:
         ]  # fmt: skip
         self._process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         if not _wait_for_port(self.host, self.port, timeout_s, up=True):
-            err = self._process.stderr.read().decode(errors="replace") if self._process.poll() else ""
+            stderr = self._process.stderr  # a pipe: Popen(stderr=PIPE) above
+            err = stderr.read().decode(errors="replace") if self._process.poll() and stderr else ""
             self.kill()
             raise RuntimeError(f"redis-server did not start on {self.host}:{self.port}: {err}")
         return self
@@ -450,13 +451,15 @@ class OTLPReceiver:
     # -- storing -------------------------------------------------------------
 
     def _store(self, kind: str, request: Any, transport: str) -> None:
-        decoded: list[Any]
         if kind == "traces":
-            decoded, target = _decode_spans(request, transport), self._spans
+            self._add(self._spans, _decode_spans(request, transport))
         elif kind == "metrics":
-            decoded, target = _decode_metrics(request, transport), self._points
+            self._add(self._points, _decode_metrics(request, transport))
         else:
-            decoded, target = _decode_logs(request, transport), self._logs
+            self._add(self._logs, _decode_logs(request, transport))
+
+    def _add(self, target: list[T], decoded: list[T]) -> None:
+        """One request's items in, and wake whoever waits for them."""
         with self._lock:
             self.requests += 1
             target.extend(decoded)
@@ -540,7 +543,7 @@ class OTLPReceiver:
 
         receiver = self
 
-        def handler(kind: str, response: Any) -> Callable[[Any, Any], Any]:
+        def handler(kind: str, response: Any) -> Callable[[Any, Any, Any], Any]:
             def export(_servicer: Any, request: Any, context: Any) -> Any:
                 if receiver.unavailable:
                     context.abort(grpc.StatusCode.UNAVAILABLE, "receiver set unavailable")
@@ -574,6 +577,7 @@ class OTLPReceiver:
     def _start_http(self) -> None:
         import gzip
 
+        from google.protobuf.message import Message
         from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
             ExportLogsServiceRequest,
             ExportLogsServiceResponse,
@@ -587,7 +591,7 @@ class OTLPReceiver:
             ExportTraceServiceResponse,
         )
 
-        routes = {
+        routes: dict[str, tuple[str, type[Message], type[Message]]] = {
             "/v1/traces": ("traces", ExportTraceServiceRequest, ExportTraceServiceResponse),
             "/v1/metrics": ("metrics", ExportMetricsServiceRequest, ExportMetricsServiceResponse),
             "/v1/logs": ("logs", ExportLogsServiceRequest, ExportLogsServiceResponse),

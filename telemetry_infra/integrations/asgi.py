@@ -130,7 +130,7 @@ def _span_attributes(scope: Scope, headers: _Headers, method: str) -> dict[str, 
 
 def _full_url(scope: Scope) -> str:
     """What ``excluded_urls`` patterns are searched in: scheme, host, path and query."""
-    return str(get_host_port_url_tuple(scope)[2])  # type: ignore[no-untyped-call]
+    return str(get_host_port_url_tuple(scope)[2])  # type: ignore[no-untyped-call]  # unannotated in opentelemetry-instrumentation-asgi
 
 
 class _RequestContextMiddleware:

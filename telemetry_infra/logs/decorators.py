@@ -10,8 +10,8 @@ import functools
 import inspect
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any, TypeVar, overload
+from collections.abc import AsyncIterator, Callable, Generator
+from typing import Any, Protocol, TypeVar, overload
 
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
@@ -25,7 +25,19 @@ F = TypeVar("F", bound=Callable[..., Any])
 _CALLER = 2
 
 
-def _wrap(func: Callable[..., Any], around: Callable[[], Any]) -> Callable[..., Any]:
+class _CallHooks(Protocol):
+    """What a decorator does around one call of the wrapped function."""
+
+    def failed(self, exc: Exception) -> bool:
+        """Handle ``exc`` escaping the call; True re-raises it."""
+        ...
+
+    def finished(self) -> None:
+        """The call is over (returned, raised, or its generator stopped)."""
+        ...
+
+
+def _wrap(func: Callable[..., Any], around: Callable[[], _CallHooks]) -> Callable[..., Any]:
     """Build a wrapper of ``func``'s kind calling ``around()`` -> (on_start, on_error, on_end)."""
     if inspect.isasyncgenfunction(func):
 
@@ -43,7 +55,7 @@ def _wrap(func: Callable[..., Any], around: Callable[[], Any]) -> Callable[..., 
         return functools.wraps(func)(async_gen_wrapper)
     if inspect.isgeneratorfunction(func):
 
-        def gen_wrapper(*args: Any, **kwargs: Any) -> Iterator[Any]:
+        def gen_wrapper(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
             hooks = around()
             try:
                 return (yield from func(*args, **kwargs))
@@ -138,7 +150,9 @@ class _ExceptionLogging:
 
 
 def _decorator(
-    func: Callable[..., Any] | None, make_hooks: Callable[[Callable[..., Any], logging.Logger], Any], logger
+    func: Callable[..., Any] | None,
+    make_hooks: Callable[[Callable[..., Any], logging.Logger], _CallHooks],
+    logger: logging.Logger | None,
 ) -> Any:
     def decorate(target: Callable[..., Any]) -> Callable[..., Any]:
         target_logger = logger if logger is not None else get_logger(target.__module__)

@@ -23,7 +23,7 @@ from pathlib import Path
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows: rotation is only coordinated within a process
-    fcntl = None  # type: ignore[assignment]
+    fcntl = None  # type: ignore[assignment]  # the module or None, checked before use
 
 __all__ = ["DAY_SECONDS", "SharedRotatingFileHandler"]
 
@@ -96,7 +96,7 @@ class SharedRotatingFileHandler(logging.Handler):
         path = Path(self.path)
         return str(path.with_name(f".{path.name}.lock"))
 
-    def _open(self, period_of: float | None = None) -> None:
+    def _open(self, period_of: float | None = None) -> int:
         """Open the file; it holds the period of ``period_of`` (default: its last write)."""
         fd = os.open(self.path, _OPEN_FLAGS, 0o644)
         if period_of is None:
@@ -105,9 +105,19 @@ class SharedRotatingFileHandler(logging.Handler):
         self._fd = fd
         self._period = int(period_of // self._interval)
         self._next_rollover = (self._period + 1) * self._interval
+        return fd
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Hold the handler's own lock (the one ``handle()`` takes around ``emit()``)."""
+        self.acquire()
+        try:
+            yield
+        finally:
+            self.release()
 
     def _reopen(self) -> None:
-        with self.lock:
+        with self._locked():
             self._close_fd()
             self._open()
 
@@ -121,9 +131,8 @@ class SharedRotatingFileHandler(logging.Handler):
             data = (self.format(record) + "\n").encode("utf-8", "backslashreplace")
             if record.created >= self._next_rollover:
                 self._rotate(record.created)
-            if self._fd is None:
-                self._open()
-            _write_all(self._fd, data)  # type: ignore[arg-type]
+            fd = self._fd if self._fd is not None else self._open()
+            _write_all(fd, data)
         except Exception:
             self.handleError(record)
 
@@ -141,7 +150,9 @@ class SharedRotatingFileHandler(logging.Handler):
             current = os.stat(path)
         except FileNotFoundError:
             return False
-        mine = os.fstat(self._fd)  # type: ignore[arg-type]
+        if self._fd is None:  # closed: like a write to a closed file, emit() reports it
+            raise ValueError("the log file handler is closed")
+        mine = os.fstat(self._fd)
         return (current.st_ino, current.st_dev) == (mine.st_ino, mine.st_dev)
 
     def _rotated_name(self, path: str) -> str:
@@ -164,7 +175,7 @@ class SharedRotatingFileHandler(logging.Handler):
                 old.unlink()
 
     def close(self) -> None:
-        with self.lock:
+        with self._locked():
             self._close_fd()
         super().close()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from telemetry_infra.logs.records import (
@@ -22,9 +23,13 @@ if _ORJSON:
     from orjson import dumps as _fast_dumps
     from pythonjsonlogger.orjson import OrjsonFormatter as _JsonBase
 else:  # pragma: no cover - orjson is a dependency, but stay usable without it
-    from pythonjsonlogger.json import JsonFormatter as _JsonBase
+    # mypy types a name once, so this second base needs the ignore; both bases give the
+    # json_default and jsonify_log_record the class relies on
+    from pythonjsonlogger.json import JsonFormatter as _JsonBase  # type: ignore[assignment]  # conditional base class
 
-    def _fast_dumps(data: Any, default: Any) -> bytes:
+    def _fast_dumps(
+        data: Any, /, default: Callable[[Any], Any] | None = None, option: int | None = None
+    ) -> bytes:
         raise TypeError("no orjson: every record takes jsonify_log_record")
 
 
@@ -191,7 +196,9 @@ class JsonFormatter(_JsonBase):
 
     def _add_traces(self, data: dict[str, Any], record: logging.LogRecord) -> None:
         if record.exc_info and not record.exc_text:
-            record.exc_text = self.formatException(record.exc_info)
+            # the record's cache is text for every formatter (python-json-logger's own
+            # formatException may give a list of lines)
+            record.exc_text = logging.Formatter.formatException(self, record.exc_info)
         if record.exc_text:
             data["exc_info"] = record.exc_text
         if record.stack_info:

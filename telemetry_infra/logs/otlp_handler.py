@@ -327,9 +327,12 @@ class OTLPLogHandler(logging.Handler):
         record, body, otel_context, request = pending
         attributes: Any = self._attributes(record, request)
         dropped = 0
-        if len(attributes) > self._max_attributes or self._max_value_length is not None:
+        max_attributes = self._max_attributes  # None (e.g. the variable set to ""): no limit
+        if self._max_value_length is not None or (
+            max_attributes is not None and len(attributes) > max_attributes
+        ):
             attributes = BoundedAttributes(  # the limits the SDK's log records apply
-                self._max_attributes, attributes, False, self._max_value_length, extended_attributes=True
+                max_attributes, attributes, False, self._max_value_length, extended_attributes=True
             )
             dropped = attributes.dropped
         span_context = get_current_span(otel_context).get_span_context()

@@ -85,13 +85,13 @@ class ExtraFields:
         self._plans: dict[str, tuple[str, bool] | None] = {}
         self._shapes: dict[tuple[str, ...], list[tuple[str, str, bool]]] = {}
         self._by_size: dict[int, tuple[frozenset[str], list[tuple[str, str, bool]]]] = {}
-        self._redactor: Redactor | None = None
+        self._redactor: Redactor = get_redactor()
 
     def _plan(self, key: str) -> tuple[str, bool] | None:
         """``(output name, is secret)``, or ``None`` when ``key`` is not an extra field."""
         if key in _NOT_EXTRA or key[:1] == "_":
             return None
-        return (prefixed(key) if key in self._reserved else key), self._redactor.is_secret(key)  # type: ignore[union-attr]
+        return (prefixed(key) if key in self._reserved else key), self._redactor.is_secret(key)
 
     def into(self, target: dict[str, Any], record: logging.LogRecord) -> dict[str, Any]:
         """Write the record's extra fields into ``target`` (and return it)."""

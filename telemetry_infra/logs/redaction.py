@@ -9,7 +9,7 @@ walked; the value is replaced by :data:`REDACTED`, never a hint of the secret.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, cast
 
 __all__ = [
     "DEFAULT_SECRET_KEYS",
@@ -87,7 +87,9 @@ class Redactor:
 
     def mapping(self, values: Mapping[Any, Any]) -> dict[Any, Any]:
         """A copy of ``values`` with every secret (at any depth) redacted."""
-        return _RedactedCopy(self).of(values, 0)
+        # a fresh walk starts at depth 0 with its whole budget and an empty path, so a
+        # Mapping always comes back as a dict (never RECURSIVE or TRUNCATED)
+        return cast("dict[Any, Any]", _RedactedCopy(self).of(values, 0))
 
 
 class _RedactedCopy:

@@ -100,8 +100,8 @@ def _file_handlers(
             handler.setFormatter(JsonFormatter() if json_logs else ConsoleFormatter())
             handlers.append(handler)
     except OSError:
-        for handler in handlers:
-            handler.close()
+        for opened in handlers:
+            opened.close()
         raise
     return handlers
 

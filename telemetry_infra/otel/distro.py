@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr-defined]
+from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr-defined]  # module is marked `# type: ignore` upstream
 from opentelemetry.sdk._configuration import _BaseConfigurator
 
 __all__ = ["DISTRO_NAME", "TelemetryInfraConfigurator", "TelemetryInfraDistro"]
@@ -25,14 +25,14 @@ __all__ = ["DISTRO_NAME", "TelemetryInfraConfigurator", "TelemetryInfraDistro"]
 DISTRO_NAME = "telemetry_infra"
 
 
-class TelemetryInfraDistro(BaseDistro):  # type: ignore[misc]
+class TelemetryInfraDistro(BaseDistro):  # type: ignore[misc]  # BaseDistro is Any: its module is untyped upstream
     """Selects our configurator; the instrumentations load as with the default distro."""
 
     def _configure(self, **kwargs: Any) -> None:
         os.environ.setdefault("OTEL_PYTHON_CONFIGURATOR", DISTRO_NAME)
 
 
-class TelemetryInfraConfigurator(_BaseConfigurator):  # type: ignore[misc]
+class TelemetryInfraConfigurator(_BaseConfigurator):
     """Runs ``telemetry_infra.configure()`` with every setting from the environment."""
 
     def _configure(self, **kwargs: Any) -> None:

@@ -64,7 +64,7 @@ from telemetry_infra.otel.prometheus_multiprocess import (
 
 __all__ = ["MetricsApp", "PrometheusBridge", "metrics_asgi_app", "serve_metrics"]
 
-_CUMULATIVE = {
+_CUMULATIVE: dict[type, AggregationTemporality] = {
     kind: AggregationTemporality.CUMULATIVE
     for kind in (
         Counter,
@@ -93,21 +93,20 @@ class _Family:
 
     def build(self, name: str) -> Metric:
         keys = sorted({key for labels, _ in self.rows for key in labels})
-        family = self._empty(name, keys)
-        for labels, value in self.rows:
-            values = [labels.get(key, "") for key in keys]
-            if self.kind == "histogram":
-                family.add_metric(values, buckets=value[0], sum_value=value[1])
-            else:
-                family.add_metric(values, value)
-        return family
-
-    def _empty(self, name: str, keys: list[str]) -> Metric:
+        rows = [([labels.get(key, "") for key in keys], value) for labels, value in self.rows]
+        if self.kind == "histogram":
+            histogram = HistogramMetricFamily(name, self.description, labels=keys, unit=self.unit)
+            for values, (buckets, sum_value) in rows:
+                histogram.add_metric(values, buckets=buckets, sum_value=sum_value)
+            return histogram
+        family: CounterMetricFamily | GaugeMetricFamily
         if self.kind == "counter":
-            return CounterMetricFamily(name, self.description, labels=keys, unit=self.unit)
-        if self.kind == "gauge":
-            return GaugeMetricFamily(name, self.description, labels=keys, unit=self.unit)
-        return HistogramMetricFamily(name, self.description, labels=keys, unit=self.unit)
+            family = CounterMetricFamily(name, self.description, labels=keys, unit=self.unit)
+        else:
+            family = GaugeMetricFamily(name, self.description, labels=keys, unit=self.unit)
+        for values, value in rows:
+            family.add_metric(values, value)
+        return family
 
 
 def _label_value(value: Any) -> str:
@@ -137,8 +136,8 @@ def _buckets(point: HistogramDataPoint, exemplars: dict[int, Exemplar]) -> list[
     for index, (bound, count) in enumerate(zip(bounds, point.bucket_counts, strict=True)):
         running += count
         label = "+Inf" if bound == float("inf") else repr(bound)
-        exemplar = exemplars.get(index)
-        buckets.append((label, running) if exemplar is None else (label, running, exemplar))
+        shown = exemplars.get(index)
+        buckets.append((label, running) if shown is None else (label, running, shown))
     return buckets
 
 
@@ -344,7 +343,7 @@ def _start_http_server(bridge: PrometheusBridge, port: int, host: str) -> tuple[
     class Server(ThreadingWSGIServer):
         """A copy, so the address family is set for this server only."""
 
-    Server.address_family, address = _get_best_family(host, port)  # type: ignore[no-untyped-call]
+    Server.address_family, address = _get_best_family(host, port)  # type: ignore[no-untyped-call]  # unannotated in prometheus-client
     server = make_server(address, port, app, Server, handler_class=_SilentHandler)
     thread = threading.Thread(target=server.serve_forever, name="telemetry-metrics-http", daemon=True)
     thread.start()

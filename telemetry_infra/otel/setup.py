@@ -10,14 +10,15 @@ flushed and shut down in the background within a bounded time: a second
 from __future__ import annotations
 
 import atexit
+import functools
 import logging
 import os
 import socket
 import threading
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from opentelemetry import metrics, trace
 from opentelemetry.attributes import BoundedAttributes
@@ -45,6 +46,18 @@ from telemetry_infra.otel.prometheus_multiprocess import multiprocess_dir
 from telemetry_infra.otel.switchable_providers import SwitchableMeterProvider, SwitchableTracerProvider
 from telemetry_infra.settings import SIGNALS, BatchSettings, OTLPExport, Settings, configuration_warnings
 
+if TYPE_CHECKING:
+    from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as GrpcLogExporter
+    from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
+        OTLPMetricExporter as GrpcMetricExporter,
+    )
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpanExporter
+    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter as HttpLogExporter
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
+        OTLPMetricExporter as HttpMetricExporter,
+    )
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpanExporter
+
 __all__ = ["SECONDS_BUCKETS", "Telemetry", "configure", "get_telemetry", "shutdown"]
 
 _log = logging.getLogger(__name__)
@@ -53,6 +66,19 @@ _log = logging.getLogger(__name__)
 OUR_METERS = ("telemetry_infra", "telemetry_infra.cache", "telemetry_infra.logs", "telemetry_infra.asgi")
 
 _INSTANCE_ID = str(uuid.uuid4())
+
+
+@runtime_checkable
+class _SdkProvider(Protocol):
+    """What the SDK's tracer, meter and logger providers share (the API's no-op ones lack it)."""
+
+    def force_flush(self, timeout_millis: int = ...) -> bool:
+        """Export what is buffered; ``False`` if it did not finish in time."""
+        ...
+
+    def shutdown(self) -> None:
+        """Release exporters and readers."""
+        ...
 
 
 @dataclass
@@ -91,6 +117,11 @@ class Telemetry:
             return ""
         return self.prometheus_bridge.text(openmetrics=openmetrics)
 
+    def _sdk_providers(self) -> tuple[_SdkProvider, ...]:
+        """The providers to flush and shut down: tracer, meter, logger (SDK ones only)."""
+        providers = (self.tracer_provider, self.meter_provider, self.logger_provider)
+        return tuple(provider for provider in providers if isinstance(provider, _SdkProvider))
+
     def _release_process_hooks(self) -> None:
         """Stop serving /metrics and take our OTLP handler off the root logger (shutdown closes it)."""
         stop, self._stop_server = self._stop_server, None
@@ -104,7 +135,7 @@ class Telemetry:
         if not self.enabled:
             return True
         millis = int(timeout_s * 1000)
-        flushes = (self.tracer_provider, self.meter_provider, self.logger_provider)
+        flushes = self._sdk_providers()
         handler = self._log_handler
 
         def flush() -> bool:
@@ -123,7 +154,7 @@ class Telemetry:
         handler, self._log_handler = self._log_handler, None
         if not self.enabled:
             return True
-        providers = (self.tracer_provider, self.meter_provider, self.logger_provider)
+        providers = self._sdk_providers()
         if _bounded(lambda: _flush_and_shutdown(handler, providers, timeout_s), timeout_s):
             return True
         # still exporting to an unreachable collector: stop its retries in the background
@@ -139,12 +170,12 @@ def _quietly(call: Callable[[], Any]) -> None:
         _log.debug("error during telemetry shutdown", exc_info=True)
 
 
-def _flush_and_shutdown(handler: Any, providers: tuple[Any, ...], timeout_s: float) -> bool:
+def _flush_and_shutdown(handler: Any, providers: Sequence[_SdkProvider], timeout_s: float) -> bool:
     if handler is not None:  # its queued records reach the logger provider first
         _quietly(lambda: handler.close(timeout_s))
     millis = int(timeout_s * 1000)
     for provider in providers:
-        _quietly(lambda p=provider: p.force_flush(millis))
+        _quietly(functools.partial(provider.force_flush, millis))
     for provider in providers:
         _quietly(provider.shutdown)
     return True
@@ -208,12 +239,19 @@ if hasattr(os, "register_at_fork"):
 def _grpc_exporter(export: OTLPExport) -> Any:
     import grpc
 
+    exporter: type[GrpcSpanExporter | GrpcMetricExporter | GrpcLogExporter]
     if export.signal == "traces":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as exporter
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        exporter = OTLPSpanExporter
     elif export.signal == "metrics":
-        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as exporter  # type: ignore[assignment]
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+
+        exporter = OTLPMetricExporter
     else:
-        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as exporter  # type: ignore[assignment]
+        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
+
+        exporter = OTLPLogExporter
     compression = {"gzip": grpc.Compression.Gzip, "deflate": grpc.Compression.Deflate}
     return exporter(
         endpoint=export.endpoint,
@@ -228,12 +266,19 @@ def _grpc_exporter(export: OTLPExport) -> Any:
 def _http_exporter(export: OTLPExport) -> Any:
     from opentelemetry.exporter.otlp.proto.http import Compression
 
+    exporter: type[HttpSpanExporter | HttpMetricExporter | HttpLogExporter]
     if export.signal == "traces":
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as exporter
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        exporter = OTLPSpanExporter
     elif export.signal == "metrics":
-        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as exporter  # type: ignore[assignment]
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+
+        exporter = OTLPMetricExporter
     else:
-        from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter as exporter  # type: ignore[assignment]
+        from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+
+        exporter = OTLPLogExporter
     compression = {"gzip": Compression.Gzip, "deflate": Compression.Deflate}
     return exporter(
         endpoint=export.endpoint,
@@ -274,8 +319,8 @@ def _fast_exporters(
         wrapped = FastSpanExporter.wrap(span_exporter)
         if wrapped is not span_exporter:
             fast.append(wrapped)
-    if log_exporter is not None and (wrapped := FastLogExporter.wrap(log_exporter, resource)) is not None:
-        fast.append(wrapped)
+    if log_exporter is not None and (fast_logs := FastLogExporter.wrap(log_exporter, resource)) is not None:
+        fast.append(fast_logs)
     return tuple(fast)
 
 

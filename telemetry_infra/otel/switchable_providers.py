@@ -11,16 +11,18 @@ read and one call).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import Any, TypeVar
 
 from opentelemetry import metrics, trace
+from opentelemetry.metrics import CallbackT
 from opentelemetry.util.types import Attributes
 
 try:  # the API's own proxy tracer uses it: a context manager that also decorates coroutines
     from opentelemetry.util._decorator import _agnosticcontextmanager as _span_contextmanager
 except ImportError:  # pragma: no cover - older/newer API without it
-    from contextlib import contextmanager as _span_contextmanager
+    # same shape (generator function -> context manager factory); mypy types the name once
+    from contextlib import contextmanager as _span_contextmanager  # type: ignore[assignment]  # fallback import
 
 __all__ = ["SwitchableMeterProvider", "SwitchableTracerProvider"]
 
@@ -44,7 +46,7 @@ class _SwitchableTracer(trace.Tracer):
     def start_span(self, *args: Any, **kwargs: Any) -> trace.Span:
         return self._real.start_span(*args, **kwargs)
 
-    @_span_contextmanager  # type: ignore[arg-type]
+    @_span_contextmanager
     def start_as_current_span(self, *args: Any, **kwargs: Any) -> Iterator[trace.Span]:
         # resolved at entry, so a function decorated before a reconfigure still follows it
         with self._real.start_as_current_span(*args, **kwargs) as span:
@@ -141,6 +143,9 @@ class _ObservableGauge(_SwitchableInstrument, metrics.ObservableGauge):
     __slots__ = ()
 
 
+_Instrument = TypeVar("_Instrument", bound=_SwitchableInstrument)
+
+
 class _SwitchableMeter(metrics.Meter):
     def __init__(
         self,
@@ -162,7 +167,7 @@ class _SwitchableMeter(metrics.Meter):
             for instrument in self._instruments:
                 instrument._rebind(meter)
 
-    def _create(self, cls: type[Any], factory: str, *args: Any, **kwargs: Any) -> Any:
+    def _create(self, cls: type[_Instrument], factory: str, *args: Any, **kwargs: Any) -> _Instrument:
         with self._lock:
             instrument = cls(factory, args, kwargs, self._real)
             self._instruments.append(instrument)
@@ -199,7 +204,7 @@ class _SwitchableMeter(metrics.Meter):
     def create_observable_counter(
         self,
         name: str,
-        callbacks: Sequence[Callable[..., Any]] | None = None,
+        callbacks: Sequence[CallbackT] | None = None,
         unit: str = "",
         description: str = "",
     ) -> metrics.ObservableCounter:
@@ -210,7 +215,7 @@ class _SwitchableMeter(metrics.Meter):
     def create_observable_up_down_counter(
         self,
         name: str,
-        callbacks: Sequence[Callable[..., Any]] | None = None,
+        callbacks: Sequence[CallbackT] | None = None,
         unit: str = "",
         description: str = "",
     ) -> metrics.ObservableUpDownCounter:
@@ -221,7 +226,7 @@ class _SwitchableMeter(metrics.Meter):
     def create_observable_gauge(
         self,
         name: str,
-        callbacks: Sequence[Callable[..., Any]] | None = None,
+        callbacks: Sequence[CallbackT] | None = None,
         unit: str = "",
         description: str = "",
     ) -> metrics.ObservableGauge:

@@ -221,3 +221,17 @@ def test_ids_are_attributes_only_when_set_not_when_derived(otlp_receiver, tmp_pa
     assert "request_id" not in by_body["derived"]
     assert by_body["from extra"]["request_id"] == "req-extra"
     assert by_body["from context"]["user_id"] == "u-7" and "request_id" not in by_body["from context"]
+
+
+def test_an_empty_attribute_count_limit_means_no_limit(otlp_receiver, tmp_path, monkeypatch):
+    # The SDK reads OTEL_LOGRECORD_ATTRIBUTE_COUNT_LIMIT="" as "no limit" (None); the record
+    # must still reach the collector, with every attribute.
+    monkeypatch.setenv("OTEL_LOGRECORD_ATTRIBUTE_COUNT_LIMIT", "")
+    ti.configure(service_name="logs-no-limit", otlp_endpoint=otlp_receiver.grpc_endpoint, log_dir=tmp_path)
+    try:
+        extras = {f"field_{index}": index for index in range(200)}
+        ti.get_logger("svc").info("unlimited", extra=extras)
+        (record,) = otlp_receiver.wait_for_logs(lambda r: r.body == "unlimited", timeout=15)
+    finally:
+        teardown_logging()
+    assert {key: record.attributes[key] for key in extras} == extras

@@ -146,8 +146,9 @@ class _HeldEncodeErrors(logging.Filter):
         return False
 
     def __enter__(self) -> list[logging.LogRecord]:
-        self._local.held = []
-        return self._local.held  # type: ignore[no-any-return]
+        held: list[logging.LogRecord] = []
+        self._local.held = held
+        return held
 
     def __exit__(self, *exc: object) -> None:
         self._local.held = None
@@ -229,7 +230,7 @@ class ValidTextLogExporter(LogRecordExporter):
         return export_logs_with_valid_text(self._exporter, batch)
 
     def shutdown(self) -> None:
-        self._exporter.shutdown()  # type: ignore[no-untyped-call]
+        self._exporter.shutdown()  # type: ignore[no-untyped-call]  # unannotated in the SDK's LogRecordExporter
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         return self._exporter.force_flush(timeout_millis)

@@ -112,7 +112,7 @@ def any_value(value: Any) -> bytes:
     """
     cls = value.__class__
     if cls is str:
-        data = value.encode()
+        data: bytes = value.encode()
         return b"\x0a" + varint(len(data)) + data
     if cls is int:
         return b"\x18" + _int64(value)
@@ -200,7 +200,7 @@ def attributes_field(field_tag: bytes, attributes: Mapping[str, Any] | None) -> 
     cached = _cached_fields.get(field_tag)
     if cached is None:
         cached = _cached_fields.setdefault(field_tag, {})
-    parts = []
+    parts: list[bytes] = []
     append = parts.append
     for key, value in _items(attributes):
         cls = value.__class__

@@ -172,7 +172,15 @@ def _encode_span_public(span: ReadableSpan) -> bytes:
     return b"\x12" + varint(len(body)) + body
 
 
-_OWN_FIELDS = ("_context", "_parent", "_start_time", "_end_time", "_attributes", "_events", "_links")
+_OWN_FIELDS: tuple[str, ...] = (
+    "_context",
+    "_parent",
+    "_start_time",
+    "_end_time",
+    "_attributes",
+    "_events",
+    "_links",
+)
 _OWN_FIELDS += ("_name", "_kind", "_status", "_resource", "_instrumentation_scope")
 
 

@@ -152,12 +152,16 @@ class HttpTransport:
 _warned = False
 
 
-def _transport_class(exporter: Any) -> type[GrpcTransport] | type[HttpTransport] | None:
+def _is_grpc_exporter(exporter: Any) -> bool:
     try:
         from opentelemetry.exporter.otlp.proto.grpc.exporter import OTLPExporterMixin
     except ImportError:  # pragma: no cover - the gRPC exporter is a dependency
-        OTLPExporterMixin = ()
-    if isinstance(exporter, OTLPExporterMixin):
+        return False
+    return isinstance(exporter, OTLPExporterMixin)
+
+
+def _transport_class(exporter: Any) -> type[GrpcTransport] | type[HttpTransport] | None:
+    if _is_grpc_exporter(exporter):
         return GrpcTransport
     try:
         from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
