@@ -131,7 +131,9 @@ class ExtraFields:
         for key in keys:
             plan = plans.get(key, _UNDECIDED)
             if plan is _UNDECIDED:
-                plan = plans[key] = self._plan(key) if len(plans) < _MAX_PLANS else None
+                plan = self._plan(key)
+                if len(plans) < _MAX_PLANS:  # past the bound, decided afresh each time
+                    plans[key] = plan
             if plan is not None:
                 shape.append((key, *plan))
         if len(self._shapes) < _MAX_PLANS:

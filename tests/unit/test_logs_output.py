@@ -56,6 +56,17 @@ def test_each_record_keeps_its_own_extra_fields_whatever_came_before(json_lines)
     assert written == expected * 2
 
 
+def test_extra_fields_are_written_however_many_distinct_keys_came_before(json_lines):
+    # a service logging per-tenant or per-item keys sees thousands of field names
+    log = ti.get_logger("svc")
+    for n in range(5000):
+        log.info("extras", extra={f"field_{n}": n, "secret_token": "s"})
+    lines = json_lines()
+
+    assert [line[f"field_{n}"] for n, line in enumerate(lines)] == list(range(5000))
+    assert {line["secret_token"] for line in lines} == {REDACTED}
+
+
 def test_timestamp_is_utc_with_microseconds(json_lines):
     before = datetime.now(UTC)
     ti.get_logger("t").info("now")
