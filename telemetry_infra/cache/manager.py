@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from telemetry_infra.cache.backends import Backend
 from telemetry_infra.cache.backends.memory import MemoryBackend
 from telemetry_infra.cache.backends.redis import MSET_CHUNK_ITEMS, NO_EXPIRY, ExpiringRead
+from telemetry_infra.cache.backends.redis_sentinel import RedisSentinelBackend
 from telemetry_infra.cache.backends.topology import redis_backend_for
 from telemetry_infra.cache.cluster_invalidations import ClusterInvalidations
 from telemetry_infra.cache.codec import Codec
@@ -31,7 +32,7 @@ from telemetry_infra.cache.errors import (
     CacheWriteError,
 )
 from telemetry_infra.cache.failover import FailoverBackend
-from telemetry_infra.cache.instruments import NO_TELEMETRY, CacheTelemetry, Operation
+from telemetry_infra.cache.instruments import NO_TELEMETRY, CacheTelemetry, NoTelemetry, Operation
 from telemetry_infra.cache.invalidations import (
     InvalidationChannel,
     sentinel_connection_factory,
@@ -57,6 +58,8 @@ DataLoader = Callable[[], Pairs | Awaitable[Pairs]]
 #: The longest TTL accepted (100 years): Redis stores expiries as milliseconds in 64 bits.
 MAX_TTL_S = 100 * 365 * 24 * 3600.0
 _UNANSWERED: Any = object()
+#: What a failed write raises: refused or unconfirmed (``CacheWriteError``) or any backend error.
+WRITE_ERRORS: tuple[type[BaseException], ...] = (CacheWriteError, *BACKEND_ERRORS)
 _perf_counter = time.perf_counter
 
 
@@ -179,7 +182,7 @@ class CacheManager:
             self._backend = failover
         self._near: NearCache | None = None
         self._channel: InvalidationChannel | ClusterInvalidations | None = None
-        if near_cache and self._failover is not None:
+        if near_cache and redis_url is not None and self._failover is not None:
             self._near = NearCache(
                 near_cache_size,
                 _seconds(near_cache_max_ttl, "near_cache_max_ttl"),
@@ -188,9 +191,9 @@ class CacheManager:
                 max_bytes=near_cache_max_bytes,
                 body_of=self._codec.body_of,
             )
-            self._channel = self._invalidation_channel(redis_url, self._near)
+            self._channel = self._invalidation_channel(redis_url, self._near, self._failover)
             self._failover.breaker.add_listener(self._near.breaker_changed)
-        self._telemetry = NO_TELEMETRY
+        self._telemetry: CacheTelemetry | NoTelemetry = NO_TELEMETRY
         #: whether hits answered in place read the clock (nothing reads it with telemetry off)
         self._timed = telemetry
         if telemetry:
@@ -206,7 +209,9 @@ class CacheManager:
             if self._failover is not None:
                 self._failover.breaker.add_listener(self._telemetry.breaker_changed)
 
-    def _invalidation_channel(self, url: str, near: NearCache) -> InvalidationChannel | ClusterInvalidations:
+    def _invalidation_channel(
+        self, url: str, near: NearCache, failover: FailoverBackend
+    ) -> InvalidationChannel | ClusterInvalidations:
         """What keeps ``near`` exact: a tracking connection to the Redis node, to the primary
         the Sentinels name (found again after a failover), or to every Cluster primary."""
         target = parse_redis_url(url)
@@ -222,8 +227,8 @@ class CacheManager:
                 refresh_interval=self._probe_interval,
                 task_context=lambda: self._telemetry.background_context(),
             )
-        watch = getattr(self._failover.primary, "watch", None)  # type: ignore[union-attr]
-        if target.topology == "sentinel":
+        if isinstance(failover.primary, RedisSentinelBackend):  # the URL's topology is "sentinel"
+            watch = failover.primary.watch
             connect = sentinel_connection_factory(
                 target,
                 **timeouts,
@@ -431,7 +436,7 @@ class CacheManager:
                 op.set("cache.ttl", seconds)
             try:
                 await self._changing((stored,), self._backend.set(stored, payload, seconds))
-            except (CacheWriteError, *BACKEND_ERRORS) as exc:
+            except WRITE_ERRORS as exc:
                 self._failed(op, exc)
                 return False
             self._stats.sets += 1
@@ -620,7 +625,7 @@ class CacheManager:
             try:
                 keys = [key for key, _ in items] if self._near is not None else ()
                 await self._changing(keys, self._backend.mset(items, seconds))
-            except (CacheWriteError, *BACKEND_ERRORS) as exc:
+            except WRITE_ERRORS as exc:
                 self._failed(op, exc)
                 return False
             self._stats.sets += len(items)
@@ -724,7 +729,7 @@ class CacheManager:
         its invalidation channel is not tracking although Redis answers (``near.error``
         says why; reads then all go to Redis).
         """
-        redis = {"connected": False, "latency_ms": None, "error": None, "write_error": None}
+        redis: dict[str, Any] = {"connected": False, "latency_ms": None, "error": None, "write_error": None}
         if isinstance(self._backend, _Closed):
             status, redis["error"] = "unhealthy", "cache manager is closed"
         elif self._failover is None:
@@ -752,7 +757,7 @@ class CacheManager:
             if healthy and self._channel is not None:
                 healthy = await self._channel.wait_tracking(self.socket_timeout)
             status = "healthy" if healthy else "degraded"
-        report = {
+        report: dict[str, Any] = {
             "status": status,
             "backend": self.backend_name,
             "redis": redis,
