@@ -12,7 +12,10 @@ from telemetry_infra.cache.backends.redis_sync import ThreadReads
 from telemetry_infra.cache.backends.sentinel_watch import SentinelWatch
 from telemetry_infra.cache.redis_urls import parse_redis_url
 
-__all__ = ["redis_backend_for"]
+__all__ = ["RedisStore", "redis_backend_for"]
+
+#: The Redis backend of a manager: one node (or the Sentinels' primary), or a Cluster.
+RedisStore = RedisBackend | RedisClusterBackend
 
 
 class _PoolKwargs(TypedDict):
@@ -33,7 +36,7 @@ def redis_backend_for(
     health_check_interval: float,
     pool_timeout: float,
     check_interval: float = 1.0,
-) -> RedisBackend:
+) -> RedisStore:
     """A backend on ``url`` (see ``redis_urls``); ``ValueError`` naming the problem when malformed.
 
     ``max_connections`` bounds each event loop's pool; on a Cluster, each node's. Under
