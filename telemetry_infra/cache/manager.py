@@ -20,6 +20,7 @@ from telemetry_infra.cache.backends import Backend
 from telemetry_infra.cache.backends.memory import MemoryBackend
 from telemetry_infra.cache.backends.redis import MSET_CHUNK_ITEMS, NO_EXPIRY, ExpiringRead
 from telemetry_infra.cache.backends.redis_sentinel import RedisSentinelBackend
+from telemetry_infra.cache.backends.sentinel_watch import SentinelWatch
 from telemetry_infra.cache.backends.topology import redis_backend_for
 from telemetry_infra.cache.cluster_invalidations import ClusterInvalidations
 from telemetry_infra.cache.codec import Codec
@@ -227,8 +228,11 @@ class CacheManager:
                 refresh_interval=self._probe_interval,
                 task_context=lambda: self._telemetry.background_context(),
             )
+        watch: SentinelWatch | None = None
+        on_new_node: Callable[[], None] | None = None
         if isinstance(failover.primary, RedisSentinelBackend):  # the URL's topology is "sentinel"
             watch = failover.primary.watch
+            on_new_node = failover.primary.follow_new_primary
             connect = sentinel_connection_factory(
                 target,
                 **timeouts,
@@ -245,7 +249,7 @@ class CacheManager:
             answer_timeout=self.socket_timeout,
             retry_interval=self._probe_interval,
             primary_only=target.topology == "sentinel",
-            on_new_node=getattr(self._failover.primary, "follow_new_primary", None),  # type: ignore[union-attr]
+            on_new_node=on_new_node,
             task_context=lambda: self._telemetry.background_context(),
         )
         if watch is not None:  # the Sentinels announced another primary: the channel follows at once
@@ -488,12 +492,11 @@ class CacheManager:
         return self._near_changing(self._near, keys, change)
 
     async def _near_changing(self, near: NearCache, keys: Sequence[str] | str, change: Awaitable[T]) -> T:
-        drop = near.discard_matching if isinstance(keys, str) else near.discard
-        drop(keys)  # type: ignore[arg-type]
+        near.discard_changed(keys)
         try:
             return await change
         finally:
-            drop(keys)  # type: ignore[arg-type]
+            near.discard_changed(keys)
 
     async def _guarded(self, op: Operation, call: Awaitable[T], failed: T) -> T:
         """``await call``, or ``failed`` when the backend raises (counted, logged, on the span);
@@ -679,8 +682,9 @@ class CacheManager:
 
     def _server_of(self, key: str | None) -> tuple[str, int] | None:
         """The Redis node serving ``key`` (span attributes; None for a batch on a Cluster)."""
-        primary = self._failover.primary  # type: ignore[union-attr]
-        return primary.server_of(None if key is None else self._namespace.key(key))
+        if self._failover is None:  # not asked: telemetry gets this only with Redis configured
+            return None
+        return self._failover.primary.server_of(None if key is None else self._namespace.key(key))
 
     def connection_usage(self) -> tuple[int, int, int] | None:
         """``(used, idle, max)`` Redis pool connections; None in memory-only mode."""
