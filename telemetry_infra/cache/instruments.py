@@ -104,7 +104,7 @@ class NoTelemetry:
 NO_TELEMETRY = NoTelemetry()
 
 
-def _span_lookup() -> Callable[[], object]:
+def _span_lookup() -> Callable[[], trace.Span | None]:
     """What returns the current span (or None) in one context look-up.
 
     The SDK's ``trace.get_current_span()`` takes four calls; with the default runtime
@@ -116,8 +116,9 @@ def _span_lookup() -> Callable[[], object]:
     if isinstance(variable, contextvars.ContextVar) and isinstance(span_key, str):
         current = variable.get
 
-        def current_span() -> object:
-            return current().get(span_key)
+        def current_span() -> trace.Span | None:
+            span: trace.Span | None = current().get(span_key)  # the context maps _SPAN_KEY to a span
+            return span
 
         return current_span
     return trace.get_current_span
@@ -129,8 +130,8 @@ _current_span = _span_lookup()
 def _recording_span() -> trace.Span | None:
     """The current span if it records (a sampled trace), else None."""
     span = _current_span()
-    if span is not None and span.is_recording():  # type: ignore[attr-defined]
-        return span  # type: ignore[return-value]
+    if span is not None and span.is_recording():
+        return span
     return None
 
 

@@ -144,7 +144,7 @@ def sentinel_connection_factory(
         raise ValueError("a redis+sentinel:// target names its service (parse_redis_url ensures it)")
     service: str = target.service_name
 
-    class PrimaryTrackingConnection(base):  # type: ignore[misc,valid-type]
+    class PrimaryTrackingConnection(base):  # type: ignore[misc,valid-type]  # base chosen at run time (TLS or not)
         async def connect(self) -> None:
             try:
                 address: tuple[str, int] = named_primary() or await sentinel.discover_master(service)

@@ -403,14 +403,14 @@ class CacheManager:
     async def _read_for_near(self, stored: str) -> tuple[bytes | None, float]:
         """The payload of ``stored`` and until when a near entry filled from it may be served."""
         sent_at = time.monotonic()
-        read = await self._backend.get_expiring(stored)  # type: ignore[attr-defined]
+        read = await self._backend.get_expiring(stored)  # type: ignore[attr-defined]  # near tier: the backend is the FailoverBackend
         return read.payload, self._near_deadline(read, sent_at)
 
     def _near_deadline(self, read: ExpiringRead, sent_at: float) -> float:
         """The key's Redis expiry as a ``monotonic()`` time (counted from when the read was
         sent, so never later than Redis's); ``inf`` without one; 0 (install nothing) when the
         node that answered is not tracked yet (a Cluster slot just moved to it)."""
-        if not self._channel.covers_node(read.node):  # type: ignore[union-attr]
+        if not self._channel.covers_node(read.node):  # type: ignore[union-attr]  # set with the near tier
             return 0.0
         if read.ttl_ms == NO_EXPIRY:
             return math.inf
@@ -419,7 +419,7 @@ class CacheManager:
     def _near_miss(self, stored: str, near: NearCache) -> Flight | None:
         """A read the near tier cannot answer: counted, and registered so its reply may fill it."""
         self._stats.near_misses += 1
-        self._channel.ensure_listening()  # type: ignore[union-attr]
+        self._channel.ensure_listening()  # type: ignore[union-attr]  # set with the near tier
         return near.begin(stored)
 
     async def set(self, key: str, value: Any, ttl: TTL = None) -> bool:
@@ -555,7 +555,7 @@ class CacheManager:
             if flights is None:
                 payloads = await self._backend.mget(stored)
             else:
-                reads = await self._backend.mget_expiring(stored)  # type: ignore[attr-defined]
+                reads = await self._backend.mget_expiring(stored)  # type: ignore[attr-defined]  # near tier: FailoverBackend
                 payloads = [read.payload for read in reads]
         except BACKEND_ERRORS as exc:
             self._failed(op, exc)
@@ -570,7 +570,7 @@ class CacheManager:
                 except CacheDecodeError as exc:
                     self._undecodable(op, key, exc)
             return
-        settle = self._near.settle  # type: ignore[union-attr]
+        settle = self._near.settle  # type: ignore[union-attr]  # flights are only made by the near tier
         for index, (key, payload) in enumerate(zip(user_keys, payloads, strict=True)):
             value = None
             if payload is not None:
@@ -600,7 +600,7 @@ class CacheManager:
         self._stats.near_hits += len(found)
         self._stats.near_misses += len(missing_stored)
         if missing_stored:
-            self._channel.ensure_listening()  # type: ignore[union-attr]
+            self._channel.ensure_listening()  # type: ignore[union-attr]  # set with the near tier  # set with the near tier
         return missing_keys, missing_stored
 
     async def mset(self, mapping: Mapping[str, Any], ttl: TTL = None) -> bool:

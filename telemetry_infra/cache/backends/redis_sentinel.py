@@ -68,20 +68,18 @@ class MasterDemotedError(RedisConnectionError):
     """The server this connection writes to was the primary and is a replica now."""
 
 
-class _DemotionAware:
+class _DemotionAware(SentinelManagedConnection):
     """Turns ``READONLY`` from the server believed to be the primary into ``MasterDemotedError``."""
 
     async def read_response(self, *args: Any, **kwargs: Any) -> Any:
         try:
-            return await super().read_response(*args, **kwargs)  # type: ignore[misc]
+            return await super().read_response(*args, **kwargs)
         except MasterDemotedError:
             raise
         except (ReadOnlyError, RedisConnectionError) as exc:
             if isinstance(exc, ReadOnlyError) or "now a slave" in str(exc):
-                await self.disconnect()  # type: ignore[attr-defined]
-                raise MasterDemotedError(
-                    f"{self.host}:{self.port} was demoted to a replica"  # type: ignore[attr-defined]
-                ) from exc
+                await self.disconnect()
+                raise MasterDemotedError(f"{self.host}:{self.port} was demoted to a replica") from exc
             raise
 
 
@@ -118,7 +116,7 @@ class FairSentinelConnectionPool(FairConnectionPool, SentinelConnectionPool):
         if named is not None:
             self.master_address = named
             return named
-        address: tuple[str, int] = await super().get_master_address()  # type: ignore[no-untyped-call]
+        address: tuple[str, int] = await super().get_master_address()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
         return address
 
     async def ensure_connection(self, connection: Any) -> None:
