@@ -33,7 +33,7 @@ import contextvars
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -77,7 +77,7 @@ class _NodeCoverage:
             return
         self._group._node_changed(self, tracking=False, heard_until=0.0, channel=None)
 
-    def invalidate(self, keys: Any) -> None:
+    def invalidate(self, keys: Iterable[str]) -> None:
         self._group.near.invalidate(keys)
 
     def flush(self) -> None:
@@ -254,7 +254,7 @@ class ClusterInvalidations:
                         await seed[1].aclose()
                 seed = (address, self._client(address))
             try:
-                slots = await seed[1].execute_command("CLUSTER", "SLOTS")
+                slots = await seed[1].execute_command("CLUSTER", "SLOTS")  # type: ignore[no-untyped-call]  # redis-py leaves execute_command unannotated
             except (TimeoutError, RedisError, OSError) as exc:
                 error = exc
                 continue
@@ -308,7 +308,7 @@ class ClusterInvalidations:
         return InvalidationChannel(
             connect,
             self._prefix,
-            coverage,  # type: ignore[arg-type]
+            coverage,
             answer_timeout=self._socket_timeout,
             retry_interval=self.refresh_interval,
             task_context=self._task_context,

@@ -14,7 +14,7 @@ import inspect
 import logging
 import threading
 from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from telemetry_infra.cache.errors import CacheSerializationError
 from telemetry_infra.cache.fork_safety import after_fork_in_child, hold_across_fork
@@ -99,7 +99,7 @@ def cached(
         )
         # lets callers invalidate: await cache.delete(func.cache_key(*args, **kwargs))
         wrapper.cache_key = lambda *args, **kwargs: calls.key(args, kwargs)
-        return wrapper  # type: ignore[no-any-return]
+        return cast(Callable[..., R], wrapper)  # held as Any to carry cache_key; made from func
 
     return decorate
 
@@ -112,7 +112,8 @@ def _async_wrapper(func: AsyncFunction[R], calls: _CachedCalls) -> AsyncFunction
         _cache_refresh: bool = False,
         **kwargs: Any,
     ) -> R:
-        return await calls(_manager_for(_cache_manager, func), args, kwargs, _cache_refresh)  # type: ignore[no-any-return]
+        result = await calls(_manager_for(_cache_manager, func), args, kwargs, _cache_refresh)
+        return cast(R, result)  # func's result, or the copy of one the codec stored
 
     return wrapper
 
@@ -125,7 +126,8 @@ def _sync_wrapper(func: Callable[..., R], calls: _CachedCalls) -> Callable[..., 
         _cache_refresh: bool = False,
         **kwargs: Any,
     ) -> R:
-        return calls.call_sync(_manager_for(_cache_manager, func), args, kwargs, _cache_refresh)  # type: ignore[no-any-return]
+        result = calls.call_sync(_manager_for(_cache_manager, func), args, kwargs, _cache_refresh)
+        return cast(R, result)  # func's result, or the copy of one the codec stored
 
     return wrapper
 
@@ -141,12 +143,19 @@ class _ThreadFlight:
         self.error: BaseException | None = None
 
 
+def _built_key(
+    builder: Callable[..., str], prefix: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> str:
+    """The key ``key_builder`` makes, under ``key_prefix``."""
+    built = builder(*args, **kwargs)
+    return f"{prefix}:{built}" if prefix else built
+
+
 class _CachedCalls:
     """The state of one ``@cached`` function: its keys, its flights in progress, its warnings."""
 
     __slots__ = (
         "__weakref__",
-        "_builder",
         "_flights",
         "_func",
         "_keys",
@@ -161,8 +170,11 @@ class _CachedCalls:
         self._func = func
         self._ttl = ttl
         self._prefix = key_prefix
-        self._builder = key_builder
-        self._keys = None if key_builder is not None else FunctionKeys(func, key_prefix)
+        self._keys: Callable[[tuple[Any, ...], dict[str, Any]], str] = (
+            FunctionKeys(func, key_prefix)
+            if key_builder is None
+            else functools.partial(_built_key, key_builder, key_prefix)
+        )
         # (manager, key, loop): an asyncio future belongs to one loop
         self._flights: dict[tuple[int, str, asyncio.AbstractEventLoop], asyncio.Future[Stored]] = {}
         self._thread_flights: dict[tuple[int, str], _ThreadFlight] = {}
@@ -179,10 +191,7 @@ class _CachedCalls:
         return f"{self._prefix}:{function_digest(self._func, skip_unstable=bool(self._prefix))}"
 
     def key(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
-        if self._keys is not None:
-            return self._keys(args, kwargs)
-        built = self._builder(*args, **kwargs)  # type: ignore[misc]
-        return f"{self._prefix}:{built}" if self._prefix else built
+        return self._keys(args, kwargs)
 
     async def __call__(
         self, manager: CacheManager, args: tuple[Any, ...], kwargs: dict[str, Any], refresh: bool

@@ -34,7 +34,8 @@ import logging
 from collections.abc import Callable, Sequence
 
 from telemetry_infra.cache.backends.memory import MemoryBackend
-from telemetry_infra.cache.backends.redis import ABSENT, ExpiringRead, RedisBackend
+from telemetry_infra.cache.backends.redis import ABSENT, ExpiringRead
+from telemetry_infra.cache.backends.topology import RedisStore
 from telemetry_infra.cache.breaker import CircuitBreaker
 from telemetry_infra.cache.errors import (
     BACKEND_ERRORS,
@@ -62,7 +63,7 @@ class FailoverBackend:
 
     def __init__(
         self,
-        primary: RedisBackend,
+        primary: RedisStore,
         memory: MemoryBackend,
         journal: OutageJournal,
         *,

@@ -120,7 +120,7 @@ def stable_repr(value: object) -> str:
     return _object_repr(value, cls)
 
 
-def _object_repr(value: Any, cls: type) -> str:
+def _object_repr(value: Any, cls: type[Any]) -> str:
     hook = getattr(cls, "__cache_key__", None)
     if hook is not None:
         try:
@@ -142,7 +142,10 @@ def _object_repr(value: Any, cls: type) -> str:
         if isinstance(value, base):  # namedtuple, OrderedDict, str and int subclasses, ...
             encode = _CONTAINERS.get(base)
             return _type_name(cls) + (encode(value) if encode else base.__repr__(value))
-    if cls.__repr__ is object.__repr__:
+    inherited_repr: object = (
+        cls.__repr__
+    )  # typeshed sees a bound method here; at runtime it is the class's function
+    if inherited_repr is object.__repr__:
         raise _Unstable(
             f"{_type_name(cls)} uses object.__repr__, which shows a memory address that a later object "
             "can reuse (it would get this one's results)"

@@ -25,17 +25,18 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
+from contextvars import Token
 from typing import Any, Protocol
 
 from opentelemetry import context, metrics, trace
-from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
+from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, Context
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from telemetry_infra.cache.stats import CacheStats
 from telemetry_infra.otel.preaggregated import HistogramSeries, PreaggregatedHistogram
 
-__all__ = ["KEY_ATTRIBUTE_LIMIT", "NO_TELEMETRY", "CacheTelemetry", "Observed", "Operation"]
+__all__ = ["KEY_ATTRIBUTE_LIMIT", "NO_TELEMETRY", "CacheTelemetry", "NoTelemetry", "Observed", "Operation"]
 
 KEY_ATTRIBUTE_LIMIT = 128
 OPERATIONS = ("get", "set", "delete", "exists", "clear", "mget", "mset")
@@ -73,7 +74,9 @@ class _NoOperation:
 _NO_OPERATION = _NoOperation()
 
 
-class _NoTelemetry:
+class NoTelemetry:
+    """``CacheTelemetry``'s stand-in with telemetry off: every record is a no-op."""
+
     __slots__ = ()
 
     def operation(self, name: str, key: str | None = None) -> _NoOperation:
@@ -98,10 +101,10 @@ class _NoTelemetry:
         return contextvars.copy_context()
 
 
-NO_TELEMETRY = _NoTelemetry()
+NO_TELEMETRY = NoTelemetry()
 
 
-def _span_lookup() -> Callable[[], object]:
+def _span_lookup() -> Callable[[], trace.Span | None]:
     """What returns the current span (or None) in one context look-up.
 
     The SDK's ``trace.get_current_span()`` takes four calls; with the default runtime
@@ -113,8 +116,9 @@ def _span_lookup() -> Callable[[], object]:
     if isinstance(variable, contextvars.ContextVar) and isinstance(span_key, str):
         current = variable.get
 
-        def current_span() -> object:
-            return current().get(span_key)
+        def current_span() -> trace.Span | None:
+            span: trace.Span | None = current().get(span_key)  # the context maps _SPAN_KEY to a span
+            return span
 
         return current_span
     return trace.get_current_span
@@ -126,8 +130,8 @@ _current_span = _span_lookup()
 def _recording_span() -> trace.Span | None:
     """The current span if it records (a sampled trace), else None."""
     span = _current_span()
-    if span is not None and span.is_recording():  # type: ignore[attr-defined]
-        return span  # type: ignore[return-value]
+    if span is not None and span.is_recording():
+        return span
     return None
 
 
@@ -146,6 +150,7 @@ class _Operation:
         self._name = name
         self._near = False
         self._span: trace.Span | None = None
+        self._token: Token[Context] | None
         parent = _recording_span()
         if parent is not None:
             self._key = key
@@ -201,7 +206,8 @@ class _Operation:
         span.set_attributes(self._attributes)
         series.record(elapsed, span.get_span_context())  # the exemplar points at this operation
         span.end()
-        context.detach(self._token)
+        if self._token is not None:  # always set alongside the span
+            context.detach(self._token)
 
     def _set_server(self, server_of: Callable[[str | None], tuple[str, int] | None]) -> None:
         """``server.address``/``server.port`` of the node serving the key (one node, the
@@ -374,6 +380,15 @@ class CacheTelemetry:
             span.add_event(name, attributes)
 
 
+def _usage_by_node(observed: Observed) -> Iterable[tuple[tuple[str, int] | None, tuple[int, int, int]]]:
+    """``observed``'s pool usage per Cluster node, or once with node None for a single pool."""
+    by_node = observed.connection_usage_by_node()
+    if by_node is not None:
+        return by_node.items()
+    usage = observed.connection_usage()
+    return () if usage is None else ((None, usage),)
+
+
 class Observed(Protocol):
     """What the gauges read from a live manager (held weakly)."""
 
@@ -500,13 +515,9 @@ class _Instruments:
         """Usage by (cache name, node): node None for a single pool, ``(host, port)`` per Cluster node."""
         pools: dict[tuple[str, tuple[str, int] | None], tuple[int, int, int]] = {}
         for observed in self._observed():
-            by_node = observed.connection_usage_by_node()
-            if by_node is None:
-                usage = observed.connection_usage()
-                by_node = None if usage is None else {None: usage}
-            for node, usage in (by_node or {}).items():
-                before = pools.get((observed.name, node), (0, 0, 0))
-                pools[observed.name, node] = tuple(a + b for a, b in zip(before, usage, strict=True))  # type: ignore[assignment]
+            for node, usage in _usage_by_node(observed):
+                used, idle, most = pools.get((observed.name, node), (0, 0, 0))
+                pools[observed.name, node] = (used + usage[0], idle + usage[1], most + usage[2])
         return pools
 
     @staticmethod

@@ -49,8 +49,8 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -59,7 +59,6 @@ from redis.exceptions import RedisError
 
 from telemetry_infra.cache.backends.redis_sentinel import sentinels_of
 from telemetry_infra.cache.background_tasks import cancel_anywhere
-from telemetry_infra.cache.near import NearCache
 from telemetry_infra.cache.redis_urls import RedisTarget
 
 __all__ = [
@@ -141,12 +140,15 @@ def sentinel_connection_factory(
         client_name,
     )
     base = aioredis.SSLConnection if target.tls else aioredis.Connection
-    service = target.service_name
+    if target.service_name is None:
+        raise ValueError("a redis+sentinel:// target names its service (parse_redis_url ensures it)")
+    service: str = target.service_name
 
-    class PrimaryTrackingConnection(base):  # type: ignore[misc,valid-type]
+    class PrimaryTrackingConnection(base):  # type: ignore[misc,valid-type]  # base chosen at run time (TLS or not)
         async def connect(self) -> None:
             try:
-                self.host, self.port = named_primary() or await sentinel.discover_master(service)
+                address: tuple[str, int] = named_primary() or await sentinel.discover_master(service)
+                self.host, self.port = address
             finally:  # the channel may reconnect on another event loop: keep no Sentinel connection
                 for client in sentinel.sentinels:
                     await client.connection_pool.disconnect()
@@ -204,6 +206,23 @@ async def _as_received(message: Any) -> Any:
     return message
 
 
+class InvalidationListener(Protocol):
+    """What a channel feeds: the near tier itself, or one Cluster node's share of it."""
+
+    @property
+    def tracking(self) -> bool: ...
+
+    def invalidate(self, keys: Iterable[str]) -> None: ...
+
+    def flush(self) -> None: ...
+
+    def tracking_started(self, heard_until: float, channel: object) -> None: ...
+
+    def renew(self, heard_until: float, channel: object) -> None: ...
+
+    def tracking_lost(self, channel: object = None) -> None: ...
+
+
 class InvalidationChannel:
     """Feeds ``near`` with the invalidations of keys starting with ``prefix`` on one node."""
 
@@ -211,7 +230,7 @@ class InvalidationChannel:
         self,
         connect: Connect,
         prefix: str,
-        near: NearCache,
+        near: InvalidationListener,
         *,
         answer_timeout: float = 1.0,
         retry_interval: float = 1.0,

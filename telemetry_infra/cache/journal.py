@@ -8,7 +8,6 @@ through this manager treat its keys as misses (``masks``).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 from telemetry_infra.cache.keys import glob_matcher
@@ -37,7 +36,7 @@ class OutageJournal:
         self.pending = False
         self.seq = 0
         self._keys: dict[str, int] = {}
-        self._patterns: dict[str, tuple[int, re.Pattern[str]]] = {}
+        self._patterns: dict[str, tuple[int, Callable[[str], bool]]] = {}
 
     def __len__(self) -> int:
         return len(self._keys) + len(self._patterns)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 __all__ = ["Namespace", "glob_matcher", "key_list"]
 
@@ -34,9 +34,9 @@ class Namespace:
 
     def key(self, key: object) -> str:
         """The stored form of ``key``; ``TypeError`` when it is not a ``str``."""
-        if key.__class__ is not str:
-            _require_str(key)
-        return self.prefix + key  # type: ignore[operator]
+        if type(key) is str:  # the common case, without a call
+            return self.prefix + key
+        return self.prefix + _require_str(key)
 
     def keys(self, keys: Iterable[object]) -> list[str]:
         return [self.key(key) for key in keys]
@@ -143,9 +143,9 @@ def _byte_regex(members: frozenset[int]) -> str:
     return "[" + "".join(re.escape(chr(b)) for b in sorted(members)) + "]"
 
 
-def _segment(tokens: list[frozenset[int] | None]) -> re.Pattern[str]:
+def _segment(tokens: Sequence[frozenset[int]]) -> re.Pattern[str]:
     """One regex for a run of byte tokens, over keys decoded as latin-1 (a char per byte)."""
-    return re.compile("".join(_byte_regex(members) for members in tokens), re.DOTALL)  # type: ignore[arg-type]
+    return re.compile("".join(_byte_regex(members) for members in tokens), re.DOTALL)
 
 
 def _as_bytes_text(text: str) -> str:

@@ -19,6 +19,8 @@ from typing import Any, TypeVar
 from telemetry_infra.cache.backends import Backend
 from telemetry_infra.cache.backends.memory import MemoryBackend
 from telemetry_infra.cache.backends.redis import MSET_CHUNK_ITEMS, NO_EXPIRY, ExpiringRead
+from telemetry_infra.cache.backends.redis_sentinel import RedisSentinelBackend
+from telemetry_infra.cache.backends.sentinel_watch import SentinelWatch
 from telemetry_infra.cache.backends.topology import redis_backend_for
 from telemetry_infra.cache.cluster_invalidations import ClusterInvalidations
 from telemetry_infra.cache.codec import Codec
@@ -31,7 +33,7 @@ from telemetry_infra.cache.errors import (
     CacheWriteError,
 )
 from telemetry_infra.cache.failover import FailoverBackend
-from telemetry_infra.cache.instruments import NO_TELEMETRY, CacheTelemetry, Operation
+from telemetry_infra.cache.instruments import NO_TELEMETRY, CacheTelemetry, NoTelemetry, Operation
 from telemetry_infra.cache.invalidations import (
     InvalidationChannel,
     sentinel_connection_factory,
@@ -57,6 +59,8 @@ DataLoader = Callable[[], Pairs | Awaitable[Pairs]]
 #: The longest TTL accepted (100 years): Redis stores expiries as milliseconds in 64 bits.
 MAX_TTL_S = 100 * 365 * 24 * 3600.0
 _UNANSWERED: Any = object()
+#: What a failed write raises: refused or unconfirmed (``CacheWriteError``) or any backend error.
+WRITE_ERRORS: tuple[type[BaseException], ...] = (CacheWriteError, *BACKEND_ERRORS)
 _perf_counter = time.perf_counter
 
 
@@ -179,7 +183,7 @@ class CacheManager:
             self._backend = failover
         self._near: NearCache | None = None
         self._channel: InvalidationChannel | ClusterInvalidations | None = None
-        if near_cache and self._failover is not None:
+        if near_cache and redis_url is not None and self._failover is not None:
             self._near = NearCache(
                 near_cache_size,
                 _seconds(near_cache_max_ttl, "near_cache_max_ttl"),
@@ -188,9 +192,9 @@ class CacheManager:
                 max_bytes=near_cache_max_bytes,
                 body_of=self._codec.body_of,
             )
-            self._channel = self._invalidation_channel(redis_url, self._near)
+            self._channel = self._invalidation_channel(redis_url, self._near, self._failover)
             self._failover.breaker.add_listener(self._near.breaker_changed)
-        self._telemetry = NO_TELEMETRY
+        self._telemetry: CacheTelemetry | NoTelemetry = NO_TELEMETRY
         #: whether hits answered in place read the clock (nothing reads it with telemetry off)
         self._timed = telemetry
         if telemetry:
@@ -206,7 +210,9 @@ class CacheManager:
             if self._failover is not None:
                 self._failover.breaker.add_listener(self._telemetry.breaker_changed)
 
-    def _invalidation_channel(self, url: str, near: NearCache) -> InvalidationChannel | ClusterInvalidations:
+    def _invalidation_channel(
+        self, url: str, near: NearCache, failover: FailoverBackend
+    ) -> InvalidationChannel | ClusterInvalidations:
         """What keeps ``near`` exact: a tracking connection to the Redis node, to the primary
         the Sentinels name (found again after a failover), or to every Cluster primary."""
         target = parse_redis_url(url)
@@ -222,8 +228,11 @@ class CacheManager:
                 refresh_interval=self._probe_interval,
                 task_context=lambda: self._telemetry.background_context(),
             )
-        watch = getattr(self._failover.primary, "watch", None)  # type: ignore[union-attr]
-        if target.topology == "sentinel":
+        watch: SentinelWatch | None = None
+        on_new_node: Callable[[], None] | None = None
+        if isinstance(failover.primary, RedisSentinelBackend):  # the URL's topology is "sentinel"
+            watch = failover.primary.watch
+            on_new_node = failover.primary.follow_new_primary
             connect = sentinel_connection_factory(
                 target,
                 **timeouts,
@@ -240,7 +249,7 @@ class CacheManager:
             answer_timeout=self.socket_timeout,
             retry_interval=self._probe_interval,
             primary_only=target.topology == "sentinel",
-            on_new_node=getattr(self._failover.primary, "follow_new_primary", None),  # type: ignore[union-attr]
+            on_new_node=on_new_node,
             task_context=lambda: self._telemetry.background_context(),
         )
         if watch is not None:  # the Sentinels announced another primary: the channel follows at once
@@ -394,14 +403,14 @@ class CacheManager:
     async def _read_for_near(self, stored: str) -> tuple[bytes | None, float]:
         """The payload of ``stored`` and until when a near entry filled from it may be served."""
         sent_at = time.monotonic()
-        read = await self._backend.get_expiring(stored)  # type: ignore[attr-defined]
+        read = await self._backend.get_expiring(stored)  # type: ignore[attr-defined]  # near tier: the backend is the FailoverBackend
         return read.payload, self._near_deadline(read, sent_at)
 
     def _near_deadline(self, read: ExpiringRead, sent_at: float) -> float:
         """The key's Redis expiry as a ``monotonic()`` time (counted from when the read was
         sent, so never later than Redis's); ``inf`` without one; 0 (install nothing) when the
         node that answered is not tracked yet (a Cluster slot just moved to it)."""
-        if not self._channel.covers_node(read.node):  # type: ignore[union-attr]
+        if not self._channel.covers_node(read.node):  # type: ignore[union-attr]  # set with the near tier
             return 0.0
         if read.ttl_ms == NO_EXPIRY:
             return math.inf
@@ -410,7 +419,7 @@ class CacheManager:
     def _near_miss(self, stored: str, near: NearCache) -> Flight | None:
         """A read the near tier cannot answer: counted, and registered so its reply may fill it."""
         self._stats.near_misses += 1
-        self._channel.ensure_listening()  # type: ignore[union-attr]
+        self._channel.ensure_listening()  # type: ignore[union-attr]  # set with the near tier
         return near.begin(stored)
 
     async def set(self, key: str, value: Any, ttl: TTL = None) -> bool:
@@ -431,7 +440,7 @@ class CacheManager:
                 op.set("cache.ttl", seconds)
             try:
                 await self._changing((stored,), self._backend.set(stored, payload, seconds))
-            except (CacheWriteError, *BACKEND_ERRORS) as exc:
+            except WRITE_ERRORS as exc:
                 self._failed(op, exc)
                 return False
             self._stats.sets += 1
@@ -483,12 +492,11 @@ class CacheManager:
         return self._near_changing(self._near, keys, change)
 
     async def _near_changing(self, near: NearCache, keys: Sequence[str] | str, change: Awaitable[T]) -> T:
-        drop = near.discard_matching if isinstance(keys, str) else near.discard
-        drop(keys)  # type: ignore[arg-type]
+        near.discard_changed(keys)
         try:
             return await change
         finally:
-            drop(keys)  # type: ignore[arg-type]
+            near.discard_changed(keys)
 
     async def _guarded(self, op: Operation, call: Awaitable[T], failed: T) -> T:
         """``await call``, or ``failed`` when the backend raises (counted, logged, on the span);
@@ -547,7 +555,7 @@ class CacheManager:
             if flights is None:
                 payloads = await self._backend.mget(stored)
             else:
-                reads = await self._backend.mget_expiring(stored)  # type: ignore[attr-defined]
+                reads = await self._backend.mget_expiring(stored)  # type: ignore[attr-defined]  # near tier: FailoverBackend
                 payloads = [read.payload for read in reads]
         except BACKEND_ERRORS as exc:
             self._failed(op, exc)
@@ -562,7 +570,7 @@ class CacheManager:
                 except CacheDecodeError as exc:
                     self._undecodable(op, key, exc)
             return
-        settle = self._near.settle  # type: ignore[union-attr]
+        settle = self._near.settle  # type: ignore[union-attr]  # flights are only made by the near tier
         for index, (key, payload) in enumerate(zip(user_keys, payloads, strict=True)):
             value = None
             if payload is not None:
@@ -592,7 +600,7 @@ class CacheManager:
         self._stats.near_hits += len(found)
         self._stats.near_misses += len(missing_stored)
         if missing_stored:
-            self._channel.ensure_listening()  # type: ignore[union-attr]
+            self._channel.ensure_listening()  # type: ignore[union-attr]  # set with the near tier  # set with the near tier
         return missing_keys, missing_stored
 
     async def mset(self, mapping: Mapping[str, Any], ttl: TTL = None) -> bool:
@@ -620,7 +628,7 @@ class CacheManager:
             try:
                 keys = [key for key, _ in items] if self._near is not None else ()
                 await self._changing(keys, self._backend.mset(items, seconds))
-            except (CacheWriteError, *BACKEND_ERRORS) as exc:
+            except WRITE_ERRORS as exc:
                 self._failed(op, exc)
                 return False
             self._stats.sets += len(items)
@@ -674,8 +682,9 @@ class CacheManager:
 
     def _server_of(self, key: str | None) -> tuple[str, int] | None:
         """The Redis node serving ``key`` (span attributes; None for a batch on a Cluster)."""
-        primary = self._failover.primary  # type: ignore[union-attr]
-        return primary.server_of(None if key is None else self._namespace.key(key))
+        if self._failover is None:  # not asked: telemetry gets this only with Redis configured
+            return None
+        return self._failover.primary.server_of(None if key is None else self._namespace.key(key))
 
     def connection_usage(self) -> tuple[int, int, int] | None:
         """``(used, idle, max)`` Redis pool connections; None in memory-only mode."""
@@ -724,7 +733,7 @@ class CacheManager:
         its invalidation channel is not tracking although Redis answers (``near.error``
         says why; reads then all go to Redis).
         """
-        redis = {"connected": False, "latency_ms": None, "error": None, "write_error": None}
+        redis: dict[str, Any] = {"connected": False, "latency_ms": None, "error": None, "write_error": None}
         if isinstance(self._backend, _Closed):
             status, redis["error"] = "unhealthy", "cache manager is closed"
         elif self._failover is None:
@@ -752,7 +761,7 @@ class CacheManager:
             if healthy and self._channel is not None:
                 healthy = await self._channel.wait_tracking(self.socket_timeout)
             status = "healthy" if healthy else "degraded"
-        report = {
+        report: dict[str, Any] = {
             "status": status,
             "backend": self.backend_name,
             "redis": redis,

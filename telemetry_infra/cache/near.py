@@ -44,7 +44,7 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from telemetry_infra.cache.fork_safety import hold_across_fork
@@ -232,6 +232,13 @@ class NearCache:
                 if flight is not None:
                     flight.stale = True
         return count
+
+    def discard_changed(self, keys: Sequence[str] | str) -> None:
+        """Drop what a change to ``keys`` (a sequence, or a glob pattern) makes stale."""
+        if isinstance(keys, str):
+            self.discard_matching(keys)
+        else:
+            self.discard(keys)
 
     def discard_matching(self, pattern: str) -> None:
         """Drop every key matching the Redis glob ``pattern`` (our own ``clear``)."""

@@ -102,7 +102,10 @@ class _HandOff:
 
     def wait(self) -> Any:
         self.done.acquire()
-        return self.task.result()  # type: ignore[union-attr]
+        task = self.task
+        if task is None:  # done is released by the task's callback: start() ran
+            raise RuntimeError("a hand-off waited on before it was started")
+        return task.result()
 
 
 def run_inline(coroutine: Coroutine[Any, Any, T]) -> T:
@@ -113,7 +116,7 @@ def run_inline(coroutine: Coroutine[Any, Any, T]) -> T:
         while coroutine.send(None) is None:
             pass
     except StopIteration as finished:
-        return finished.value  # type: ignore[no-any-return]
+        return finished.value  # type: ignore[no-any-return]  # typeshed types StopIteration.value as Any
     coroutine.close()
     raise RuntimeError("a cache operation run in the caller's thread waited on a future")
 

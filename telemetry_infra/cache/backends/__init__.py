@@ -16,7 +16,10 @@ __all__ = ["Backend"]
 class Backend(Protocol):
     """What the cache needs from a store."""
 
-    name: str
+    @property
+    def name(self) -> str:
+        """What ``cache.backend`` reports: ``redis``, ``memory``, ..."""
+        ...
 
     async def get(self, key: str) -> bytes | None: ...
 

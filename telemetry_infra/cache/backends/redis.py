@@ -24,8 +24,8 @@ import hashlib
 import logging
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from typing import Any, NamedTuple
+from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar, cast
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -95,6 +95,13 @@ class ExpiringRead(NamedTuple):
 ABSENT = ExpiringRead(None, -2)
 
 
+class Commands(Protocol):
+    """A client the backends send raw commands to: redis-py's (whose ``execute_command`` is
+    unannotated; this is its signature) or ``ThreadReads``."""
+
+    async def execute_command(self, *args: Any) -> Any: ...
+
+
 class ExpiringScript:
     """A read-only Lua script called by ``EVALSHA`` (``EVAL`` once when the node lacks it)."""
 
@@ -102,7 +109,7 @@ class ExpiringScript:
         self.source = source
         self.sha = hashlib.sha1(source.encode()).hexdigest()  # Redis names a script by its SHA1
 
-    async def __call__(self, client: Any, keys: Sequence[str]) -> Any:
+    async def __call__(self, client: Commands, keys: Sequence[str]) -> Any:
         try:
             return await client.execute_command("EVALSHA", self.sha, len(keys), *keys)
         except NoScriptError:  # a new or restarted node
@@ -156,7 +163,7 @@ class FairConnectionPool(aioredis.ConnectionPool):
         if self._waiters or not self.can_get_connection():
             connection = await self._wait_for_connection()
         else:
-            connection = self.get_available_connection()
+            connection = self.get_available_connection()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
         try:
             await self.ensure_connection(connection)
         except BaseException:
@@ -169,7 +176,7 @@ class FairConnectionPool(aioredis.ConnectionPool):
         while waiters and waiters[0].done():
             waiters.popleft()
         if not waiters and self.can_get_connection():
-            return self.get_available_connection()
+            return self.get_available_connection()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[Any] = loop.create_future()
         waiters.append(waiter)
@@ -267,15 +274,36 @@ class _LoopClient:
 
     __slots__ = ("client", "closer", "loop", "mset_script", "pool")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop | None, client: aioredis.Redis) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, client: aioredis.Redis) -> None:
         self.loop = loop
         self.client = client
-        self.pool: FairConnectionPool = client.connection_pool
+        # create_client and create_sentinel_client build their clients on a FairConnectionPool
+        self.pool = cast(FairConnectionPool, client.connection_pool)
         self.mset_script = client.register_script(_MSET_WITH_TTL)
         self.closer = _closed_with_its_loop(client)
 
 
-async def _closed_with_its_loop(client: aioredis.Redis) -> AsyncIterator[None]:
+class Closeable(Protocol):
+    """A client ``_closed_with_its_loop`` closes."""
+
+    async def aclose(self) -> None: ...
+
+
+class LoopBinding(Protocol):
+    """What a backend keeps per event loop (``_LoopClient``; the Cluster's own)."""
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop: ...
+
+    @property
+    def closer(self) -> AsyncGenerator[None, None]: ...
+
+
+ClientT = TypeVar("ClientT")
+BindingT = TypeVar("BindingT", bound=LoopBinding)
+
+
+async def _closed_with_its_loop(client: Closeable) -> AsyncGenerator[None, None]:
     try:
         yield
     finally:
@@ -295,11 +323,76 @@ class _ThreadBound:
         self.loop = None
 
 
-class RedisBackend:
-    """Payloads stored as plain Redis strings under their full keys.
+class PerLoopClients(Generic[ClientT, BindingT]):
+    """One redis-py client per event loop that uses the backend (see the module docstring).
 
     ``connect()`` makes a client; it is called once per event loop that uses the
     backend (the first client is made at once, so a bad URL fails at construction).
+    Subclasses say how big a client's pool is (``_pool_size``) and what a loop keeps
+    (``_loop_client``).
+    """
+
+    def __init__(self, connect: Callable[[], ClientT], *, scan_count: int = 1000) -> None:
+        self._connect = connect
+        self._scan_count = scan_count
+        self._refuse_waiters: Callable[[], bool] = lambda: False
+        self._lock = hold_across_fork(threading.Lock())
+        self._spare: ClientT | None = connect()
+        self._max_connections: int = self._pool_size(self._spare)
+        self._by_loop: dict[asyncio.AbstractEventLoop, BindingT] = {}
+        # the loop used last and its client: a call from that loop costs one identity check
+        self._bound: BindingT = self._loop_client(_NO_LOOP_YET, self._spare)
+
+    def _pool_size(self, client: ClientT) -> int:
+        """The most connections ``client`` opens (per node on a Cluster)."""
+        raise NotImplementedError
+
+    def _loop_client(self, loop: asyncio.AbstractEventLoop, client: ClientT) -> BindingT:
+        """What ``loop``'s calls use."""
+        raise NotImplementedError
+
+    async def _bind(self) -> BindingT:
+        """The running loop's client, made on the loop's first call; RuntimeError outside a loop."""
+        loop = _running_loop()
+        if loop is None:
+            raise RuntimeError("no running event loop")
+        with self._lock:
+            bound = self._by_loop.get(loop)
+            made = bound is None
+            if bound is None:
+                self._forget_closed_loops()
+                client, self._spare = self._spare or self._connect(), None
+                bound = self._by_loop[loop] = self._loop_client(loop, client)
+        if made:
+            await bound.closer.asend(None)  # registers it with the loop's shutdown_asyncgens()
+        self._bound = bound
+        return bound
+
+    def _forget_closed_loops(self) -> None:
+        # ended without shutdown_asyncgens(): closing needs the loop, the collector does the rest
+        for loop in [loop for loop in self._by_loop if loop.is_closed()]:
+            del self._by_loop[loop]
+
+    async def close(self) -> None:
+        """Close the connections of every loop that still runs; forget those of ended loops."""
+        running = _running_loop()
+        with self._lock:
+            clients, self._by_loop = list(self._by_loop.values()), {}
+            self._spare = None
+        for bound in clients:
+            loop = bound.loop
+            if loop is running:
+                await bound.closer.aclose()
+            elif loop is not None and loop.is_running():
+                # another thread's loop: its connections may only be touched from there
+                closing = asyncio.run_coroutine_threadsafe(bound.closer.aclose(), loop)
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(asyncio.wrap_future(closing), 1.0)
+
+
+class RedisBackend(PerLoopClients[aioredis.Redis, _LoopClient]):
+    """Payloads stored as plain Redis strings under their full keys.
+
     Commands go through ``client.execute_command`` looked up at each call, never a
     saved bound method: opentelemetry-instrumentation-redis patches the class,
     possibly after this backend was created.
@@ -314,52 +407,32 @@ class RedisBackend:
         scan_count: int = 1000,
         thread_reads: Callable[..., ThreadReads] | None = None,
     ) -> None:
-        self._connect = connect
         self._make_thread_reads = thread_reads
         self._thread_reads: _ThreadBound | None = None
         self._loop_limits: dict[asyncio.AbstractEventLoop, int] = {}
-        self._scan_count = scan_count
-        self._refuse_waiters: Callable[[], bool] = lambda: False
-        self._lock = hold_across_fork(threading.Lock())
-        self._spare: Any = connect()
-        self._max_connections: int = self._pool_size(self._spare)
-        self._by_loop: dict[asyncio.AbstractEventLoop, Any] = {}
-        # the loop used last and its client: a call from that loop costs one identity check
-        self._bound = self._loop_client(_NO_LOOP_YET, self._spare)
+        super().__init__(connect, scan_count=scan_count)
 
     def _pool_size(self, client: aioredis.Redis) -> int:
         return client.connection_pool.max_connections
 
-    def _loop_client(self, loop: asyncio.AbstractEventLoop | None, client: aioredis.Redis) -> _LoopClient:
-        """What a loop's calls use: its client, its pool (told when to fail fast), its script."""
-        client.connection_pool.refuse_waiters = self._refuse_waiters
-        return _LoopClient(loop, client)
-
-    async def _bind(self) -> Any:
-        """The running loop's client, made on the loop's first call (outside any loop: the
-        thread reads, see ``share_with_threads``)."""
-        loop = _running_loop()
-        if loop is None:
-            return self._thread_bound()
-        with self._lock:
-            bound = self._by_loop.get(loop)
-            made = bound is None
-            if made:
-                self._forget_closed_loops()
-                client, self._spare = self._spare or self._connect(), None
-                limit = self._loop_limits.get(loop)
-                if limit is not None:
-                    client.connection_pool.max_connections = limit
-                bound = self._by_loop[loop] = self._loop_client(loop, client)
-        if made:
-            await bound.closer.asend(None)  # registers it with the loop's shutdown_asyncgens()
-        self._bound = bound
+    def _loop_client(self, loop: asyncio.AbstractEventLoop, client: aioredis.Redis) -> _LoopClient:
+        """What a loop's calls use: its client, its pool (sized for the loop, told when to
+        fail fast), its script."""
+        bound = _LoopClient(loop, client)
+        limit = self._loop_limits.get(loop)
+        if limit is not None:
+            bound.pool.max_connections = limit
+        bound.pool.refuse_waiters = self._refuse_waiters
         return bound
 
+    async def _bind_anywhere(self) -> _LoopClient | _ThreadBound:
+        """``_bind()``, or outside any loop the thread reads (see ``share_with_threads``)."""
+        if _running_loop() is None:
+            return self._thread_bound()
+        return await self._bind()
+
     def _forget_closed_loops(self) -> None:
-        # ended without shutdown_asyncgens(): closing needs the loop, the collector does the rest
-        for loop in [loop for loop in self._by_loop if loop.is_closed()]:
-            del self._by_loop[loop]
+        super()._forget_closed_loops()
         for loop in [loop for loop in self._loop_limits if loop.is_closed()]:
             del self._loop_limits[loop]
 
@@ -392,22 +465,34 @@ class RedisBackend:
         return reads
 
     async def _client(self) -> aioredis.Redis:
+        """The running loop's client (RuntimeError outside a loop)."""
         bound = self._bound
         if bound.loop is not _running_loop():
             bound = await self._bind()
         return bound.client
 
-    async def get(self, key: str) -> bytes | None:
-        bound = self._bound
+    async def _commands(self) -> Commands:
+        """The running loop's client, or outside any loop the thread reads."""
+        bound: _LoopClient | _ThreadBound = self._bound
         if bound.loop is not _running_loop():
-            bound = await self._bind()
-        return await bound.client.execute_command("GET", key)
+            bound = await self._bind_anywhere()
+        return bound.client
+
+    async def get(self, key: str) -> bytes | None:
+        bound: _LoopClient | _ThreadBound = self._bound
+        if bound.loop is not _running_loop():
+            bound = await self._bind_anywhere()
+        client: Commands = bound.client
+        payload: bytes | None = await client.execute_command("GET", key)
+        return payload
 
     async def mget(self, keys: Sequence[str]) -> list[bytes | None]:
-        bound = self._bound
+        bound: _LoopClient | _ThreadBound = self._bound
         if bound.loop is not _running_loop():
-            bound = await self._bind()
-        return await bound.client.execute_command("MGET", *keys)
+            bound = await self._bind_anywhere()
+        client: Commands = bound.client
+        payloads: list[bytes | None] = await client.execute_command("MGET", *keys)
+        return payloads
 
     async def get_expiring(self, key: str) -> ExpiringRead:
         """``get`` for the near tier: the value and its remaining TTL, in one round trip.
@@ -435,21 +520,22 @@ class RedisBackend:
 
     async def mget_expiring(self, keys: Sequence[str]) -> list[ExpiringRead]:
         """``mget`` for the near tier: each value and its remaining TTL, in one round trip."""
-        bound = self._bound
+        bound: _LoopClient | _ThreadBound = self._bound
         if bound.loop is not _running_loop():
-            bound = await self._bind()
+            bound = await self._bind_anywhere()
         return expiring_reads(await _get_expiring(bound.client, keys))
 
     async def set(self, key: str, payload: bytes, ttl: float | None) -> None:
-        bound = self._bound
+        bound: _LoopClient | _ThreadBound = self._bound
         if bound.loop is not _running_loop():
-            bound = await self._bind()
+            bound = await self._bind_anywhere()
+        client: Commands = bound.client
         token = _writing.set(True)
         try:
             if ttl is None:
-                await bound.client.execute_command("SET", key, payload)
+                await client.execute_command("SET", key, payload)
             else:
-                await bound.client.execute_command("SET", key, payload, "PX", _milliseconds(ttl))
+                await client.execute_command("SET", key, payload, "PX", _milliseconds(ttl))
         finally:
             _writing.reset(token)
 
@@ -470,7 +556,7 @@ class RedisBackend:
             _writing.reset(token)
 
     async def delete(self, key: str) -> bool:
-        client = await self._client()
+        client = await self._commands()
         token = _writing.set(True)
         try:
             return bool(await client.execute_command("UNLINK", key))
@@ -478,7 +564,7 @@ class RedisBackend:
             _writing.reset(token)
 
     async def delete_many(self, keys: Sequence[str]) -> int:
-        client = await self._client()
+        client = await self._commands()
         removed = 0
         token = _writing.set(True)
         try:
@@ -489,7 +575,7 @@ class RedisBackend:
         return removed
 
     async def exists(self, key: str) -> bool:
-        client = await self._client()
+        client = await self._commands()
         return bool(await client.execute_command("EXISTS", key))
 
     async def clear(self, pattern: str) -> int:
@@ -517,7 +603,7 @@ class RedisBackend:
         return removed
 
     async def ping(self) -> None:
-        client = await self._client()
+        client = await self._commands()
         await client.execute_command("PING")
 
     async def node_health(self) -> list[dict[str, Any]]:
@@ -567,23 +653,12 @@ class RedisBackend:
         await client.connection_pool.disconnect(inuse_connections=False)
 
     async def close(self) -> None:
-        """Close the connections of every loop that still runs; forget those of ended loops."""
-        running = _running_loop()
+        """Close the thread reads' connections, then every loop's (see ``PerLoopClients``)."""
         with self._lock:
-            clients, self._by_loop = list(self._by_loop.values()), {}
-            self._spare = None
             reads, self._thread_reads = self._thread_reads, None
         if reads is not None:
             reads.client.close()
-        for bound in clients:
-            loop = bound.loop
-            if loop is running:
-                await bound.closer.aclose()
-            elif loop is not None and loop.is_running():
-                # another thread's loop: its connections may only be touched from there
-                closing = asyncio.run_coroutine_threadsafe(bound.closer.aclose(), loop)
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(asyncio.wrap_future(closing), 1.0)
+        await super().close()
 
 
 def _chunks(

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from redis.asyncio.cluster import ClusterNode, RedisCluster
@@ -35,6 +35,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import MaxConnectionsError, RedisClusterException, SlotNotCoveredError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.typing import KeyT
 
 from telemetry_infra.cache.backends.redis import (
     ABSENT,
@@ -42,7 +43,7 @@ from telemetry_infra.cache.backends.redis import (
     MSET_CHUNK_ITEMS,
     ExpiringRead,
     ExpiringScript,
-    RedisBackend,
+    PerLoopClients,
     _chunks,
     _closed_with_its_loop,
     _milliseconds,
@@ -166,27 +167,37 @@ class _ClusterLoopClient:
 
     __slots__ = ("client", "closer", "loop")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop | None, client: RedisCluster) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, client: _RefreshingRedisCluster) -> None:
         self.loop = loop
         self.client = client
         self.closer = _closed_with_its_loop(_ClosedForGood(client))
 
 
-class RedisClusterBackend(RedisBackend):
+class RedisClusterBackend(PerLoopClients[_RefreshingRedisCluster, _ClusterLoopClient]):
     """Payloads under their full keys in a Redis Cluster; see the module docstring."""
 
     name = "redis-cluster"
 
-    def __init__(self, connect: Any, *, scan_count: int = 1000) -> None:
+    def __init__(self, connect: Callable[[], _RefreshingRedisCluster], *, scan_count: int = 1000) -> None:
         self._verdict: tuple[float, bool] = (-VERDICT_TTL_S, True)
         self._asking: dict[asyncio.AbstractEventLoop, asyncio.Task[bool]] = {}
         super().__init__(connect, scan_count=scan_count)
 
-    def _pool_size(self, client: Any) -> int:
-        return int(client.get_connection_kwargs().get("max_connections", 100))
+    def _pool_size(self, client: _RefreshingRedisCluster) -> int:
+        limit = client.get_connection_kwargs().get("max_connections")
+        return 100 if limit is None else int(limit)  # redis-py's default
 
-    def _loop_client(self, loop: asyncio.AbstractEventLoop | None, client: Any) -> Any:
+    def _loop_client(
+        self, loop: asyncio.AbstractEventLoop, client: _RefreshingRedisCluster
+    ) -> _ClusterLoopClient:
         return _ClusterLoopClient(loop, client)
+
+    async def _client(self) -> _RefreshingRedisCluster:
+        """The running loop's client (RuntimeError outside a loop)."""
+        bound = self._bound
+        if bound.loop is not _running_loop():
+            bound = await self._bind()
+        return bound.client
 
     # -- failure classification -----------------------------------------------------
 
@@ -215,7 +226,7 @@ class RedisClusterBackend(RedisBackend):
         decided_at, answers = self._verdict
         if time.monotonic() - decided_at < VERDICT_TTL_S:
             return answers
-        loop = _running_loop()
+        loop = asyncio.get_running_loop()
         pending = self._asking.get(loop)
         if pending is None or pending.done():
             pending = self._asking[loop] = loop.create_task(self._ask_primaries(client))
@@ -233,7 +244,8 @@ class RedisClusterBackend(RedisBackend):
         if bound.loop is not _running_loop():
             bound = await self._bind()
         try:
-            return await bound.client.execute_command("GET", key)
+            payload: bytes | None = await bound.client.execute_command("GET", key)
+            return payload
         except _CLUSTER_FAILURES as exc:
             raise await self._translated(exc, bound.client) from exc
 
@@ -311,7 +323,7 @@ class RedisClusterBackend(RedisBackend):
 
     async def _mget_per_slot(self, client: RedisCluster, keys: Sequence[str]) -> list[bytes | None]:
         """The slow path of ``mget`` after a node failed: slots one by one, failures as misses."""
-        found: dict[str, bytes | None] = {}
+        found: dict[KeyT, bytes | None] = {}
         failure: BaseException | None = None
         answered = False
         for slot_keys in client._partition_keys_by_slot(keys).values():
@@ -432,9 +444,9 @@ class RedisClusterBackend(RedisBackend):
             node = self._bound.client.get_node_from_key(key)
         except (RedisClusterException, KeyError, AttributeError):
             return None
-        return None if node is None else (node.host, node.port)
+        return None if node is None else (node.host, int(node.port))
 
-    def fail_fast_when(self, unreachable: Any) -> None:
+    def fail_fast_when(self, unreachable: Callable[[], bool]) -> None:
         """Cluster nodes have no queue to drain: calls fail at once when a node is full."""
         self._refuse_waiters = unreachable
 
@@ -447,7 +459,7 @@ class RedisClusterBackend(RedisBackend):
             most += node_max
         return used, idle, most
 
-    def connections_by_node(self) -> dict[tuple[str, int], tuple[int, int, int]] | None:
+    def connections_by_node(self) -> dict[tuple[str, int], tuple[int, int, int]]:
         """``{(host, port): (used, idle, max)}`` over the loops alive now (pool gauges per node)."""
         with self._lock:
             clients = [bound.client for bound in self._by_loop.values() if not bound.loop.is_closed()]
@@ -456,8 +468,9 @@ class RedisClusterBackend(RedisBackend):
             for node in client.get_nodes():
                 idle = len(node._free)
                 used = len(node._connections) - idle
-                before = usage.get((node.host, node.port), (0, 0, 0))
-                usage[node.host, node.port] = (
+                address = (node.host, int(node.port))
+                before = usage.get(address, (0, 0, 0))
+                usage[address] = (
                     before[0] + used,
                     before[1] + idle,
                     before[2] + node.max_connections,

@@ -34,7 +34,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -68,20 +68,18 @@ class MasterDemotedError(RedisConnectionError):
     """The server this connection writes to was the primary and is a replica now."""
 
 
-class _DemotionAware:
+class _DemotionAware(SentinelManagedConnection):
     """Turns ``READONLY`` from the server believed to be the primary into ``MasterDemotedError``."""
 
     async def read_response(self, *args: Any, **kwargs: Any) -> Any:
         try:
-            return await super().read_response(*args, **kwargs)  # type: ignore[misc]
+            return await super().read_response(*args, **kwargs)
         except MasterDemotedError:
             raise
         except (ReadOnlyError, RedisConnectionError) as exc:
             if isinstance(exc, ReadOnlyError) or "now a slave" in str(exc):
-                await self.disconnect()  # type: ignore[attr-defined]
-                raise MasterDemotedError(
-                    f"{self.host}:{self.port} was demoted to a replica"  # type: ignore[attr-defined]
-                ) from exc
+                await self.disconnect()
+                raise MasterDemotedError(f"{self.host}:{self.port} was demoted to a replica") from exc
             raise
 
 
@@ -111,14 +109,14 @@ class FairSentinelConnectionPool(FairConnectionPool, SentinelConnectionPool):
         (no I/O here: callable from any event loop)."""
         self.master_address = None
         for connection in (*self._available_connections, *self._in_use_connections):
-            connection.mark_for_reconnect()
+            connection.mark_for_reconnect()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
 
     async def get_master_address(self) -> tuple[str, int]:
         named = None if self.watch is None else self.watch.named_primary()
         if named is not None:
             self.master_address = named
             return named
-        address: tuple[str, int] = await super().get_master_address()  # type: ignore[no-untyped-call]
+        address: tuple[str, int] = await super().get_master_address()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
         return address
 
     async def ensure_connection(self, connection: Any) -> None:
@@ -135,15 +133,16 @@ class FairSentinelConnectionPool(FairConnectionPool, SentinelConnectionPool):
 
 
 class _SentinelManagedRedis(aioredis.Redis):
-    """The data client; closing it also closes its connections to the Sentinels."""
+    """The data client; closing it also closes its connections to the Sentinels (``discovery``:
+    not ``sentinel``, which would hide redis-py's ``sentinel()`` command method)."""
 
-    sentinel: Sentinel
+    discovery: Sentinel
 
     async def aclose(self, close_connection_pool: bool | None = None) -> None:
         try:
             await super().aclose(close_connection_pool)
         finally:
-            for client in self.sentinel.sentinels:
+            for client in self.discovery.sentinels:
                 await client.aclose()
 
 
@@ -192,8 +191,9 @@ def create_sentinel_client(
         **credentials,
         **timeouts,
     )
-    client = _SentinelManagedRedis.from_pool(pool)
-    client.sentinel = sentinel
+    # redis-py annotates from_pool as returning Redis; it makes an instance of the class it is called on
+    client = cast(_SentinelManagedRedis, _SentinelManagedRedis.from_pool(pool))
+    client.discovery = sentinel
     return client
 
 
@@ -266,8 +266,7 @@ class RedisSentinelBackend(RedisBackend):
     async def _rediscover(self) -> None:
         """The primary we wrote to answered as a replica: whatever the watch heard, it is not the
         primary any more. Ask the Sentinels which one is, and drop the idle connections."""
-        client = await self._client()
-        pool: FairSentinelConnectionPool = client.connection_pool  # type: ignore[assignment]
+        pool = _sentinel_pool(await self._client())
         address = await pool.sentinel_manager.discover_master(pool.service_name)
         self.watch.demoted((_text(address[0]), int(address[1])))
         pool.master_address = None
@@ -277,18 +276,18 @@ class RedisSentinelBackend(RedisBackend):
         """The Sentinels name another primary (the near cache's channel found it): the data
         connections of every event loop reconnect to it before their next command."""
         self.watch.ensure_running()
-        for pool in {id(bound.pool): bound.pool for bound in (self._bound, *self._by_loop.values())}.values():
+        clients = (bound.client for bound in (self._bound, *self._by_loop.values()))
+        for pool in {id(pool): pool for pool in map(_sentinel_pool, clients)}.values():
             pool.follow_new_primary()
 
     def server_of(self, key: str | None) -> tuple[str, int] | None:
         """The primary's address as last discovered (for span attributes)."""
-        return self._bound.pool.server_address()
+        return _sentinel_pool(self._bound.client).server_address()
 
     async def node_health(self) -> list[dict[str, Any]]:
         """Every Sentinel (does it answer, which primary does it name) and the primary itself."""
         self.watch.ensure_running()
-        client = await self._client()
-        pool: FairSentinelConnectionPool = client.connection_pool
+        pool = _sentinel_pool(await self._client())
         report: list[dict[str, Any]] = []
         for sentinel in pool.sentinel_manager.sentinels:
             kwargs = sentinel.connection_pool.connection_kwargs
@@ -304,6 +303,11 @@ class RedisSentinelBackend(RedisBackend):
         if address is not None:
             report.append({"address": f"{address[0]}:{address[1]}", "role": "primary", "connected": True})
         return report
+
+
+def _sentinel_pool(client: aioredis.Redis) -> FairSentinelConnectionPool:
+    # create_sentinel_client builds every client of RedisSentinelBackend on this pool class
+    return cast(FairSentinelConnectionPool, client.connection_pool)
 
 
 def _text(value: str | bytes) -> str:

@@ -34,7 +34,7 @@ class _BoundedPool(redis.BlockingConnectionPool):
 
     def get_connection(self, *args: Any, **kwargs: Any) -> Any:
         try:
-            return super().get_connection(*args, **kwargs)  # type: ignore[no-untyped-call]
+            return super().get_connection(*args, **kwargs)  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
         except RedisConnectionError as exc:
             if str(exc) != _NO_CONNECTION:
                 raise
@@ -77,7 +77,7 @@ class ThreadReads:
 
         ``client.execute_command`` is looked up at each call: opentelemetry-instrumentation-redis
         patches the class, possibly later."""
-        return self.client.execute_command(*args)  # type: ignore[no-untyped-call]
+        return self.client.execute_command(*args)  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
 
     def usage(self) -> tuple[int, int]:
         """``(used, idle)`` connections."""

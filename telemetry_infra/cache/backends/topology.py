@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from typing import TypedDict
 
 from telemetry_infra.cache.backends.redis import RedisBackend, create_client
 from telemetry_infra.cache.backends.redis_cluster import RedisClusterBackend, create_cluster_client
@@ -11,7 +12,19 @@ from telemetry_infra.cache.backends.redis_sync import ThreadReads
 from telemetry_infra.cache.backends.sentinel_watch import SentinelWatch
 from telemetry_infra.cache.redis_urls import parse_redis_url
 
-__all__ = ["redis_backend_for"]
+__all__ = ["RedisStore", "redis_backend_for"]
+
+#: The Redis backend of a manager: one node (or the Sentinels' primary), or a Cluster.
+RedisStore = RedisBackend | RedisClusterBackend
+
+
+class _PoolKwargs(TypedDict):
+    """The connection settings every topology's client factory takes."""
+
+    max_connections: int
+    socket_timeout: float
+    socket_connect_timeout: float
+    health_check_interval: float
 
 
 def redis_backend_for(
@@ -23,7 +36,7 @@ def redis_backend_for(
     health_check_interval: float,
     pool_timeout: float,
     check_interval: float = 1.0,
-) -> RedisBackend:
+) -> RedisStore:
     """A backend on ``url`` (see ``redis_urls``); ``ValueError`` naming the problem when malformed.
 
     ``max_connections`` bounds each event loop's pool; on a Cluster, each node's. Under
@@ -32,14 +45,14 @@ def redis_backend_for(
     failover under way to finish.
     """
     target = parse_redis_url(url)
-    timeouts = {
+    pool: _PoolKwargs = {
         "max_connections": max_connections,
         "socket_timeout": socket_timeout,
         "socket_connect_timeout": socket_connect_timeout,
         "health_check_interval": health_check_interval,
     }
     if target.topology == "cluster":
-        return RedisClusterBackend(functools.partial(create_cluster_client, target, **timeouts))
+        return RedisClusterBackend(functools.partial(create_cluster_client, target, **pool))
     if target.topology == "sentinel":
         watch = SentinelWatch(
             target,
@@ -48,11 +61,11 @@ def redis_backend_for(
             check_interval=check_interval,
         )
         connect = functools.partial(
-            create_sentinel_client, target, pool_timeout=pool_timeout, watch=watch, **timeouts
+            create_sentinel_client, target, pool_timeout=pool_timeout, watch=watch, **pool
         )
         return RedisSentinelBackend(connect, watch, failover_wait=socket_timeout)
     return RedisBackend(
-        functools.partial(create_client, url, pool_timeout=pool_timeout, **timeouts),
+        functools.partial(create_client, url, pool_timeout=pool_timeout, **pool),
         thread_reads=functools.partial(  # their share of max_connections: see RedisBackend.share_with_threads
             ThreadReads,
             url,
