@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import worker_process_init, worker_process_shutdown
 
 import telemetry_infra as ti
 
@@ -31,6 +31,12 @@ log = ti.get_logger("api.prices")
 def start_telemetry(**_: object) -> None:
     """In each pool process: exporters are threads, which do not survive the fork."""
     ti.configure(service_name="celery-example")
+
+
+@worker_process_shutdown.connect
+def flush_telemetry(**_: object) -> None:
+    """A pool process ends without running atexit hooks: send what it still holds."""
+    ti.shutdown(timeout_s=5.0)
 
 
 @ti.cached(ttl=300)

@@ -180,6 +180,9 @@ def test_celery_recipe_with_a_prefork_worker(tmp_path, redis_restartable, otlp_r
         done = subprocess.run(
             [sys.executable, "-c", script], env=env, cwd=EXAMPLES, capture_output=True, text=True, timeout=90
         )
+        assert done.returncode == 0, done.stderr + (tmp_path / "celery.err").read_text()
+        # while the worker runs, as a user watching the collector sees them
+        computed = otlp_receiver.wait_for_logs(lambda r: r.body == "computing price", count=2, timeout=20)
     finally:
         os.killpg(worker.pid, signal.SIGTERM)
         try:
@@ -187,8 +190,6 @@ def test_celery_recipe_with_a_prefork_worker(tmp_path, redis_restartable, otlp_r
         except subprocess.TimeoutExpired:
             os.killpg(worker.pid, signal.SIGKILL)
             worker.wait()
-    assert done.returncode == 0, done.stderr + (tmp_path / "celery.err").read_text()
     assert done.stdout.strip() == "[10.0, 20.0, 10.0, 10.0, 20.0]"
-    computed = otlp_receiver.wait_for_logs(lambda r: r.body == "computing price", count=2, timeout=20)
     skus = sorted(r.attributes["sku"] for r in computed)
     assert skus == ["a", "b"], "a price cached by one pool process was computed again"
