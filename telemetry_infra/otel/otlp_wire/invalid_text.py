@@ -14,8 +14,8 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
@@ -34,6 +34,7 @@ __all__ = [
     "sanitized_resource",
     "sanitized_scope",
     "sanitized_span",
+    "valid_items",
 ]
 
 REPLACEMENT = "\ufffd"
@@ -111,6 +112,31 @@ def register_sanitized_counter() -> None:
 def count_sanitized(item: str, error: UnicodeEncodeError) -> None:
     """Count one ``item`` (``span``, ``log_record``, ``resource``, ``scope``) sent with text replaced."""
     _sanitized.add(item, error)
+
+
+T = TypeVar("T")
+
+
+def valid_items(
+    items: Sequence[T], kind: str, encode: Callable[[T], object], sanitized: Callable[[T], T]
+) -> tuple[list[T], int]:
+    """``items`` with each one that holds text which is not valid Unicode replaced by
+    ``sanitized(item)`` (U+FFFD), and how many were replaced (each counted as ``kind``).
+
+    For the SDK's encoder, which refuses the whole batch for one of them: ``encode`` (ours)
+    finds them.
+    """
+    valid = []
+    replaced = 0
+    for item in items:
+        try:
+            encode(item)
+        except UnicodeEncodeError as error:
+            count_sanitized(kind, error)
+            item = sanitized(item)
+            replaced += 1
+        valid.append(item)
+    return valid, replaced
 
 
 def _status(status: Status) -> Status:

@@ -20,6 +20,7 @@ from telemetry_infra.otel.otlp_wire.invalid_text import (
     count_sanitized,
     replace_invalid,
     replace_invalid_attributes,
+    valid_items,
 )
 from telemetry_infra.otel.otlp_wire.protobuf import (
     any_value,
@@ -145,22 +146,12 @@ def encode_logs(records: Sequence[ReadableLogRecord]) -> bytes:
 
 
 def logs_with_valid_text(records: Sequence[ReadableLogRecord]) -> tuple[list[ReadableLogRecord], int]:
-    """``records`` with each one holding text that is not valid Unicode replaced by a copy with U+FFFD.
+    """``records`` with invalid text replaced, for the SDK's encoder (see :func:`.valid_items`)."""
+    return valid_items(records, "log_record", _encode_for_check, _sanitized_readable)
 
-    Also how many were replaced (and counted). For the SDK's encoder, which refuses the
-    whole batch for one of them: our encoder finds them.
-    """
-    valid = []
-    replaced = 0
-    for readable in records:
-        try:
-            _encode_readable(readable, _encode_log_record)
-        except UnicodeEncodeError as error:
-            count_sanitized("log_record", error)
-            readable = _sanitized_readable(readable)
-            replaced += 1
-        valid.append(readable)
-    return valid, replaced
+
+def _encode_for_check(readable: ReadableLogRecord) -> object:
+    return _encode_readable(readable, _encode_log_record)
 
 
 def _sanitized_readable(readable: ReadableLogRecord) -> ReadableLogRecord:

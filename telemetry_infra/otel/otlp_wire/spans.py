@@ -14,7 +14,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind
 
 from telemetry_infra.otel.otlp_wire.grouping import ResourceGroups, encode_request
-from telemetry_infra.otel.otlp_wire.invalid_text import count_sanitized, sanitized_span
+from telemetry_infra.otel.otlp_wire.invalid_text import count_sanitized, sanitized_span, valid_items
 from telemetry_infra.otel.otlp_wire.protobuf import (
     attributes_field,
     fixed64_field,
@@ -218,19 +218,5 @@ def _encode_sanitized(span: ReadableSpan, error: UnicodeEncodeError) -> bytes:
 
 
 def with_valid_text(spans: Sequence[ReadableSpan]) -> tuple[list[ReadableSpan], int]:
-    """``spans`` with each one holding text that is not valid Unicode replaced by a copy with U+FFFD.
-
-    Also how many were replaced (and counted). For the SDK's encoder, which refuses the
-    whole batch for one of them: our encoder finds them.
-    """
-    valid = []
-    replaced = 0
-    for span in spans:
-        try:
-            _encode_span_public(span)
-        except UnicodeEncodeError as error:
-            count_sanitized("span", error)
-            span = sanitized_span(span)
-            replaced += 1
-        valid.append(span)
-    return valid, replaced
+    """``spans`` with invalid text replaced, for the SDK's encoder (see :func:`.valid_items`)."""
+    return valid_items(spans, "span", _encode_span_public, sanitized_span)
