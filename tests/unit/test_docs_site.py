@@ -17,10 +17,11 @@ REPO = Path(__file__).resolve().parents[2]
 pytest.importorskip("mkdocs", reason="the docs extra is not installed: pip install -e '.[docs]'")
 
 
-def build(config_dir: Path, site_dir: Path) -> subprocess.CompletedProcess[str]:
+def build(config_dir: Path, site_dir: Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    config = config_dir / "mkdocs.yml"
     return subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site_dir)],
-        cwd=config_dir,
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(config), "--site-dir", str(site_dir)],
+        cwd=cwd or config_dir,
         env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
         capture_output=True,
         text=True,
@@ -38,6 +39,20 @@ def test_site_builds_strictly(tmp_path: Path) -> None:
     entries = [line for line in (REPO / "CHANGELOG.md").read_text().splitlines() if line.startswith("- ")]
     shown = html.unescape(re.sub(r"<[^>]+>", "", changelog))
     assert re.sub(r"`([^`]*)`", r"\1", entries[-1][2:42]) in shown
+
+
+def test_site_builds_from_another_working_directory(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+
+    result = build(REPO, tmp_path / "site", cwd=elsewhere)
+
+    assert result.returncode == 0, result.stderr
+    # The changelog page includes CHANGELOG.md found beside mkdocs.yml, not in the working directory.
+    changelog = (tmp_path / "site" / "changelog" / "index.html").read_text(encoding="utf-8")
+    assert "0.2.0" in changelog
+    assert (tmp_path / "site" / "api" / "index.html").exists()
+    assert list(elsewhere.iterdir()) == []  # nothing written where the command ran
 
 
 def test_a_link_to_a_missing_anchor_fails_the_build(tmp_path: Path) -> None:
