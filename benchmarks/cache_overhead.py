@@ -277,7 +277,7 @@ async def issue_17(bench: Bench, rounds: int, iterations: int) -> list[Cleanup]:
 
 
 async def issue_21(bench: Bench, rounds: int, iterations: int) -> list[Cleanup]:
-    from telemetry_infra.cache.backends.redis import _GET_EXPIRING
+    from telemetry_infra.cache.redis.node import _GET_EXPIRING
 
     # one entry held: reads alternating between two keys always miss the near tier and fill it
     near = await bench.manager(telemetry=False, near_cache=True, near_cache_size=1, name="near-21")

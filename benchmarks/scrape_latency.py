@@ -69,7 +69,7 @@ APP = textwrap.dedent(
     """
 )
 HOOKS = """
-from telemetry_infra.prometheus_multiprocess import mark_process_dead
+from telemetry_infra import mark_process_dead
 
 
 def child_exit(server, worker):

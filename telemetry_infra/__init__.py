@@ -25,6 +25,8 @@ from telemetry_infra.logs import (
     set_request_context,
     setup_logging,
 )
+from telemetry_infra.otel.prometheus import metrics_asgi_app
+from telemetry_infra.otel.prometheus_multiprocess import mark_process_dead
 from telemetry_infra.otel.setup import Telemetry, configure, get_telemetry, shutdown
 from telemetry_infra.settings import Settings
 
@@ -51,6 +53,8 @@ __all__ = [
     "get_telemetry",
     "log_exceptions",
     "log_execution_time",
+    "mark_process_dead",
+    "metrics_asgi_app",
     "request_context",
     "set_default_cache_manager",
     "set_request_context",

@@ -114,8 +114,8 @@ def check_redis(url: str | None, timeout_s: float = 1.0, where: str = "REDIS_URL
     """One node, a Cluster (every seed) or a Sentinel set (every Sentinel, then the primary they name)."""
     if not url:
         return CheckResult("redis", True, "REDIS_URL not set: the cache would run in memory", False)
-    from telemetry_infra.cache.redis_urls import parse_redis_url
-    from telemetry_infra.redis_topology_check import probe_redis_target
+    from telemetry_infra.cache.redis.check import probe_redis_target
+    from telemetry_infra.cache.redis.urls import parse_redis_url
 
     try:
         target = parse_redis_url(url)

@@ -25,7 +25,7 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 
 from telemetry_infra import CacheManager, get_logger, request_context
-from telemetry_infra.redis_topology_check import error_cause
+from telemetry_infra.cache.redis.check import error_cause
 from telemetry_infra.settings import short_url
 
 __all__ = ["DemoSummary", "ExportFailures", "TraceRecorder", "format_trace", "run_demo"]

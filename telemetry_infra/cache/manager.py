@@ -16,13 +16,7 @@ from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mappin
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from telemetry_infra.cache.backends import Backend
-from telemetry_infra.cache.backends.memory import MemoryBackend
-from telemetry_infra.cache.backends.redis import MSET_CHUNK_ITEMS, NO_EXPIRY, ExpiringRead
-from telemetry_infra.cache.backends.redis_sentinel import RedisSentinelBackend
-from telemetry_infra.cache.backends.sentinel_watch import SentinelWatch
-from telemetry_infra.cache.backends.topology import redis_backend_for
-from telemetry_infra.cache.cluster_invalidations import ClusterInvalidations
+from telemetry_infra.cache.backend import Backend
 from telemetry_infra.cache.codec import Codec
 from telemetry_infra.cache.errors import (
     BACKEND_ERRORS,
@@ -32,17 +26,23 @@ from telemetry_infra.cache.errors import (
     CacheSerializationError,
     CacheWriteError,
 )
-from telemetry_infra.cache.failover import FailoverBackend
+from telemetry_infra.cache.fallback.failover import FailoverBackend
+from telemetry_infra.cache.fallback.journal import OutageJournal
+from telemetry_infra.cache.fallback.memory import MemoryBackend
 from telemetry_infra.cache.instruments import NO_TELEMETRY, CacheTelemetry, NoTelemetry, Operation
-from telemetry_infra.cache.invalidations import (
+from telemetry_infra.cache.keys import Namespace, key_list
+from telemetry_infra.cache.near.cluster_invalidations import ClusterInvalidations
+from telemetry_infra.cache.near.invalidations import (
     InvalidationChannel,
     sentinel_connection_factory,
     tracking_connection_factory,
 )
-from telemetry_infra.cache.journal import OutageJournal
-from telemetry_infra.cache.keys import Namespace, key_list
-from telemetry_infra.cache.near import NEAR_MISS, Flight, NearCache
-from telemetry_infra.cache.redis_urls import parse_redis_url
+from telemetry_infra.cache.near.tier import NEAR_MISS, Flight, NearCache
+from telemetry_infra.cache.redis.node import MSET_CHUNK_ITEMS, NO_EXPIRY, ExpiringRead
+from telemetry_infra.cache.redis.sentinel import RedisSentinelBackend
+from telemetry_infra.cache.redis.sentinel_watch import SentinelWatch
+from telemetry_infra.cache.redis.topology import redis_backend_for
+from telemetry_infra.cache.redis.urls import parse_redis_url
 from telemetry_infra.cache.stats import CacheStats
 from telemetry_infra.cache.sync import SyncCache, sync_view_of
 

@@ -41,7 +41,7 @@ from datetime import timedelta
 from typing import Any, ParamSpec, Protocol, TypeVar
 
 from telemetry_infra.cache.fork_safety import hold_across_fork
-from telemetry_infra.cache.near import NEAR_MISS
+from telemetry_infra.cache.near.tier import NEAR_MISS
 
 __all__ = ["LoopThread", "SyncCache", "sync_view_of"]
 

@@ -16,7 +16,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import telemetry_infra as ti
-from telemetry_infra.cache.backends.redis import create_client
+from telemetry_infra.cache.redis.node import create_client
 
 MISSING = object()
 

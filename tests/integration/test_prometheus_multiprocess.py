@@ -20,8 +20,7 @@ from opentelemetry import metrics
 from prometheus_client.parser import text_string_to_metric_families
 
 import telemetry_infra as ti
-from telemetry_infra.prometheus import metrics_asgi_app
-from telemetry_infra.prometheus_multiprocess import mark_process_dead
+from telemetry_infra import mark_process_dead, metrics_asgi_app
 from telemetry_infra.testing import free_port
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="start times come from /proc")
@@ -155,7 +154,7 @@ def test_workers_archived_at_once_from_several_processes_are_all_counted(shared:
         for worker in started:
             worker.kill()
         pids = [str(worker.pid) for worker in started]
-        marking = "import sys; from telemetry_infra.prometheus_multiprocess import mark_process_dead as m\n"
+        marking = "import sys; from telemetry_infra import mark_process_dead as m\n"
         marking += "for pid in sys.argv[1:]: m(int(pid))"
         markers = [  # each marks every worker, all at the same time: two merges collide
             subprocess.Popen([sys.executable, "-c", marking, *pids[i:], *pids[:i]], env=os.environ)

@@ -9,7 +9,7 @@ from redis.cluster import ClusterNode
 from redis.cluster import RedisCluster as ClusterClient
 from redis.sentinel import Sentinel
 
-from telemetry_infra.cache.redis_urls import parse_redis_url
+from telemetry_infra.cache.redis.urls import parse_redis_url
 from telemetry_infra.testing import RedisCluster, RedisSentinel
 
 pytestmark = pytest.mark.slow

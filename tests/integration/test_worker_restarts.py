@@ -29,7 +29,7 @@ pytestmark = pytest.mark.slow
 
 #: docs/web.md, "gunicorn hooks"
 GUNICORN_CONF = """
-from telemetry_infra.prometheus_multiprocess import mark_process_dead
+from telemetry_infra import mark_process_dead
 
 
 def child_exit(server, worker):

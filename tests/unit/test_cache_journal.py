@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from telemetry_infra.cache.journal import OutageJournal
+from telemetry_infra.cache.fallback.journal import OutageJournal
 
 
 class FakeRedis:

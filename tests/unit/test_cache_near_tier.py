@@ -7,7 +7,7 @@ import time
 import orjson
 import pytest
 
-from telemetry_infra.cache.near import NEAR_MISS, NearCache
+from telemetry_infra.cache.near.tier import NEAR_MISS, NearCache
 from telemetry_infra.cache.stats import CacheStats
 
 CHANNEL = object()

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from telemetry_infra.cache.redis_urls import parse_redis_url
+from telemetry_infra.cache.redis.urls import parse_redis_url
 
 
 @pytest.mark.parametrize(

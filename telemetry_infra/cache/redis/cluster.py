@@ -37,7 +37,8 @@ from redis.exceptions import MaxConnectionsError, RedisClusterException, SlotNot
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import KeyT
 
-from telemetry_infra.cache.backends.redis import (
+from telemetry_infra.cache.errors import CachePoolExhaustedError, CacheShardUnavailableError
+from telemetry_infra.cache.redis.node import (
     ABSENT,
     MSET_CHUNK_BYTES,
     MSET_CHUNK_ITEMS,
@@ -51,8 +52,7 @@ from telemetry_infra.cache.backends.redis import (
     _writing,
     expiring_reads,
 )
-from telemetry_infra.cache.errors import CachePoolExhaustedError, CacheShardUnavailableError
-from telemetry_infra.cache.redis_urls import RedisTarget
+from telemetry_infra.cache.redis.urls import RedisTarget
 
 __all__ = ["RedisClusterBackend", "create_cluster_client"]
 

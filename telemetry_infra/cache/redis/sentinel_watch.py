@@ -35,7 +35,7 @@ from typing import Any
 import redis
 from redis.exceptions import RedisError
 
-from telemetry_infra.cache.redis_urls import RedisTarget
+from telemetry_infra.cache.redis.urls import RedisTarget
 
 __all__ = ["FAILOVER_BEGINS", "SWITCH_MASTER", "SentinelWatch"]
 

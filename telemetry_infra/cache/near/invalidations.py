@@ -57,9 +57,9 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from telemetry_infra.cache.backends.redis_sentinel import sentinels_of
 from telemetry_infra.cache.background_tasks import cancel_anywhere
-from telemetry_infra.cache.redis_urls import RedisTarget
+from telemetry_infra.cache.redis.sentinel import sentinels_of
+from telemetry_infra.cache.redis.urls import RedisTarget
 
 __all__ = [
     "InvalidationChannel",

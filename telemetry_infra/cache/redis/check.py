@@ -13,7 +13,7 @@ from typing import Any
 
 import redis
 
-from telemetry_infra.cache.redis_urls import RedisTarget
+from telemetry_infra.cache.redis.urls import RedisTarget
 from telemetry_infra.settings import short_url
 
 __all__ = ["error_cause", "probe_redis_target"]

@@ -48,10 +48,10 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ReadOnlyError
 
-from telemetry_infra.cache.backends.redis import FairConnectionPool, RedisBackend
-from telemetry_infra.cache.backends.sentinel_watch import SentinelWatch
 from telemetry_infra.cache.errors import FailoverUnderwayError
-from telemetry_infra.cache.redis_urls import RedisTarget
+from telemetry_infra.cache.redis.node import FairConnectionPool, RedisBackend
+from telemetry_infra.cache.redis.sentinel_watch import SentinelWatch
+from telemetry_infra.cache.redis.urls import RedisTarget
 
 __all__ = [
     "FairSentinelConnectionPool",

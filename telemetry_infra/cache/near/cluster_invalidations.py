@@ -42,9 +42,9 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from telemetry_infra.cache.background_tasks import cancel_anywhere
-from telemetry_infra.cache.invalidations import InvalidationChannel, node_connection_factory
-from telemetry_infra.cache.near import NearCache
-from telemetry_infra.cache.redis_urls import RedisTarget
+from telemetry_infra.cache.near.invalidations import InvalidationChannel, node_connection_factory
+from telemetry_infra.cache.near.tier import NearCache
+from telemetry_infra.cache.redis.urls import RedisTarget
 
 __all__ = ["ClusterInvalidations"]
 

@@ -33,9 +33,9 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
 
-from telemetry_infra.cache.backends.redis_sync import ThreadReads
 from telemetry_infra.cache.errors import CachePoolExhaustedError
 from telemetry_infra.cache.fork_safety import hold_across_fork
+from telemetry_infra.cache.redis.thread_reads import ThreadReads
 
 __all__ = [
     "MSET_CHUNK_BYTES",

@@ -5,12 +5,12 @@ from __future__ import annotations
 import functools
 from typing import TypedDict
 
-from telemetry_infra.cache.backends.redis import RedisBackend, create_client
-from telemetry_infra.cache.backends.redis_cluster import RedisClusterBackend, create_cluster_client
-from telemetry_infra.cache.backends.redis_sentinel import RedisSentinelBackend, create_sentinel_client
-from telemetry_infra.cache.backends.redis_sync import ThreadReads
-from telemetry_infra.cache.backends.sentinel_watch import SentinelWatch
-from telemetry_infra.cache.redis_urls import parse_redis_url
+from telemetry_infra.cache.redis.cluster import RedisClusterBackend, create_cluster_client
+from telemetry_infra.cache.redis.node import RedisBackend, create_client
+from telemetry_infra.cache.redis.sentinel import RedisSentinelBackend, create_sentinel_client
+from telemetry_infra.cache.redis.sentinel_watch import SentinelWatch
+from telemetry_infra.cache.redis.thread_reads import ThreadReads
+from telemetry_infra.cache.redis.urls import parse_redis_url
 
 __all__ = ["RedisStore", "redis_backend_for"]
 

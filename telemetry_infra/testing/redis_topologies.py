@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from telemetry_infra.testing import INSTALL_HINT, RedisServer, RedisServerNotFound, free_port
+from telemetry_infra.testing.redis_server import INSTALL_HINT, RedisServer, RedisServerNotFound, free_port
 
 __all__ = ["RedisCluster", "RedisSentinel"]
 

@@ -33,10 +33,6 @@ import contextvars
 import logging
 from collections.abc import Callable, Sequence
 
-from telemetry_infra.cache.backends.memory import MemoryBackend
-from telemetry_infra.cache.backends.redis import ABSENT, ExpiringRead
-from telemetry_infra.cache.backends.topology import RedisStore
-from telemetry_infra.cache.breaker import CircuitBreaker
 from telemetry_infra.cache.errors import (
     BACKEND_ERRORS,
     OUTAGE_ERRORS,
@@ -44,7 +40,11 @@ from telemetry_infra.cache.errors import (
     CacheWriteError,
     FailoverUnderwayError,
 )
-from telemetry_infra.cache.journal import OutageJournal
+from telemetry_infra.cache.fallback.breaker import CircuitBreaker
+from telemetry_infra.cache.fallback.journal import OutageJournal
+from telemetry_infra.cache.fallback.memory import MemoryBackend
+from telemetry_infra.cache.redis.node import ABSENT, ExpiringRead
+from telemetry_infra.cache.redis.topology import RedisStore
 
 __all__ = ["FailoverBackend"]
 
