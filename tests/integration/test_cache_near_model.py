@@ -35,8 +35,17 @@ scenario = st.lists(st.one_of(group, st.just([("barrier", "A", "")])), min_size=
 _WRITTEN = object()
 
 
-async def _written(change) -> object:
-    await change
+async def _set(change, acknowledged: set[int], write_id: int) -> object:
+    # set() returns False when Redis did not confirm in time (a loaded machine): the key then
+    # reads as a miss, so such a write raises no floor.
+    if await change:
+        acknowledged.add(write_id)
+    return _WRITTEN
+
+
+async def _deleted(change, acknowledged: set[int], write_id: int) -> object:
+    await change  # returns whether the key existed; a failed removal raises
+    acknowledged.add(write_id)
     return _WRITTEN
 
 
@@ -83,16 +92,17 @@ async def run(url: str, groups: list[list[tuple[str, str, str]]], lagging: bool)
         for steps in groups:
             steps = one_write_per_key(steps)
             writes: list[tuple[str, str, int | None]] = []
+            acknowledged: set[int] = set()  # indexes of the writes Redis confirmed
             reads: list[tuple[str, asyncio.Future]] = []
             calls = []
             for action, who, key in steps:
                 if action == "set":
                     value = next(counter)
                     writes.append((who, key, value))
-                    calls.append(_written(writers[who].set(key, value)))
+                    calls.append(_set(writers[who].set(key, value), acknowledged, len(writes) - 1))
                 elif action == "delete":
                     writes.append((who, key, None))
-                    calls.append(_written(writers[who].delete(key)))
+                    calls.append(_deleted(writers[who].delete(key), acknowledged, len(writes) - 1))
                 elif action == "get":
                     calls.append(a.get(key, MISSING))
                     reads.append((key, "get"))
@@ -112,8 +122,8 @@ async def run(url: str, groups: list[list[tuple[str, str, str]]], lagging: bool)
                 else:
                     for each in KEYS:
                         model.returned(each, result.get(each))
-            for who, key, value in writes:
-                if who == "A":
+            for write_id, (who, key, value) in enumerate(writes):
+                if who == "A" and write_id in acknowledged:
                     index = len(model.versions[key]) - 1 - model.versions[key][::-1].index(value)
                     model.floor[key] = max(model.floor[key], index)
             if steps and steps[0][0] == "barrier":
