@@ -18,6 +18,8 @@ from typing import Any, TypeVar
 
 from telemetry_infra.cache.backend import Backend
 from telemetry_infra.cache.codec import Codec
+from telemetry_infra.cache.durations import MAX_SECONDS
+from telemetry_infra.cache.durations import seconds as _seconds
 from telemetry_infra.cache.errors import (
     BACKEND_ERRORS,
     OUTAGE_ERRORS,
@@ -39,6 +41,7 @@ from telemetry_infra.cache.near.invalidations import (
 )
 from telemetry_infra.cache.near.tier import NEAR_MISS, Flight, NearCache
 from telemetry_infra.cache.redis.node import MSET_CHUNK_ITEMS, NO_EXPIRY, ExpiringRead
+from telemetry_infra.cache.redis.options import ConnectionOptions
 from telemetry_infra.cache.redis.sentinel import RedisSentinelBackend
 from telemetry_infra.cache.redis.sentinel_watch import SentinelWatch
 from telemetry_infra.cache.redis.topology import redis_backend_for
@@ -57,23 +60,11 @@ DataLoader = Callable[[], Pairs | Awaitable[Pairs]]
 
 
 #: The longest TTL accepted (100 years): Redis stores expiries as milliseconds in 64 bits.
-MAX_TTL_S = 100 * 365 * 24 * 3600.0
+MAX_TTL_S = MAX_SECONDS
 _UNANSWERED: Any = object()
 #: What a failed write raises: refused or unconfirmed (``CacheWriteError``) or any backend error.
 WRITE_ERRORS: tuple[type[BaseException], ...] = (CacheWriteError, *BACKEND_ERRORS)
 _perf_counter = time.perf_counter
-
-
-def _seconds(ttl: float | int | timedelta, name: str) -> float:
-    if isinstance(ttl, timedelta):
-        seconds = ttl.total_seconds()
-    elif isinstance(ttl, (int, float)) and not isinstance(ttl, bool):
-        seconds = float(ttl)
-    else:
-        raise TypeError(f"{name} must be seconds (int/float) or a timedelta, got {type(ttl).__qualname__}")
-    if not 0 < seconds < MAX_TTL_S:
-        raise ValueError(f"{name} must be positive and below {MAX_TTL_S:.0f} s (100 years), got {ttl!r}")
-    return seconds
 
 
 class _Closed:
@@ -130,13 +121,17 @@ class CacheManager:
         near_cache_max_bytes: int = 64 * 1024 * 1024,
         fallback_max_ttl: float | timedelta = 1.0,
     ) -> None:
-        if max_connections < 1:
-            raise ValueError(f"max_connections must be >= 1, got {max_connections!r}")
+        self._connection = ConnectionOptions(
+            max_connections=max_connections,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=socket_connect_timeout,
+            health_check_interval=health_check_interval,
+            pool_timeout=pool_timeout,
+        )
         self.name = name
         self.redis_url = redis_url
         self.max_connections = max_connections
-        self.socket_timeout = _seconds(socket_timeout, "socket_timeout")
-        self._connect_timeout = _seconds(socket_connect_timeout, "socket_connect_timeout")
+        self.socket_timeout = self._connection.socket_timeout
         self._probe_interval = probe_interval
         fallback_ttl = _seconds(fallback_max_ttl, "fallback_max_ttl")
         self._namespace = Namespace(namespace)
@@ -159,15 +154,7 @@ class CacheManager:
         self._failover: FailoverBackend | None = None
         self._backend: Backend = self._memory
         if redis_url is not None:
-            redis_backend = redis_backend_for(
-                redis_url,
-                max_connections=max_connections,
-                socket_timeout=self.socket_timeout,
-                socket_connect_timeout=self._connect_timeout,
-                pool_timeout=_seconds(pool_timeout, "pool_timeout"),
-                health_check_interval=health_check_interval,
-                check_interval=probe_interval,
-            )
+            redis_backend = redis_backend_for(redis_url, self._connection, check_interval=probe_interval)
             self._failover = failover = FailoverBackend(
                 redis_backend,
                 self._memory,
@@ -216,14 +203,13 @@ class CacheManager:
         """What keeps ``near`` exact: a tracking connection to the Redis node, to the primary
         the Sentinels name (found again after a failover), or to every Cluster primary."""
         target = parse_redis_url(url)
-        timeouts = {"socket_timeout": self.socket_timeout, "socket_connect_timeout": self._connect_timeout}
         client_name = f"telemetry_infra-near:{self.name}"
         if target.topology == "cluster":
             return ClusterInvalidations(
                 target,
                 self._namespace.prefix,
                 near,
-                **timeouts,
+                self._connection,
                 client_name=client_name,
                 refresh_interval=self._probe_interval,
                 task_context=lambda: self._telemetry.background_context(),
@@ -235,13 +221,13 @@ class CacheManager:
             on_new_node = failover.primary.follow_new_primary
             connect = sentinel_connection_factory(
                 target,
-                **timeouts,
+                self._connection,
                 client_name=client_name,
                 named_primary=watch.named_primary,
                 not_primary=watch.distrust,
             )
         else:
-            connect = tracking_connection_factory(url, **timeouts, client_name=client_name)
+            connect = tracking_connection_factory(url, self._connection, client_name=client_name)
         channel = InvalidationChannel(
             connect,
             self._namespace.prefix,
@@ -271,7 +257,7 @@ class CacheManager:
             with self._telemetry.untraced():
                 await self._failover.connect(self.socket_timeout)
         if self._channel is not None and not self.fallback_active:
-            await self._channel.wait_tracking(self._connect_timeout + self.socket_timeout)
+            await self._channel.wait_tracking(self._connection.socket_connect_timeout + self.socket_timeout)
 
     async def close(self) -> None:
         """Release connections (of every loop still running) and the probe task; later calls
