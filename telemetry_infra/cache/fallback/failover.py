@@ -32,8 +32,8 @@ import asyncio
 import contextvars
 import enum
 import logging
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Literal, NoReturn, ParamSpec, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any, Literal, NoReturn, ParamSpec, TypeVar
 
 from telemetry_infra.cache.errors import (
     BACKEND_ERRORS,
@@ -114,23 +114,26 @@ class FailoverBackend:
         self._on_outage(exc)
         self.breaker.record_failure(exc)
 
-    async def get(self, key: str) -> bytes | None:
-        return await self._read(key, None, self.primary.get, self.memory.get)
+    # The reads hand back ``_read``'s coroutine itself (no ``async def`` of their own): the
+    # caller awaits it directly, one frame less on every read (breaker-open hits: ~0.2 µs of 1.4).
 
-    async def exists(self, key: str) -> bool:
-        return await self._read(key, False, self.primary.exists, self.memory.exists)
+    def get(self, key: str) -> Coroutine[Any, Any, bytes | None]:
+        return self._read(key, None, self.primary.get, self.memory.get)
 
-    async def get_expiring(self, key: str) -> ExpiringRead:
+    def exists(self, key: str) -> Coroutine[Any, Any, bool]:
+        return self._read(key, False, self.primary.exists, self.memory.exists)
+
+    def get_expiring(self, key: str) -> Coroutine[Any, Any, ExpiringRead]:
         """``get`` for the near tier: with the key's remaining TTL (and, on a Cluster, the node
         that answered). What memory serves carries no TTL: the near tier installs nothing then."""
-        return await self._read(key, NOT_TRACKED, self.primary.get_expiring, self._memory_get_expiring)
+        return self._read(key, NOT_TRACKED, self.primary.get_expiring, self._memory_get_expiring)
 
-    async def mget(self, keys: Sequence[str]) -> list[bytes | None]:
-        return await self._read_many(keys, None, self.primary.mget, self.memory.mget)
+    def mget(self, keys: Sequence[str]) -> Coroutine[Any, Any, list[bytes | None]]:
+        return self._read_many(keys, None, self.primary.mget, self.memory.mget)
 
-    async def mget_expiring(self, keys: Sequence[str]) -> list[ExpiringRead]:
+    def mget_expiring(self, keys: Sequence[str]) -> Coroutine[Any, Any, list[ExpiringRead]]:
         """``mget`` for the near tier (see ``get_expiring``)."""
-        return await self._read_many(keys, ABSENT, self.primary.mget_expiring, self._memory_mget_expiring)
+        return self._read_many(keys, ABSENT, self.primary.mget_expiring, self._memory_mget_expiring)
 
     async def _read(
         self,
