@@ -234,7 +234,7 @@ async def issue_17(bench: Bench, rounds: int, iterations: int) -> list[Cleanup]:
         near = await bench.manager(telemetry=telemetry, near_cache=True, name=f"near-{telemetry}")
         cleanups.append(near.close)
         await near.set("scalar", "a string value")
-        await near._channel.sync()
+        await near._near.channel.sync()
         for label in ("small", "1 KB", "scalar"):  # fill the near tier
             await near.get(label)
         assert near.get_stats()["near_items"] == 3, "the near tier does not serve"
@@ -282,7 +282,7 @@ async def issue_21(bench: Bench, rounds: int, iterations: int) -> list[Cleanup]:
     # one entry held: reads alternating between two keys always miss the near tier and fill it
     near = await bench.manager(telemetry=False, near_cache=True, near_cache_size=1, name="near-21")
     await near.mset({"m0": SMALL, "m1": SMALL}, ttl=TTL)
-    await near._channel.sync()
+    await near._near.channel.sync()
     small = bench.payloads["small"]
     sha = await bench.raw.script_load(_GET_EXPIRING)
     turn = iter(range(1 << 62))
@@ -338,7 +338,7 @@ async def invalidation_latency(bench: Bench, updates: int = 500) -> Cleanup:
     await a.initialize()
     latencies = []
     for version in range(updates):
-        await a._channel.sync()
+        await a._near.channel.sync()
         await a.get("latency")
         if await a.get("latency") != (version - 1 if version else None):
             raise AssertionError("the near tier serves a stale value")

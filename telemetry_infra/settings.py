@@ -13,7 +13,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, Unpack
 from urllib.parse import unquote, urlsplit
 
 __all__ = [
@@ -24,6 +24,8 @@ __all__ = [
     "BatchSettings",
     "OTLPExport",
     "Settings",
+    "SettingsArguments",
+    "check_arguments",
     "configuration_warnings",
     "unsupported_variables",
     "url_without_password",
@@ -297,6 +299,59 @@ _BATCH_DEFAULTS = {
 }
 
 
+class SettingsArguments(TypedDict, total=False):
+    """The keyword arguments of ``configure()`` and ``Settings.resolve()`` that become settings,
+    typed once. An argument left out (or ``None``) falls back to its environment variable,
+    then to its default (see docs/configuration.md); ``instrument_redis`` and
+    ``capture_uncaught_exceptions`` default to True and have no variable."""
+
+    service_version: str | None
+    environment: str | None
+    log_level: str | int | None
+    log_dir: str | os.PathLike[str] | None
+    otlp_endpoint: str | None
+    otlp_protocol: str | None
+    otlp_headers: Mapping[str, str] | str | None
+    otlp_timeout_s: float | None
+    otlp_compression: str | None
+    otlp_certificate: str | os.PathLike[str] | None
+    otlp_client_key: str | os.PathLike[str] | None
+    otlp_client_certificate: str | os.PathLike[str] | None
+    traces_exporter: str | None
+    metrics_exporter: str | None
+    logs_exporter: str | None
+    resource_attributes: Mapping[str, Any] | None
+    sdk_disabled: bool | None
+    metric_export_interval_ms: int | None
+    prometheus_port: int | None
+    prometheus_host: str | None
+    instrument_redis: bool
+    capture_uncaught_exceptions: bool
+    fast_export: bool | None
+
+
+_ARGUMENT_NAMES = frozenset(SettingsArguments.__annotations__)
+#: ``OTEL_EXPORTER_OTLP_[<SIGNAL>_]<KEY>`` -> the argument that overrides it
+_OTLP_ARGUMENTS = {
+    "ENDPOINT": "otlp_endpoint",
+    "PROTOCOL": "otlp_protocol",
+    "HEADERS": "otlp_headers",
+    "TIMEOUT": "otlp_timeout_s",
+    "COMPRESSION": "otlp_compression",
+    "CERTIFICATE": "otlp_certificate",
+    "CLIENT_KEY": "otlp_client_key",
+    "CLIENT_CERTIFICATE": "otlp_client_certificate",
+}
+
+
+def check_arguments(arguments: Mapping[str, object], function: str) -> None:
+    """``TypeError`` naming the first keyword of ``arguments`` that is no setting, worded as
+    Python words it for ``function`` (the callers take the settings as ``**arguments``)."""
+    for name in arguments:
+        if name not in _ARGUMENT_NAMES:
+            raise TypeError(f"{function} got an unexpected keyword argument {name!r}")
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything ``configure()`` and ``setup_logging()`` need, resolved and validated."""
@@ -347,33 +402,15 @@ class Settings:
         cls,
         service_name: str | None = None,
         *,
-        service_version: str | None = None,
-        environment: str | None = None,
-        log_level: str | int | None = None,
-        log_dir: str | os.PathLike[str] | None = None,
-        otlp_endpoint: str | None = None,
-        otlp_protocol: str | None = None,
-        otlp_headers: Mapping[str, str] | str | None = None,
-        otlp_timeout_s: float | None = None,
-        otlp_compression: str | None = None,
-        otlp_certificate: str | os.PathLike[str] | None = None,
-        otlp_client_key: str | os.PathLike[str] | None = None,
-        otlp_client_certificate: str | os.PathLike[str] | None = None,
-        traces_exporter: str | None = None,
-        metrics_exporter: str | None = None,
-        logs_exporter: str | None = None,
-        resource_attributes: Mapping[str, Any] | None = None,
-        sdk_disabled: bool | None = None,
-        metric_export_interval_ms: int | None = None,
-        prometheus_port: int | None = None,
-        prometheus_host: str | None = None,
-        instrument_redis: bool = True,
-        capture_uncaught_exceptions: bool = True,
-        fast_export: bool | None = None,
         env: Mapping[str, str] | None = None,
+        **arguments: Unpack[SettingsArguments],
     ) -> Settings:
-        """Resolve every setting: argument > environment variable > default."""
+        """Resolve every setting: argument (``SettingsArguments``) > environment variable
+        (read from ``env``, ``os.environ`` by default) > default."""
+        check_arguments(arguments, "Settings.resolve()")
         env = os.environ if env is None else env
+        given: Mapping[str, Any] = arguments
+        argument = given.get
 
         def pick(argument: Any, name: str, variable: str | None, default: Any) -> tuple[Any, str]:
             source = _Source(name, variable)
@@ -382,32 +419,24 @@ class Settings:
 
         resource_env, where = pick(None, "resource_attributes", "OTEL_RESOURCE_ATTRIBUTES", "")
         resource = _parse_key_values(resource_env, where)
+        resource_attributes = argument("resource_attributes")
         if resource_attributes is not None:
             resource.update(_parse_mapping(resource_attributes, "argument 'resource_attributes'"))
 
         name, _ = pick(service_name, "service_name", "OTEL_SERVICE_NAME", None)
         name = name or resource.get("service.name") or _default_service_name()
-        version = service_version or resource.get("service.version") or "unknown"
+        version = argument("service_version") or resource.get("service.version") or "unknown"
 
-        environment_value, _ = pick(environment, "environment", "ENVIRONMENT", None)
+        environment_value, _ = pick(argument("environment"), "environment", "ENVIRONMENT", None)
         environment_value = environment_value or resource.get("deployment.environment.name") or "development"
 
-        level, where_level = pick(log_level, "log_level", "LOG_LEVEL", "INFO")
-        directory, _ = pick(log_dir, "log_dir", "LOG_DIR", "./logs")
+        level, where_level = pick(argument("log_level"), "log_level", "LOG_LEVEL", "INFO")
+        directory, _ = pick(argument("log_dir"), "log_dir", "LOG_DIR", "./logs")
 
-        otlp_arguments = {
-            "ENDPOINT": ("otlp_endpoint", otlp_endpoint),
-            "PROTOCOL": ("otlp_protocol", otlp_protocol),
-            "HEADERS": ("otlp_headers", otlp_headers),
-            "TIMEOUT": ("otlp_timeout_s", otlp_timeout_s),
-            "COMPRESSION": ("otlp_compression", otlp_compression),
-            "CERTIFICATE": ("otlp_certificate", otlp_certificate),
-            "CLIENT_KEY": ("otlp_client_key", otlp_client_key),
-            "CLIENT_CERTIFICATE": ("otlp_client_certificate", otlp_client_certificate),
-        }
+        otlp_arguments = {variable: (name, argument(name)) for variable, name in _OTLP_ARGUMENTS.items()}
         general = _resolve_otlp(None, otlp_arguments, env)
-        disabled, where_disabled = pick(sdk_disabled, "sdk_disabled", "OTEL_SDK_DISABLED", False)
-        selected = {"traces": traces_exporter, "metrics": metrics_exporter, "logs": logs_exporter}
+        disabled, where_disabled = pick(argument("sdk_disabled"), "sdk_disabled", "OTEL_SDK_DISABLED", False)
+        selected = {signal: argument(f"{signal}_exporter") for signal in SIGNALS}
         exporters: dict[str, tuple[str, ...]] = {}
         otlp: dict[str, OTLPExport] = {}
         for signal in SIGNALS:
@@ -421,16 +450,23 @@ class Settings:
                 otlp[signal] = resolved.export(signal)
 
         interval, where_interval = pick(
-            metric_export_interval_ms, "metric_export_interval_ms", "OTEL_METRIC_EXPORT_INTERVAL", 60_000
+            argument("metric_export_interval_ms"),
+            "metric_export_interval_ms",
+            "OTEL_METRIC_EXPORT_INTERVAL",
+            60_000,
         )
         metric_timeout, where_metric_timeout = pick(
             None, "metric_export_timeout", "OTEL_METRIC_EXPORT_TIMEOUT", 30_000
         )
-        port, where_port = pick(prometheus_port, "prometheus_port", "OTEL_EXPORTER_PROMETHEUS_PORT", None)
-        host, _ = pick(prometheus_host, "prometheus_host", "OTEL_EXPORTER_PROMETHEUS_HOST", "127.0.0.1")
+        port, where_port = pick(
+            argument("prometheus_port"), "prometheus_port", "OTEL_EXPORTER_PROMETHEUS_PORT", None
+        )
+        host, _ = pick(
+            argument("prometheus_host"), "prometheus_host", "OTEL_EXPORTER_PROMETHEUS_HOST", "127.0.0.1"
+        )
         sampler, sampler_arg = _resolve_sampler(env)
         _validate_sdk_variables(env)
-        fast, where_fast = pick(fast_export, "fast_export", "TELEMETRY_FAST_EXPORT", True)
+        fast, where_fast = pick(argument("fast_export"), "fast_export", "TELEMETRY_FAST_EXPORT", True)
 
         return cls(
             service_name=str(name),
@@ -448,8 +484,8 @@ class Settings:
             metric_export_timeout_ms=_parse_positive_int(metric_timeout, where_metric_timeout),
             prometheus_port=_parse_port(port, where_port) if port is not None else None,
             prometheus_host=str(host),
-            instrument_redis=instrument_redis,
-            capture_uncaught_exceptions=capture_uncaught_exceptions,
+            instrument_redis=argument("instrument_redis", True),
+            capture_uncaught_exceptions=argument("capture_uncaught_exceptions", True),
             exporters=exporters,
             otlp=otlp,
             span_batch=_resolve_batch("OTEL_BSP", env),

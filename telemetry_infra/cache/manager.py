@@ -13,11 +13,14 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
 
 from telemetry_infra.cache.backend import Backend
 from telemetry_infra.cache.codec import Codec
+from telemetry_infra.cache.durations import MAX_SECONDS
+from telemetry_infra.cache.durations import seconds as _seconds
 from telemetry_infra.cache.errors import (
     BACKEND_ERRORS,
     OUTAGE_ERRORS,
@@ -39,6 +42,7 @@ from telemetry_infra.cache.near.invalidations import (
 )
 from telemetry_infra.cache.near.tier import NEAR_MISS, Flight, NearCache
 from telemetry_infra.cache.redis.node import MSET_CHUNK_ITEMS, NO_EXPIRY, ExpiringRead
+from telemetry_infra.cache.redis.options import ConnectionOptions
 from telemetry_infra.cache.redis.sentinel import RedisSentinelBackend
 from telemetry_infra.cache.redis.sentinel_watch import SentinelWatch
 from telemetry_infra.cache.redis.topology import redis_backend_for
@@ -57,23 +61,11 @@ DataLoader = Callable[[], Pairs | Awaitable[Pairs]]
 
 
 #: The longest TTL accepted (100 years): Redis stores expiries as milliseconds in 64 bits.
-MAX_TTL_S = 100 * 365 * 24 * 3600.0
+MAX_TTL_S = MAX_SECONDS
 _UNANSWERED: Any = object()
 #: What a failed write raises: refused or unconfirmed (``CacheWriteError``) or any backend error.
 WRITE_ERRORS: tuple[type[BaseException], ...] = (CacheWriteError, *BACKEND_ERRORS)
 _perf_counter = time.perf_counter
-
-
-def _seconds(ttl: float | int | timedelta, name: str) -> float:
-    if isinstance(ttl, timedelta):
-        seconds = ttl.total_seconds()
-    elif isinstance(ttl, (int, float)) and not isinstance(ttl, bool):
-        seconds = float(ttl)
-    else:
-        raise TypeError(f"{name} must be seconds (int/float) or a timedelta, got {type(ttl).__qualname__}")
-    if not 0 < seconds < MAX_TTL_S:
-        raise ValueError(f"{name} must be positive and below {MAX_TTL_S:.0f} s (100 years), got {ttl!r}")
-    return seconds
 
 
 class _Closed:
@@ -86,6 +78,27 @@ class _Closed:
             raise CacheClosedError(f"CacheManager is closed; cannot {operation}")
 
         return closed
+
+
+@dataclass(frozen=True, slots=True)
+class _Near:
+    """The near tier and what keeps it exact, there together (``near_cache=True`` with Redis)
+    or not at all: ``tier`` holds the entries, ``channel`` brings Redis's invalidations,
+    ``backend`` answers the tier's fills with the keys' TTLs."""
+
+    tier: NearCache
+    channel: InvalidationChannel | ClusterInvalidations
+    backend: FailoverBackend
+
+    def deadline(self, read: ExpiringRead, sent_at: float) -> float:
+        """The key's Redis expiry as a ``monotonic()`` time (counted from when the read was
+        sent, so never later than Redis's); ``inf`` without one; 0 (install nothing) when the
+        node that answered is not tracked yet (a Cluster slot just moved to it)."""
+        if not self.channel.covers_node(read.node):
+            return 0.0
+        if read.ttl_ms == NO_EXPIRY:
+            return math.inf
+        return sent_at + max(read.ttl_ms, 0) / 1000
 
 
 class CacheManager:
@@ -130,13 +143,17 @@ class CacheManager:
         near_cache_max_bytes: int = 64 * 1024 * 1024,
         fallback_max_ttl: float | timedelta = 1.0,
     ) -> None:
-        if max_connections < 1:
-            raise ValueError(f"max_connections must be >= 1, got {max_connections!r}")
+        self._connection = ConnectionOptions(
+            max_connections=max_connections,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=socket_connect_timeout,
+            health_check_interval=health_check_interval,
+            pool_timeout=pool_timeout,
+        )
         self.name = name
         self.redis_url = redis_url
         self.max_connections = max_connections
-        self.socket_timeout = _seconds(socket_timeout, "socket_timeout")
-        self._connect_timeout = _seconds(socket_connect_timeout, "socket_connect_timeout")
+        self.socket_timeout = self._connection.socket_timeout
         self._probe_interval = probe_interval
         fallback_ttl = _seconds(fallback_max_ttl, "fallback_max_ttl")
         self._namespace = Namespace(namespace)
@@ -159,15 +176,7 @@ class CacheManager:
         self._failover: FailoverBackend | None = None
         self._backend: Backend = self._memory
         if redis_url is not None:
-            redis_backend = redis_backend_for(
-                redis_url,
-                max_connections=max_connections,
-                socket_timeout=self.socket_timeout,
-                socket_connect_timeout=self._connect_timeout,
-                pool_timeout=_seconds(pool_timeout, "pool_timeout"),
-                health_check_interval=health_check_interval,
-                check_interval=probe_interval,
-            )
+            redis_backend = redis_backend_for(redis_url, self._connection, check_interval=probe_interval)
             self._failover = failover = FailoverBackend(
                 redis_backend,
                 self._memory,
@@ -181,10 +190,9 @@ class CacheManager:
             )
             redis_backend.fail_fast_when(lambda: failover.breaker.blocks_writes)
             self._backend = failover
-        self._near: NearCache | None = None
-        self._channel: InvalidationChannel | ClusterInvalidations | None = None
+        self._near: _Near | None = None
         if near_cache and redis_url is not None and self._failover is not None:
-            self._near = NearCache(
+            tier = NearCache(
                 near_cache_size,
                 _seconds(near_cache_max_ttl, "near_cache_max_ttl"),
                 self._codec.decode,
@@ -192,8 +200,9 @@ class CacheManager:
                 max_bytes=near_cache_max_bytes,
                 body_of=self._codec.body_of,
             )
-            self._channel = self._invalidation_channel(redis_url, self._near, self._failover)
-            self._failover.breaker.add_listener(self._near.breaker_changed)
+            channel = self._invalidation_channel(redis_url, tier, self._failover)
+            self._near = _Near(tier, channel, self._failover)
+            self._failover.breaker.add_listener(tier.breaker_changed)
         self._telemetry: CacheTelemetry | NoTelemetry = NO_TELEMETRY
         #: whether hits answered in place read the clock (nothing reads it with telemetry off)
         self._timed = telemetry
@@ -216,14 +225,13 @@ class CacheManager:
         """What keeps ``near`` exact: a tracking connection to the Redis node, to the primary
         the Sentinels name (found again after a failover), or to every Cluster primary."""
         target = parse_redis_url(url)
-        timeouts = {"socket_timeout": self.socket_timeout, "socket_connect_timeout": self._connect_timeout}
         client_name = f"telemetry_infra-near:{self.name}"
         if target.topology == "cluster":
             return ClusterInvalidations(
                 target,
                 self._namespace.prefix,
                 near,
-                **timeouts,
+                self._connection,
                 client_name=client_name,
                 refresh_interval=self._probe_interval,
                 task_context=lambda: self._telemetry.background_context(),
@@ -235,13 +243,13 @@ class CacheManager:
             on_new_node = failover.primary.follow_new_primary
             connect = sentinel_connection_factory(
                 target,
-                **timeouts,
+                self._connection,
                 client_name=client_name,
                 named_primary=watch.named_primary,
                 not_primary=watch.distrust,
             )
         else:
-            connect = tracking_connection_factory(url, **timeouts, client_name=client_name)
+            connect = tracking_connection_factory(url, self._connection, client_name=client_name)
         channel = InvalidationChannel(
             connect,
             self._namespace.prefix,
@@ -270,15 +278,17 @@ class CacheManager:
         if self._failover is not None:
             with self._telemetry.untraced():
                 await self._failover.connect(self.socket_timeout)
-        if self._channel is not None and not self.fallback_active:
-            await self._channel.wait_tracking(self._connect_timeout + self.socket_timeout)
+        if self._near is not None and not self.fallback_active:
+            await self._near.channel.wait_tracking(
+                self._connection.socket_connect_timeout + self.socket_timeout
+            )
 
     async def close(self) -> None:
         """Release connections (of every loop still running) and the probe task; later calls
         raise ``CacheClosedError``. May be called from any loop."""
         backend, self._backend = self._backend, _Closed()
-        if self._channel is not None:
-            await self._channel.stop()
+        if self._near is not None:
+            await self._near.channel.stop()
         if not isinstance(backend, _Closed):
             await backend.close()
 
@@ -294,7 +304,7 @@ class CacheManager:
         near = self._near
         if near is None:
             return NEAR_MISS
-        value = near.get(self._namespace.key(key))
+        value = near.tier.get(self._namespace.key(key))
         if value is not NEAR_MISS:
             with self._telemetry.operation("get", key) as op:
                 self._stats.hits += 1
@@ -307,7 +317,7 @@ class CacheManager:
         """In a forked child: no listener of the parent runs here, so nothing near may be served
         until this process's own channel tracks (it starts on the next near miss)."""
         if self._near is not None:
-            self._near.tracking_lost()
+            self._near.tier.tracking_lost()
 
     async def __aenter__(self) -> CacheManager:
         await self.initialize()
@@ -326,7 +336,7 @@ class CacheManager:
         timed = self._timed
         if near is not None:
             started = _perf_counter() if timed else 0.0
-            value = near.get(stored)
+            value = near.tier.get(stored)
             if value is not NEAR_MISS:  # the hot path: no await, no per-call object
                 stats = self._stats
                 stats.hits += 1
@@ -356,7 +366,7 @@ class CacheManager:
                 self._failed(op, exc)
             return self._answer(op, key, payload, default)
 
-    async def _get_from_redis(self, key: str, stored: str, near: NearCache, default: Any) -> Any:
+    async def _get_from_redis(self, key: str, stored: str, near: _Near, default: Any) -> Any:
         """A ``get`` the near tier could not answer; its reply may fill the near tier."""
         with self._telemetry.operation("get", key) as op:
             flight = self._near_miss(stored, near)
@@ -366,21 +376,21 @@ class CacheManager:
                 if flight is None:
                     payload = await self._backend.get(stored)
                 else:
-                    payload, expires_at = await self._read_for_near(stored)
+                    payload, expires_at = await self._read_for_near(stored, near)
             except BACKEND_ERRORS as exc:
                 self._failed(op, exc)
             finally:
                 if payload is _UNANSWERED:
                     payload = None
                     if flight is not None:  # failed or cancelled: says nothing about the key
-                        near.release(stored, flight)
+                        near.tier.release(stored, flight)
                         flight = None
             value = self._answer(op, key, payload, _UNANSWERED)
             if flight is not None:  # absent or unreadable: settled as absent
                 if value is _UNANSWERED:
-                    near.settle(stored, flight, None)
+                    near.tier.settle(stored, flight, None)
                 else:
-                    near.settle(stored, flight, payload, value, expires_at)
+                    near.tier.settle(stored, flight, payload, value, expires_at)
             return default if value is _UNANSWERED else value
 
     def _answer(self, op: Operation, key: str, payload: bytes | None, default: Any) -> Any:
@@ -400,27 +410,17 @@ class CacheManager:
         op.set("cache.hit", False)
         return default
 
-    async def _read_for_near(self, stored: str) -> tuple[bytes | None, float]:
+    async def _read_for_near(self, stored: str, near: _Near) -> tuple[bytes | None, float]:
         """The payload of ``stored`` and until when a near entry filled from it may be served."""
         sent_at = time.monotonic()
-        read = await self._backend.get_expiring(stored)  # type: ignore[attr-defined]  # near tier: the backend is the FailoverBackend
-        return read.payload, self._near_deadline(read, sent_at)
+        read = await near.backend.get_expiring(stored)
+        return read.payload, near.deadline(read, sent_at)
 
-    def _near_deadline(self, read: ExpiringRead, sent_at: float) -> float:
-        """The key's Redis expiry as a ``monotonic()`` time (counted from when the read was
-        sent, so never later than Redis's); ``inf`` without one; 0 (install nothing) when the
-        node that answered is not tracked yet (a Cluster slot just moved to it)."""
-        if not self._channel.covers_node(read.node):  # type: ignore[union-attr]  # set with the near tier
-            return 0.0
-        if read.ttl_ms == NO_EXPIRY:
-            return math.inf
-        return sent_at + max(read.ttl_ms, 0) / 1000
-
-    def _near_miss(self, stored: str, near: NearCache) -> Flight | None:
+    def _near_miss(self, stored: str, near: _Near) -> Flight | None:
         """A read the near tier cannot answer: counted, and registered so its reply may fill it."""
         self._stats.near_misses += 1
-        self._channel.ensure_listening()  # type: ignore[union-attr]  # set with the near tier
-        return near.begin(stored)
+        near.channel.ensure_listening()
+        return near.tier.begin(stored)
 
     async def set(self, key: str, value: Any, ttl: TTL = None) -> bool:
         """Store ``value`` for ``ttl`` seconds (``None``: the manager's ``default_ttl``).
@@ -489,7 +489,7 @@ class CacheManager:
         in flight outlives our own write (see ``near``)."""
         if self._near is None:
             return change
-        return self._near_changing(self._near, keys, change)
+        return self._near_changing(self._near.tier, keys, change)
 
     async def _near_changing(self, near: NearCache, keys: Sequence[str] | str, change: Awaitable[T]) -> T:
         near.discard_changed(keys)
@@ -527,13 +527,13 @@ class CacheManager:
                 user_keys, stored = self._mget_near(found, user_keys, stored, near)
                 if not stored:
                     op.served_near()
-                flights: list[Flight | None] = [near.begin(key) for key in stored]
+                flights: list[Flight | None] = [near.tier.begin(key) for key in stored]
                 try:
-                    await self._mget_backend(op, found, user_keys, stored, flights)
+                    await self._mget_backend(op, found, user_keys, stored, (near, flights))
                 finally:
                     for key, flight in zip(stored, flights, strict=True):
                         if flight is not None:  # cancelled meanwhile
-                            near.release(key, flight)
+                            near.tier.release(key, flight)
             self._stats.hits += len(found)
             self._stats.misses += wanted - len(found)
             op.set("cache.hit", len(found) == wanted)
@@ -545,23 +545,24 @@ class CacheManager:
         found: dict[str, Any],
         user_keys: list[str],
         stored: list[str],
-        flights: list[Flight | None] | None,
+        fills: tuple[_Near, list[Flight | None]] | None,
     ) -> None:
-        """Read ``stored`` in one ``MGET`` into ``found``; settle (and clear) each of ``flights``."""
+        """Read ``stored`` in one ``MGET`` into ``found``; with ``fills`` (the near tier and
+        a flight per key), settle (and clear) each flight."""
         if not stored:
             return
         sent_at = time.monotonic()
         try:
-            if flights is None:
+            if fills is None:
                 payloads = await self._backend.mget(stored)
             else:
-                reads = await self._backend.mget_expiring(stored)  # type: ignore[attr-defined]  # near tier: FailoverBackend
+                reads = await fills[0].backend.mget_expiring(stored)
                 payloads = [read.payload for read in reads]
         except BACKEND_ERRORS as exc:
             self._failed(op, exc)
             return  # the flights install nothing: released by the caller
         decode = self._codec.decode
-        if flights is None:
+        if fills is None:
             for key, payload in zip(user_keys, payloads, strict=True):
                 if payload is None:
                     continue
@@ -570,7 +571,8 @@ class CacheManager:
                 except CacheDecodeError as exc:
                     self._undecodable(op, key, exc)
             return
-        settle = self._near.settle  # type: ignore[union-attr]  # flights are only made by the near tier
+        near, flights = fills
+        settle = near.tier.settle
         for index, (key, payload) in enumerate(zip(user_keys, payloads, strict=True)):
             value = None
             if payload is not None:
@@ -582,16 +584,16 @@ class CacheManager:
             flight = flights[index]
             if flight is not None:
                 flights[index] = None
-                settle(stored[index], flight, payload, value, self._near_deadline(reads[index], sent_at))
+                settle(stored[index], flight, payload, value, near.deadline(reads[index], sent_at))
 
     def _mget_near(
-        self, found: dict[str, Any], user_keys: list[str], stored: list[str], near: NearCache
+        self, found: dict[str, Any], user_keys: list[str], stored: list[str], near: _Near
     ) -> tuple[list[str], list[str]]:
         """Put what the near tier holds in ``found``; return the keys (user, stored) it lacks."""
         missing_keys: list[str] = []
         missing_stored: list[str] = []
         for key, stored_key in zip(user_keys, stored, strict=True):
-            value = near.get(stored_key)
+            value = near.tier.get(stored_key)
             if value is NEAR_MISS:
                 missing_keys.append(key)
                 missing_stored.append(stored_key)
@@ -600,7 +602,7 @@ class CacheManager:
         self._stats.near_hits += len(found)
         self._stats.near_misses += len(missing_stored)
         if missing_stored:
-            self._channel.ensure_listening()  # type: ignore[union-attr]  # set with the near tier  # set with the near tier
+            near.channel.ensure_listening()
         return missing_keys, missing_stored
 
     async def mset(self, mapping: Mapping[str, Any], ttl: TTL = None) -> bool:
@@ -717,7 +719,7 @@ class CacheManager:
             "near_hits": stats.near_hits,
             "near_misses": stats.near_misses,
             "near_invalidations": stats.near_invalidations,
-            "near_items": len(self._near) if self._near is not None else 0,
+            "near_items": len(self._near.tier) if self._near is not None else 0,
         }
 
     async def health_check(self) -> dict[str, Any]:
@@ -758,8 +760,8 @@ class CacheManager:
                 redis["write_error"] = failure
             healthy = redis["connected"] and not self.fallback_active and failure is None
             healthy = healthy and all(node["connected"] for node in redis.get("nodes", ()))
-            if healthy and self._channel is not None:
-                healthy = await self._channel.wait_tracking(self.socket_timeout)
+            if healthy and self._near is not None:
+                healthy = await self._near.channel.wait_tracking(self.socket_timeout)
             status = "healthy" if healthy else "degraded"
         report: dict[str, Any] = {
             "status": status,
@@ -774,22 +776,23 @@ class CacheManager:
             },
             "stats": self.get_stats(),
         }
-        if self._near is not None and self._channel is not None:
+        if self._near is not None:
+            tier, channel = self._near.tier, self._near.channel
             report["near"] = {
-                "tracking": self._near.tracking,
-                "serving": self._near.serving,
-                "items": len(self._near),
-                "max_items": self._near.maxsize,
-                "bytes": self._near.stored_bytes,
-                "max_bytes": self._near.max_bytes,
-                "max_ttl_seconds": self._near.max_ttl,
-                "flushes": self._near.flushes,
-                "error": self._channel.last_error,
+                "tracking": tier.tracking,
+                "serving": tier.serving,
+                "items": len(tier),
+                "max_items": tier.maxsize,
+                "bytes": tier.stored_bytes,
+                "max_bytes": tier.max_bytes,
+                "max_ttl_seconds": tier.max_ttl,
+                "flushes": tier.flushes,
+                "error": channel.last_error,
             }
-            if isinstance(self._channel, ClusterInvalidations):
-                report["near"]["nodes"] = self._channel.nodes()
+            if isinstance(channel, ClusterInvalidations):
+                report["near"]["nodes"] = channel.nodes()
             else:
-                report["near"]["node"] = self._channel.node
+                report["near"]["node"] = channel.node
         return report
 
     # -- policies -------------------------------------------------------------------
@@ -821,7 +824,7 @@ class CacheManager:
         self._stats.count_error(exc)
         self._telemetry.outage(exc)
         if self._near is not None:
-            self._near.abandon_fills()  # the read in flight may be answered by memory
+            self._near.tier.abandon_fills()  # the read in flight may be answered by memory
 
     def _report(self, kind: str, message: str, *args: Any) -> None:
         """Log a kind of failure once at WARNING, then at DEBUG (a flood stays a counter)."""

@@ -249,11 +249,19 @@ class _Response:
 
 
 class TelemetryWSGIMiddleware:
-    """Wrap a WSGI app (see the module docs); options as ``TelemetryMiddleware`` for ASGI."""
+    """Wrap ``wsgi_app`` (see the module docs): Flask ``app.wsgi_app = instrument_wsgi(app.wsgi_app)``,
+    Django ``application = instrument_wsgi(get_wsgi_application())``.
+
+    ``user_id_getter(environ)`` returns the user (a string or ``None``); asked before the app
+    runs and, when that yields nothing, again once it has answered. ``metrics_path`` (``None``:
+    none) serves the Prometheus exposition, relative to the app's mount point; it and
+    ``excluded_paths`` (exact paths, or prefixes ending in ``*``) get no span and no metric,
+    and no access record unless ``log_excluded``. ``access_log=False`` writes none.
+    """
 
     def __init__(
         self,
-        app: WSGIApp,
+        wsgi_app: WSGIApp,
         *,
         user_id_getter: UserIdGetter | None = None,
         request_id_header: str = "X-Request-ID",
@@ -262,7 +270,7 @@ class TelemetryWSGIMiddleware:
         log_excluded: bool = False,
         access_log: bool = True,
     ) -> None:
-        self.app = app
+        self.app = wsgi_app
         self.user = UserResolver(user_id_getter)
         self.request_id_header = request_id_header
         self.request_id_key = "HTTP_" + request_id_header.upper().replace("-", "_")
@@ -273,7 +281,7 @@ class TelemetryWSGIMiddleware:
         self.access_log = logging.getLogger(ACCESS_LOGGER) if access_log else None
         if access_log:
             set_middleware_logs_access(True)  # the server's own access log would repeat ours
-        _connect_framework_signals(app)
+        _connect_framework_signals(wsgi_app)
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
@@ -299,34 +307,9 @@ class TelemetryWSGIMiddleware:
         return _Response(body, request, request_context_)
 
 
-def instrument_wsgi(
-    wsgi_app: WSGIApp,
-    *,
-    user_id_getter: UserIdGetter | None = None,
-    request_id_header: str = "X-Request-ID",
-    metrics_path: str | None = "/metrics",
-    excluded_paths: Iterable[str] = (),
-    log_excluded: bool = False,
-    access_log: bool = True,
-) -> TelemetryWSGIMiddleware:
-    """Wrap ``wsgi_app``: Flask ``app.wsgi_app = instrument_wsgi(app.wsgi_app)``, Django
-    ``application = instrument_wsgi(get_wsgi_application())``.
-
-    ``user_id_getter(environ)`` returns the user (a string or ``None``); asked before the app
-    runs and, when that yields nothing, again once it has answered. ``metrics_path`` (``None``:
-    none) serves the Prometheus exposition, relative to the app's mount point; it and
-    ``excluded_paths`` (exact paths, or prefixes ending in ``*``) get no span and no metric,
-    and no access record unless ``log_excluded``. ``access_log=False`` writes none.
-    """
-    return TelemetryWSGIMiddleware(
-        wsgi_app,
-        user_id_getter=user_id_getter,
-        request_id_header=request_id_header,
-        metrics_path=metrics_path,
-        excluded_paths=excluded_paths,
-        log_excluded=log_excluded,
-        access_log=access_log,
-    )
+#: ``instrument_wsgi(wsgi_app, **options)`` wraps ``wsgi_app``: it is the middleware's own
+#: constructor, so its options are defined (typed, defaulted, documented) once, there.
+instrument_wsgi = TelemetryWSGIMiddleware
 
 
 def _record_in_current_request(_sender: Any = None, exception: BaseException | None = None, **_: Any) -> None:

@@ -16,9 +16,9 @@ import os
 import socket
 import threading
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, Unpack, runtime_checkable
 
 from opentelemetry import metrics, trace
 from opentelemetry.attributes import BoundedAttributes
@@ -44,7 +44,15 @@ from telemetry_infra.otel.preaggregated import SECONDS_BUCKETS, WithPreaggregate
 from telemetry_infra.otel.prometheus import PrometheusBridge, serve_metrics, set_current_bridge
 from telemetry_infra.otel.prometheus_multiprocess import multiprocess_dir
 from telemetry_infra.otel.switchable_providers import SwitchableMeterProvider, SwitchableTracerProvider
-from telemetry_infra.settings import SIGNALS, BatchSettings, OTLPExport, Settings, configuration_warnings
+from telemetry_infra.settings import (
+    SIGNALS,
+    BatchSettings,
+    OTLPExport,
+    Settings,
+    SettingsArguments,
+    check_arguments,
+    configuration_warnings,
+)
 
 if TYPE_CHECKING:
     from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as GrpcLogExporter
@@ -545,31 +553,9 @@ def _instrument_redis(enabled: bool) -> None:
 def configure(
     service_name: str | None = None,
     *,
-    otlp_endpoint: str | None = None,
-    otlp_protocol: str | None = None,
-    environment: str | None = None,
-    log_level: str | int | None = None,
-    log_dir: str | os.PathLike[str] | None = None,
-    prometheus_port: int | None = None,
-    resource_attributes: Mapping[str, Any] | None = None,
-    service_version: str | None = None,
-    otlp_headers: Mapping[str, str] | str | None = None,
-    otlp_timeout_s: float | None = None,
-    otlp_compression: str | None = None,
-    otlp_certificate: str | os.PathLike[str] | None = None,
-    otlp_client_key: str | os.PathLike[str] | None = None,
-    otlp_client_certificate: str | os.PathLike[str] | None = None,
-    traces_exporter: str | None = None,
-    metrics_exporter: str | None = None,
-    logs_exporter: str | None = None,
-    metric_export_interval_ms: int | None = None,
-    prometheus_host: str | None = None,
-    sdk_disabled: bool | None = None,
-    instrument_redis: bool = True,
-    capture_uncaught_exceptions: bool = True,
     setup_logs: bool = True,
     console_logs: bool = True,
-    fast_export: bool | None = None,
+    **arguments: Unpack[SettingsArguments],
 ) -> Telemetry:
     """Set up traces, metrics and logs for this process; replace any earlier setup.
 
@@ -579,7 +565,10 @@ def configure(
     ``OTEL_EXPORTER_OTLP_<SIGNAL>_*`` variables and ``OTEL_<SIGNAL>_EXPORTER`` are
     honoured as the OpenTelemetry spec defines them (timeouts in milliseconds). With
     no OTLP endpoint nothing is sent over the network and everything else works. Raises
-    ``ValueError`` naming the argument or variable when a value is malformed.
+    ``ValueError`` naming the argument or variable when a value is malformed, and
+    ``TypeError`` naming a keyword that is no setting. The settings' keywords are typed once,
+    in :class:`telemetry_infra.settings.SettingsArguments` (shared with ``Settings.resolve``):
+    IDEs complete them and type checkers check them as for a written-out signature.
 
     ``otlp_timeout_s`` is in seconds. ``otlp_certificate`` is the PEM file of the CA
     that signed the collector's certificate (``https://`` endpoints);
@@ -596,32 +585,8 @@ def configure(
     them through the same SDK exporters; ``False`` is the SDK's own encoding path.
     Metrics always take the SDK's path.
     """
-    settings = Settings.resolve(
-        service_name,
-        service_version=service_version,
-        environment=environment,
-        log_level=log_level,
-        log_dir=log_dir,
-        otlp_endpoint=otlp_endpoint,
-        otlp_protocol=otlp_protocol,
-        otlp_headers=otlp_headers,
-        otlp_timeout_s=otlp_timeout_s,
-        otlp_compression=otlp_compression,
-        otlp_certificate=otlp_certificate,
-        otlp_client_key=otlp_client_key,
-        otlp_client_certificate=otlp_client_certificate,
-        traces_exporter=traces_exporter,
-        metrics_exporter=metrics_exporter,
-        logs_exporter=logs_exporter,
-        resource_attributes=resource_attributes,
-        sdk_disabled=sdk_disabled,
-        metric_export_interval_ms=metric_export_interval_ms,
-        prometheus_port=prometheus_port,
-        prometheus_host=prometheus_host,
-        instrument_redis=instrument_redis,
-        capture_uncaught_exceptions=capture_uncaught_exceptions,
-        fast_export=fast_export,
-    )
+    check_arguments(arguments, "configure()")
+    settings = Settings.resolve(service_name, **arguments)
     global _current, _atexit_registered
     with _lock:
         previous = _current

@@ -42,7 +42,7 @@ def get_calls(server) -> int:
 async def heard(cache: ti.CacheManager) -> None:
     """Wait until ``cache`` has applied every invalidation Redis sent so far (a PING on its
     channel answers after them), so a test knows what its near tier may hold."""
-    assert await cache._channel.sync()
+    assert await cache._near.channel.sync()
 
 
 async def wait_until(condition, timeout: float) -> None:
@@ -148,7 +148,7 @@ async def test_own_writes_are_read_back_at_once(redis_server, namespace):
     """Even when the invalidation channel lags behind the data connections (separate
     connections: nothing orders them), our own writes never leave an older value near."""
     async with manager(redis_server.url, namespace) as a:
-        a._near.invalidate = lambda keys: None  # the echoes of our writes never arrive
+        a._near.tier.invalidate = lambda keys: None  # the echoes of our writes never arrive
         await a.mset({"x": 1, "y": 2, "z": 3})
         assert await a.mget(["x", "y", "z"]) == {"x": 1, "y": 2, "z": 3}
         await a.set("x", 10)
@@ -214,8 +214,8 @@ async def test_readers_of_one_key_disagreeing_install_nothing(redis_server, name
             return payload
 
         primary.get_expiring = slow_first
-        channel_invalidations = a._near.invalidate
-        a._near.invalidate = lambda keys: None  # B's invalidation is still on its way
+        channel_invalidations = a._near.tier.invalidate
+        a._near.tier.invalidate = lambda keys: None  # B's invalidation is still on its way
         try:
             old_reader = asyncio.ensure_future(a.get("k"))
             await first_read_done.wait()
@@ -226,7 +226,7 @@ async def test_readers_of_one_key_disagreeing_install_nothing(redis_server, name
             assert await a.get("k") == "v2"  # not "v1" from the near tier
         finally:
             primary.get_expiring = real_get
-            a._near.invalidate = channel_invalidations
+            a._near.tier.invalidate = channel_invalidations
 
 
 async def test_redis_restart_leaves_no_stale_reads(redis_restartable, namespace):
@@ -424,7 +424,7 @@ def test_listener_follows_the_event_loops(redis_server):
 
 
 async def _tracking(cache: ti.CacheManager) -> bool:
-    return cache._near.tracking
+    return cache._near.tier.tracking
 
 
 async def test_silent_channel_stops_serving(redis_restartable, namespace):
@@ -449,8 +449,8 @@ async def test_silent_channel_stops_serving(redis_restartable, namespace):
         while a.get_stats()["near_items"]:
             assert time.monotonic() - started < 2.4, "the silent channel was not noticed"
             await asyncio.sleep(0.02)
-        assert "PING" in (a._channel.last_error or "")
-        assert not a._near.serving
+        assert "PING" in (a._near.channel.last_error or "")
+        assert not a._near.tier.serving
         await stalled
         await wait_until(lambda: _tracking(a), 3)
         await heard(a)
@@ -483,7 +483,7 @@ async def test_a_thread_with_its_own_loop_is_served_and_kept_exact(redis_server,
         await heard(a)
         value, _hits = await asyncio.to_thread(read_in_thread)
         assert value == "v2"
-        assert a._near.tracking  # the other loop's end did not stop this loop's channel
+        assert a._near.tier.tracking  # the other loop's end did not stop this loop's channel
 
 
 async def test_tls_and_password_reach_the_invalidation_channel(tls_files):

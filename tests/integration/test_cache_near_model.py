@@ -86,9 +86,9 @@ async def run(url: str, groups: list[list[tuple[str, str, str]]], lagging: bool)
     async with ti.CacheManager(url, name="A", **options) as a, ti.CacheManager(url, name="B", **options) as b:
         writers = {"A": a, "B": b}
         held: list[str] = []
-        deliver = a._near.invalidate
+        deliver = a._near.tier.invalidate
         if lagging:  # A's channel is slower than its data connections: invalidations wait for a barrier
-            a._near.invalidate = held.extend
+            a._near.tier.invalidate = held.extend
         for steps in groups:
             steps = one_write_per_key(steps)
             writes: list[tuple[str, str, int | None]] = []
@@ -110,7 +110,7 @@ async def run(url: str, groups: list[list[tuple[str, str, str]]], lagging: bool)
                     calls.append(a.mget(list(KEYS)))
                     reads.append((key, "mget"))
                 else:
-                    assert await a._channel.sync(), "A's invalidation channel does not answer"
+                    assert await a._near.channel.sync(), "A's invalidation channel does not answer"
                     deliver(held[:])
                     held.clear()
             for _who, key, value in writes:

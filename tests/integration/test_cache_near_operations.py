@@ -35,9 +35,9 @@ def namespace() -> str:
 async def caught_up(cache: ti.CacheManager) -> None:
     """Every invalidation Redis sent so far is applied and the near tier serves (a test's
     own blocking calls to a Redis client stall the loop, which then re-syncs first)."""
-    assert await cache._channel.sync()
+    assert await cache._near.channel.sync()
     deadline = time.monotonic() + 2
-    while not cache._near.serving:
+    while not cache._near.tier.serving:
         assert time.monotonic() < deadline, "the near tier does not serve again"
         await asyncio.sleep(0.005)
 

@@ -34,7 +34,7 @@ async def _pair(url: str, namespace: str) -> tuple[CacheManager, CacheManager]:
     b = CacheManager(url, namespace=namespace, **FAST)
     await a.initialize()
     await b.initialize()
-    assert a._near.tracking, a._channel.last_error
+    assert a._near.tier.tracking, a._near.channel.last_error
     return a, b
 
 
@@ -54,7 +54,8 @@ async def _served_near(a: CacheManager, key: str, expected: object, timeout_s: f
         assert await a.get(key) == expected
         if a.get_stats()["near_hits"] > before:
             return
-        assert time.monotonic() < deadline, f"{key!r} not served from the near tier: {a._channel.last_error}"
+        error = a._near.channel.last_error
+        assert time.monotonic() < deadline, f"{key!r} not served from the near tier: {error}"
         await asyncio.sleep(0.05)
 
 
@@ -133,9 +134,9 @@ async def test_sentinel_manual_failover_flushes_and_tracks_the_new_primary(
             assert time.monotonic() < deadline, "the Sentinels did not move the primary"
             time.sleep(0.05)
 
-    flushes = a._near.flushes
+    flushes = a._near.tier.flushes
     await _no_stale_read_across(failover, a, b, [f"k{i}" for i in range(20)])
-    assert a._near.flushes > flushes, "the near tier was not flushed on the switch"
+    assert a._near.tier.flushes > flushes, "the near tier was not flushed on the switch"
     host, port = sentinel_set.master_address()
     near = (await a.health_check())["near"]
     assert near["tracking"] and near["node"] == f"{host}:{port}", near
@@ -184,7 +185,7 @@ async def test_sentinel_primary_demoted_without_disconnecting_is_left(
     with new.client() as promoted:
         promoted.execute_command("REPLICAOF", "NO", "ONE")
     assert await b.set("k", "lost")  # acknowledged by the old primary only
-    assert await a._channel.sync()
+    assert await a._near.channel.sync()
     await _served_near(a, "k", "lost")
     with old.client() as demoted:
         demoted.execute_command("REPLICAOF", new.host, new.port)
@@ -242,7 +243,7 @@ async def test_cluster_batch_written_across_every_node_is_seen(cluster: RedisClu
     for key in keys:
         await _served_near(a, key, 1)
     assert await b.mset(dict.fromkeys(keys, 2))
-    assert await a._channel.sync()
+    assert await a._near.channel.sync()
     assert await a.mget(keys) == dict.fromkeys(keys, 2)
 
 

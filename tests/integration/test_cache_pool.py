@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import telemetry_infra as ti
 from telemetry_infra.cache.redis.node import create_client
+from telemetry_infra.cache.redis.options import ConnectionOptions
 
 MISSING = object()
 
@@ -88,14 +89,7 @@ async def test_bursts_with_cancelled_callers_never_wait_for_a_free_connection(re
 async def test_connection_handed_to_a_caller_cancelled_before_it_ran_goes_to_the_next(redis_server):
     """The exact lost wake-up of ``asyncio.Condition`` on CPython < 3.13: the first waiter
     is handed a connection and cancelled in the same loop iteration."""
-    client = create_client(
-        redis_server.url,
-        max_connections=2,
-        socket_timeout=1.0,
-        socket_connect_timeout=1.0,
-        health_check_interval=30,
-        pool_timeout=1.0,
-    )
+    client = create_client(redis_server.url, ConnectionOptions(max_connections=2, pool_timeout=1.0))
     pool = client.connection_pool
     held = [await pool.get_connection(), await pool.get_connection()]
     waited: dict[str, float] = {}

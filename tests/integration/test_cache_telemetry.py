@@ -270,14 +270,14 @@ async def test_near_cache_counters_tier_and_duration_series(telemetry, otlp_rece
         ti.CacheManager(redis_url=redis_server.url, namespace=namespace, name=name, near_cache=True) as cache,
     ):
         await writer.mset({"k": 1, "j": 2})
-        assert await cache._channel.sync()
+        assert await cache._near.channel.sync()
         with tracer.start_as_current_span("near-workload"):
             await cache.get("k")  # miss near, hit redis
             await cache.get("k")  # near
             await cache.mget(["k"])  # near
             await cache.mget(["k", "j"])  # k near, j from redis: the span says redis
             await writer.set("k", 3)
-            assert await cache._channel.sync()
+            assert await cache._near.channel.sync()
             assert await cache.get("k") == 3  # invalidated: from redis again
         telemetry.force_flush()
         spans = otlp_receiver.wait_for_spans(

@@ -12,6 +12,7 @@ from opentelemetry import metrics, trace
 
 import telemetry_infra as ti
 from telemetry_infra.otel.setup import SECONDS_BUCKETS
+from telemetry_infra.settings import Settings
 from telemetry_infra.testing import OTLPReceiver, free_port
 
 PROTOCOLS = ["grpc", "http/protobuf"]
@@ -187,4 +188,12 @@ def test_bad_configuration_raises_before_changing_anything(
     before = ti.configure("kept", log_dir=tmp_path, setup_logs=False)
     with pytest.raises(ValueError, match=message):
         ti.configure("broken", log_dir=tmp_path, setup_logs=False, **kwargs)
+    assert ti.get_telemetry() is before
+
+
+@pytest.mark.parametrize("call", [ti.configure, Settings.resolve])
+def test_an_unknown_keyword_is_a_type_error_naming_it(call, tmp_path: Path) -> None:
+    before = ti.configure("kept", log_dir=tmp_path, setup_logs=False)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'otlp_endpont'"):
+        call("broken", otlp_endpont="http://127.0.0.1:4317")
     assert ti.get_telemetry() is before

@@ -44,6 +44,7 @@ from redis.exceptions import RedisError
 from telemetry_infra.cache.background_tasks import cancel_anywhere
 from telemetry_infra.cache.near.invalidations import InvalidationChannel, node_connection_factory
 from telemetry_infra.cache.near.tier import NearCache
+from telemetry_infra.cache.redis.options import ConnectionOptions
 from telemetry_infra.cache.redis.urls import RedisTarget
 
 __all__ = ["ClusterInvalidations"]
@@ -93,9 +94,8 @@ class ClusterInvalidations:
         target: RedisTarget,
         prefix: str,
         near: NearCache,
+        options: ConnectionOptions,
         *,
-        socket_timeout: float,
-        socket_connect_timeout: float,
         client_name: str,
         refresh_interval: float = 1.0,
         task_context: Callable[[], contextvars.Context] = contextvars.copy_context,
@@ -103,8 +103,7 @@ class ClusterInvalidations:
         self.near = near
         self._target = target
         self._prefix = prefix
-        self._socket_timeout = socket_timeout
-        self._connect_timeout = socket_connect_timeout
+        self._options = options
         self._client_name = client_name
         self.refresh_interval = refresh_interval
         self._task_context = task_context
@@ -273,10 +272,9 @@ class ClusterInvalidations:
             username=target.username,
             password=target.password,
             ssl=target.tls,
-            socket_timeout=self._socket_timeout,
-            socket_connect_timeout=self._connect_timeout,
             retry=Retry(NoBackoff(), 0),
             single_connection_client=True,
+            **self._options.timeouts,
         )
 
     def _apply(self, primaries: set[Address]) -> list[InvalidationChannel]:
@@ -298,18 +296,12 @@ class ClusterInvalidations:
         return [channel for _coverage, channel in gone]
 
     def _channel(self, address: Address, coverage: _NodeCoverage) -> InvalidationChannel:
-        connect = node_connection_factory(
-            self._target,
-            address,
-            socket_timeout=self._socket_timeout,
-            socket_connect_timeout=self._connect_timeout,
-            client_name=self._client_name,
-        )
+        connect = node_connection_factory(self._target, address, self._options, client_name=self._client_name)
         return InvalidationChannel(
             connect,
             self._prefix,
             coverage,
-            answer_timeout=self._socket_timeout,
+            answer_timeout=self._options.socket_timeout,
             retry_interval=self.refresh_interval,
             task_context=self._task_context,
             identify=True,

@@ -58,6 +58,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from telemetry_infra.cache.background_tasks import cancel_anywhere
+from telemetry_infra.cache.redis.options import ConnectionOptions
 from telemetry_infra.cache.redis.sentinel import sentinels_of
 from telemetry_infra.cache.redis.urls import RedisTarget
 
@@ -83,45 +84,38 @@ HEARTBEAT_WINDOW_S = 0.05
 Connect = Callable[[], Any]
 
 
-def tracking_connection_factory(
-    url: str, *, socket_timeout: float, socket_connect_timeout: float, client_name: str
-) -> Connect:
+def tracking_connection_factory(url: str, options: ConnectionOptions, *, client_name: str) -> Connect:
     """Makes RESP3 connections to the node of ``url`` (TLS, credentials and db as in the
-    URL); commands time out after ``socket_timeout``, never retried, never health-checked
+    URL); commands time out after ``options.socket_timeout``, never retried, never health-checked
     behind our back (that would read a reply meant for the listener). ``client_name``
     (``CLIENT SETNAME``) lets operators tell the channel apart in ``CLIENT LIST``."""
     template = aioredis.ConnectionPool.from_url(url)
-    options = _tracking_options(
-        template.connection_kwargs, socket_timeout, socket_connect_timeout, client_name
-    )
+    keywords = _tracking_options(template.connection_kwargs, options, client_name)
     connection_class = template.connection_class
-    return lambda: connection_class(**options)
+    return lambda: connection_class(**keywords)
 
 
 def node_connection_factory(
     target: RedisTarget,
     address: tuple[str, int],
+    options: ConnectionOptions,
     *,
-    socket_timeout: float,
-    socket_connect_timeout: float,
     client_name: str,
 ) -> Connect:
     """``tracking_connection_factory`` for one node of a Cluster ``target`` (its TLS and credentials)."""
-    options = _tracking_options(
+    keywords = _tracking_options(
         {"host": address[0], "port": address[1], "username": target.username, "password": target.password},
-        socket_timeout,
-        socket_connect_timeout,
+        options,
         client_name,
     )
     connection_class = aioredis.SSLConnection if target.tls else aioredis.Connection
-    return lambda: connection_class(**options)
+    return lambda: connection_class(**keywords)
 
 
 def sentinel_connection_factory(
     target: RedisTarget,
+    options: ConnectionOptions,
     *,
-    socket_timeout: float,
-    socket_connect_timeout: float,
     client_name: str,
     named_primary: Callable[[], tuple[str, int] | None] = lambda: None,
     not_primary: Callable[[tuple[str, int]], None] = lambda address: None,
@@ -130,14 +124,9 @@ def sentinel_connection_factory(
     connection is opened* (asked again at every reconnection, so a failover is followed);
     ``named_primary()``, the primary they announced last, is preferred when known, and
     ``not_primary(address)`` is told when it answers ROLE as a replica."""
-    sentinel = sentinels_of(
-        target, socket_timeout=socket_timeout, socket_connect_timeout=socket_connect_timeout
-    )
-    options = _tracking_options(
-        {"db": target.db, "username": target.username, "password": target.password},
-        socket_timeout,
-        socket_connect_timeout,
-        client_name,
+    sentinel = sentinels_of(target, options)
+    keywords = _tracking_options(
+        {"db": target.db, "username": target.username, "password": target.password}, options, client_name
     )
     base = aioredis.SSLConnection if target.tls else aioredis.Connection
     if target.service_name is None:
@@ -161,17 +150,16 @@ def sentinel_connection_factory(
                 not_primary((self.host, self.port))
                 raise RedisError(f"{self.host}:{self.port}, named by the Sentinels, is not a primary")
 
-    return lambda: PrimaryTrackingConnection(**options)
+    return lambda: PrimaryTrackingConnection(**keywords)
 
 
-def _tracking_options(
-    kwargs: dict[str, Any], socket_timeout: float, socket_connect_timeout: float, client_name: str
-) -> dict[str, Any]:
+def _tracking_options(kwargs: dict[str, Any], options: ConnectionOptions, client_name: str) -> dict[str, Any]:
+    """A tracking connection's keywords: ``options``'s timeouts, never a health check (its
+    PING would read a reply meant for the listener); the pool settings do not apply."""
     return {
         **kwargs,
+        **options.timeouts,
         "protocol": 3,
-        "socket_timeout": socket_timeout,
-        "socket_connect_timeout": socket_connect_timeout,
         "health_check_interval": 0,
         "client_name": "".join(c if c.isalnum() or c in "-_.:" else "_" for c in client_name),
         "retry": Retry(NoBackoff(), 0),

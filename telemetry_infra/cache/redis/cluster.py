@@ -52,6 +52,7 @@ from telemetry_infra.cache.redis.node import (
     _writing,
     expiring_reads,
 )
+from telemetry_infra.cache.redis.options import ConnectionOptions
 from telemetry_infra.cache.redis.urls import RedisTarget
 
 __all__ = ["RedisClusterBackend", "create_cluster_client"]
@@ -140,25 +141,20 @@ class _ClosedForGood:
         await self._client.close_for_good()
 
 
-def create_cluster_client(
-    target: RedisTarget,
-    *,
-    max_connections: int,
-    socket_timeout: float,
-    socket_connect_timeout: float,
-    health_check_interval: float,
-) -> _RefreshingRedisCluster:
-    """A cluster client seeded with ``target.nodes``; connects on first use."""
+def create_cluster_client(target: RedisTarget, options: ConnectionOptions) -> _RefreshingRedisCluster:
+    """A cluster client seeded with ``target.nodes``; connects on first use.
+
+    ``options.pool_timeout`` does not apply: a node's pool with ``max_connections`` busy
+    connections fails at once (see the module docstring)."""
     return _RefreshingRedisCluster(
         startup_nodes=[ClusterNode(host, port) for host, port in target.nodes],
         username=target.username,
         password=target.password,
         ssl=target.tls,
-        max_connections=max_connections,
-        socket_timeout=socket_timeout,
-        socket_connect_timeout=socket_connect_timeout,
-        health_check_interval=health_check_interval,
+        max_connections=options.max_connections,
+        health_check_interval=options.health_check_interval,
         retry=Retry(NoBackoff(), CLUSTER_RETRIES),
+        **options.timeouts,
     )
 
 

@@ -35,6 +35,7 @@ from redis.exceptions import NoScriptError, RedisError
 
 from telemetry_infra.cache.errors import CachePoolExhaustedError
 from telemetry_infra.cache.fork_safety import hold_across_fork
+from telemetry_infra.cache.redis.options import ConnectionOptions
 from telemetry_infra.cache.redis.thread_reads import ThreadReads
 
 __all__ = [
@@ -235,29 +236,20 @@ class FairConnectionPool(aioredis.ConnectionPool):
         return len(self._in_use_connections), len(self._available_connections)
 
 
-def create_client(
-    url: str,
-    *,
-    max_connections: int,
-    socket_timeout: float,
-    socket_connect_timeout: float,
-    health_check_interval: float,
-    pool_timeout: float,
-) -> aioredis.Redis:
+def create_client(url: str, options: ConnectionOptions) -> aioredis.Redis:
     """A client whose calls fail fast: short timeouts, no retries, bounded pool.
 
-    Bursts beyond ``max_connections`` queue for a free connection (reads at most
-    ``pool_timeout``) instead of failing. Retries are off: the circuit breaker
+    Bursts beyond ``options.max_connections`` queue for a free connection (reads at most
+    ``options.pool_timeout``) instead of failing. Retries are off: the circuit breaker
     decides what to do about a failure, and a retry would only double the wait.
     """
     pool = FairConnectionPool.from_url(
         url,
-        max_connections=max_connections,
-        pool_timeout=pool_timeout,
-        socket_timeout=socket_timeout,
-        socket_connect_timeout=socket_connect_timeout,
-        health_check_interval=health_check_interval,
+        max_connections=options.max_connections,
+        pool_timeout=options.pool_timeout,
+        health_check_interval=options.health_check_interval,
         retry=Retry(NoBackoff(), 0),
+        **options.timeouts,
     )
     return aioredis.Redis.from_pool(pool)
 
@@ -405,7 +397,7 @@ class RedisBackend(PerLoopClients[aioredis.Redis, _LoopClient]):
         connect: Callable[[], aioredis.Redis],
         *,
         scan_count: int = 1000,
-        thread_reads: Callable[..., ThreadReads] | None = None,
+        thread_reads: Callable[[int], ThreadReads] | None = None,
     ) -> None:
         self._make_thread_reads = thread_reads
         self._thread_reads: _ThreadBound | None = None
@@ -451,7 +443,7 @@ class RedisBackend(PerLoopClients[aioredis.Redis, _LoopClient]):
             return False
         with self._lock:
             if self._thread_reads is None:
-                self._thread_reads = _ThreadBound(self._make_thread_reads(max_connections=thread_share))
+                self._thread_reads = _ThreadBound(self._make_thread_reads(thread_share))
             self._loop_limits[loop] = loop_share
             bound = self._by_loop.get(loop)
             if bound is not None:

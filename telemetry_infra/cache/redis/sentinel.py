@@ -50,6 +50,7 @@ from redis.exceptions import ReadOnlyError
 
 from telemetry_infra.cache.errors import FailoverUnderwayError
 from telemetry_infra.cache.redis.node import FairConnectionPool, RedisBackend
+from telemetry_infra.cache.redis.options import ConnectionOptions
 from telemetry_infra.cache.redis.sentinel_watch import SentinelWatch
 from telemetry_infra.cache.redis.urls import RedisTarget
 
@@ -146,50 +147,39 @@ class _SentinelManagedRedis(aioredis.Redis):
                 await client.aclose()
 
 
-def sentinels_of(target: RedisTarget, *, socket_timeout: float, socket_connect_timeout: float) -> Sentinel:
+def sentinels_of(target: RedisTarget, options: ConnectionOptions) -> Sentinel:
     """The Sentinels of ``target`` (its credentials and TLS), asked once per call, never retried."""
     return Sentinel(
         list(target.nodes),
         sentinel_kwargs={
             "username": target.username,
             "password": target.password,
-            "socket_timeout": socket_timeout,
-            "socket_connect_timeout": socket_connect_timeout,
             "ssl": target.tls,
             "retry": Retry(NoBackoff(), 0),
+            **options.timeouts,
         },
     )
 
 
 def create_sentinel_client(
-    target: RedisTarget,
-    *,
-    max_connections: int,
-    socket_timeout: float,
-    socket_connect_timeout: float,
-    health_check_interval: float,
-    pool_timeout: float,
-    watch: SentinelWatch | None = None,
+    target: RedisTarget, options: ConnectionOptions, *, watch: SentinelWatch | None = None
 ) -> aioredis.Redis:
     """A client of ``target.service_name``'s primary with ``create_client``'s fail-fast settings
     (on the primary ``watch`` heard announced, when given)."""
-    credentials = {"username": target.username, "password": target.password}
-    timeouts = {"socket_timeout": socket_timeout, "socket_connect_timeout": socket_connect_timeout}
-    sentinel = sentinels_of(
-        target, socket_timeout=socket_timeout, socket_connect_timeout=socket_connect_timeout
-    )
+    sentinel = sentinels_of(target, options)
     pool = FairSentinelConnectionPool(
         service_name=target.service_name,
         sentinel_manager=sentinel,
         watch=watch,
-        pool_timeout=pool_timeout,
-        max_connections=max_connections,
+        pool_timeout=options.pool_timeout,
+        max_connections=options.max_connections,
         connection_class=_PrimarySSLConnection if target.tls else _PrimaryConnection,
         db=target.db,
-        health_check_interval=health_check_interval,
+        health_check_interval=options.health_check_interval,
         retry=Retry(NoBackoff(), 0),
-        **credentials,
-        **timeouts,
+        username=target.username,
+        password=target.password,
+        **options.timeouts,
     )
     # redis-py annotates from_pool as returning Redis; it makes an instance of the class it is called on
     client = cast(_SentinelManagedRedis, _SentinelManagedRedis.from_pool(pool))

@@ -35,6 +35,7 @@ from typing import Any
 import redis
 from redis.exceptions import RedisError
 
+from telemetry_infra.cache.redis.options import ConnectionOptions
 from telemetry_infra.cache.redis.urls import RedisTarget
 
 __all__ = ["FAILOVER_BEGINS", "SWITCH_MASTER", "SentinelWatch"]
@@ -76,9 +77,8 @@ class SentinelWatch:
     def __init__(
         self,
         target: RedisTarget,
+        options: ConnectionOptions,
         *,
-        socket_timeout: float,
-        socket_connect_timeout: float,
         check_interval: float = 1.0,
     ) -> None:
         if target.service_name is None:
@@ -92,8 +92,7 @@ class SentinelWatch:
             "username": target.username,
             "password": target.password,
             "ssl": target.tls,
-            "socket_timeout": socket_timeout,
-            "socket_connect_timeout": socket_connect_timeout,
+            **options.timeouts,
         }
         #: the primary the Sentinels name (highest configuration epoch heard); None until heard
         self.address: tuple[str, int] | None = None

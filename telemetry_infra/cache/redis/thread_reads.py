@@ -22,6 +22,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.retry import Retry
 
 from telemetry_infra.cache.errors import CachePoolExhaustedError
+from telemetry_infra.cache.redis.options import ConnectionOptions
 
 __all__ = ["ThreadReads"]
 
@@ -51,24 +52,14 @@ class _BoundedPool(redis.BlockingConnectionPool):
 class ThreadReads:
     """The client reads made outside any event loop use (see module docs). Thread-safe."""
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        max_connections: int,
-        socket_timeout: float,
-        socket_connect_timeout: float,
-        health_check_interval: float,
-        pool_timeout: float,
-    ) -> None:
+    def __init__(self, url: str, options: ConnectionOptions) -> None:
         self.pool = _BoundedPool.from_url(
             url,
-            max_connections=max_connections,
-            timeout=pool_timeout,
-            socket_timeout=socket_timeout,
-            socket_connect_timeout=socket_connect_timeout,
-            health_check_interval=health_check_interval,
+            max_connections=options.max_connections,
+            timeout=options.pool_timeout,
+            health_check_interval=options.health_check_interval,
             retry=Retry(NoBackoff(), 0),
+            **options.timeouts,
         )
         self.client = redis.Redis(connection_pool=self.pool)
 
