@@ -32,7 +32,6 @@ import contextlib
 import contextvars
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -42,7 +41,11 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from telemetry_infra.cache.background_tasks import cancel_anywhere
-from telemetry_infra.cache.near.invalidations import InvalidationChannel, node_connection_factory
+from telemetry_infra.cache.near.invalidations import (
+    InvalidationChannel,
+    node_connection_factory,
+    tracking_within,
+)
 from telemetry_infra.cache.near.tier import NearCache
 from telemetry_infra.cache.redis.options import ConnectionOptions
 from telemetry_infra.cache.redis.urls import RedisTarget
@@ -50,7 +53,6 @@ from telemetry_infra.cache.redis.urls import RedisTarget
 __all__ = ["ClusterInvalidations"]
 
 logger = logging.getLogger("telemetry_infra.cache")
-_monotonic = time.monotonic
 
 Address = tuple[str, int]
 Seed = tuple[Address, aioredis.Redis]
@@ -196,10 +198,7 @@ class ClusterInvalidations:
     async def wait_tracking(self, timeout: float) -> bool:
         """Start listening if needed and wait up to ``timeout`` s until every primary tracks."""
         self.ensure_listening()
-        deadline = _monotonic() + timeout
-        while not self.near.tracking and _monotonic() < deadline:  # noqa: ASYNC110
-            await asyncio.sleep(0.005)
-        return self.near.tracking
+        return await tracking_within(self.near, timeout)
 
     async def sync(self, timeout: float = 1.0) -> bool:
         """Every primary's channel has applied what its node sent before now (see the channel's)."""

@@ -194,6 +194,15 @@ async def _as_received(message: Any) -> Any:
     return message
 
 
+async def tracking_within(listener: InvalidationListener, timeout: float) -> bool:
+    """Wait up to ``timeout`` s for ``listener`` to be tracking; whether it is."""
+    deadline = _monotonic() + timeout
+    # polled: the listener may run on another thread's loop, where no Event of ours can wake us
+    while not listener.tracking and _monotonic() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.005)
+    return listener.tracking
+
+
 class InvalidationListener(Protocol):
     """What a channel feeds: the near tier itself, or one Cluster node's share of it."""
 
@@ -295,11 +304,7 @@ class InvalidationChannel:
     async def wait_tracking(self, timeout: float) -> bool:
         """Start listening if needed and wait up to ``timeout`` s for tracking to be on."""
         self.ensure_listening()
-        deadline = _monotonic() + timeout
-        # polled: the listener may run on another thread's loop, where no Event of ours can wake us
-        while not self._near.tracking and _monotonic() < deadline:  # noqa: ASYNC110
-            await asyncio.sleep(0.005)
-        return self._near.tracking
+        return await tracking_within(self._near, timeout)
 
     async def stop(self) -> None:
         """Stop listening for good (on close), whichever loop the listener runs on; flush the tier."""
