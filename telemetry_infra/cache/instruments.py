@@ -141,13 +141,30 @@ def _recording_span() -> trace.Span | None:
     return None
 
 
-def _leaf_spans() -> LeafSpans | None:
-    """The leaf spans of the SDK tracer behind ``_tracer`` now (see ``otel.leaf_spans``):
-    through the API's proxy (which resolves once a provider is set) to our switchable
-    tracer, which prepares them whenever ``configure()`` changes the provider."""
-    real = getattr(_tracer, "_tracer", _tracer)  # the API's ProxyTracer: the tracer it forwards to
-    leaves: LeafSpans | None = getattr(real, "leaf_spans", None)
-    return leaves
+class _LeafSpansSource:
+    """The leaf spans of the SDK tracer behind ``_tracer`` now (see ``otel.leaf_spans``).
+
+    ``_tracer`` is the API's proxy; once a provider is set it forwards to the provider's
+    tracer for good. With our switchable provider that is a tracer which prepares its
+    leaf spans again whenever ``configure()`` changes the provider: found once, it is then
+    one attribute read per span.
+    """
+
+    def __init__(self) -> None:
+        self._switchable: Any = None
+
+    def __call__(self) -> LeafSpans | None:
+        switchable = self._switchable
+        if switchable is None:
+            real = getattr(_tracer, "_tracer", _tracer)  # what the proxy forwards to now
+            if not hasattr(real, "leaf_spans"):
+                return None  # not ours (another provider was set first), or no provider yet
+            switchable = self._switchable = real
+        leaves: LeafSpans | None = switchable.leaf_spans
+        return leaves
+
+
+_leaf_spans = _LeafSpansSource()
 
 
 class _RedisCommandSpans:
@@ -240,9 +257,12 @@ class _Operation:
             return
         if exc is not None:
             self.fail(exc)
-        self._attributes["cache.backend"] = backend
-        if self._name in TIERED:
-            self._attributes["cache.tier"] = _tier(backend, self._near)
+        attributes = self._attributes
+        attributes["cache.backend"] = backend
+        if self._name in TIERED:  # which tier answered: near, Redis (any topology) or memory
+            attributes["cache.tier"] = (
+                "near" if self._near else "redis" if backend in REDIS_BACKENDS else backend
+            )
         if backend in REDIS_BACKENDS and telemetry.server_of is not None:
             self._set_server(telemetry.server_of)
         series.record(elapsed, span.get_span_context())  # the exemplar points at this operation
@@ -272,13 +292,6 @@ def _end(span: trace.Span, attributes: dict[str, Any]) -> None:
         return
     span.set_attributes(attributes)
     span.end()
-
-
-def _tier(backend: str, near: bool) -> str:
-    """``cache.tier``: the near cache, Redis (any topology) or the memory fallback."""
-    if near:
-        return "near"
-    return "redis" if backend in REDIS_BACKENDS else backend
 
 
 Operation = _Operation | _NoOperation
@@ -361,7 +374,8 @@ class CacheTelemetry:
             span = _tracer.start_span(
                 name, kind=SpanKind.INTERNAL, attributes=attributes, start_time=start_time
             )
-        self.drain_events(span)
+        if self._pending_events:
+            self.drain_events(span)
         return span
 
     def near_hit(self, key: str, started: float) -> None:

@@ -22,7 +22,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from time import time_ns
-from typing import Any, cast
+from types import MappingProxyType
+from typing import Any, NamedTuple, cast
 
 from opentelemetry import trace
 from opentelemetry.attributes import BoundedAttributes
@@ -47,9 +48,28 @@ _READ = ("_span_limits", "_instrumentation_scope", "_is_enabled", "instrumentati
 #: A leaf span is used only under span limits that leave this many attributes.
 _ATTRIBUTES_NEEDED = 64
 _UNSET = Status(StatusCode.UNSET)
+_NO_ATTRIBUTES: Mapping[str, Any] = MappingProxyType({})
 _PARENT_BASED = sampling.ParentBased.should_sample
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
+
+
+class _Parent(NamedTuple):
+    """A parent span context as spans under it use it (read once per parent)."""
+
+    context: SpanContext
+    valid: bool
+    trace_id: int
+    random: bool
+    #: the flags and trace state the sampler gives spans under it; None: ask the sampler
+    flags: TraceFlags | None
+    trace_state: TraceState | None
+
+
+def _flags(sampled: bool, random_trace_id: bool) -> TraceFlags:
+    """A span's trace flags, as the SDK's ``start_span`` sets them."""
+    flags = _SAMPLED if sampled else _NOT_SAMPLED
+    return TraceFlags(flags | TraceFlags.RANDOM_TRACE_ID) if random_trace_id else flags
 
 
 def _internal_metrics_off(tracer: sdk_trace.Tracer) -> bool:
@@ -86,6 +106,7 @@ class LeafSpans:
         "_checked",
         "_exact",
         "_ids",
+        "_last_parent",
         "_limits",
         "_processor",
         "_sampler",
@@ -115,6 +136,7 @@ class LeafSpans:
         )
         self._checked: tuple[sdk_trace.SpanProcessor, ...] | None = None
         self._samples_under_sampled = _samples_under_sampled(self._sampler)
+        self._last_parent: _Parent | None = None
 
     @classmethod
     def of(cls, tracer: trace.Tracer) -> LeafSpans | None:
@@ -145,29 +167,39 @@ class LeafSpans:
     ) -> trace.Span | None:
         """A span ``name`` under ``parent`` (valid, local or remote) with ``attributes``
         (valid values), as ``Tracer.start_span`` makes it; None where a leaf would not be exact."""
-        if not parent.is_valid or not self._usable():
+        if not self._usable():
             return None
-        trace_id = parent.trace_id
-        trace_state: TraceState | None
-        if self._samples_under_sampled and parent.trace_flags.sampled:  # what it would answer
-            decision, trace_state = Decision.RECORD_AND_SAMPLE, parent.trace_state
-        else:
-            sampled = self._sampler.should_sample(None, trace_id, name, SpanKind.INTERNAL, attributes, ())
+        under = self._last_parent  # the operations of one request share their parent
+        if under is None or under.context is not parent:
+            under = self._last_parent = self._under(parent)
+        if not under.valid:
+            return None
+        flags, trace_state = under.flags, under.trace_state
+        if flags is None:  # the sampler is asked
+            sampled = self._sampler.should_sample(
+                None, under.trace_id, name, SpanKind.INTERNAL, attributes, ()
+            )
             decision, trace_state = sampled.decision, sampled.trace_state
             attributes = dict(sampled.attributes or ())
-        flags = _SAMPLED if decision is Decision.RECORD_AND_SAMPLE else _NOT_SAMPLED
-        if parent.trace_flags.random_trace_id:
-            flags = TraceFlags(flags | TraceFlags.RANDOM_TRACE_ID)
-        context = SpanContext(
-            trace_id,
-            self._ids.generate_span_id(),
-            is_remote=False,
-            trace_flags=flags,
-            trace_state=trace_state,
-        )
-        if decision is Decision.DROP:
-            return trace.NonRecordingSpan(context)
+            flags = _flags(decision is Decision.RECORD_AND_SAMPLE, under.random)
+            if decision is Decision.DROP:
+                return trace.NonRecordingSpan(self._context(under.trace_id, flags, trace_state))
+        context = self._context(under.trace_id, flags, trace_state)
         return LeafSpan(self, name, context, parent, attributes, start_time or time_ns())
+
+    def _under(self, parent: SpanContext) -> _Parent:
+        """What spans under ``parent`` take from it; their flags and trace state too when the
+        sampler's answer is known (see :func:`_samples_under_sampled`)."""
+        random = parent.trace_flags.random_trace_id
+        if self._samples_under_sampled and parent.trace_flags.sampled:
+            return _Parent(
+                parent, parent.is_valid, parent.trace_id, random, _flags(True, random), parent.trace_state
+            )
+        return _Parent(parent, parent.is_valid, parent.trace_id, random, None, None)
+
+    def _context(self, trace_id: int, flags: TraceFlags, trace_state: TraceState | None) -> SpanContext:
+        span_id = self._ids.generate_span_id()
+        return SpanContext(trace_id, span_id, is_remote=False, trace_flags=flags, trace_state=trace_state)
 
     def finished(self, span: LeafSpan) -> None:
         """Hand the finished ``span`` to the processors, as the SDK's ``Span.end`` does."""
@@ -239,18 +271,17 @@ class LeafSpan(trace.Span):
     def is_recording(self) -> bool:
         return self._end_time is None
 
-    def end_with(self, attributes: Mapping[str, Any]) -> None:
+    def end_with(self, attributes: Mapping[str, Any], end_time: int | None = None) -> None:
         """Add ``attributes`` (the caller's own, valid values: not validated again) and end."""
-        if self._end_time is None:
-            self._attributes.update(attributes)
-            self.end()
-
-    def end(self, end_time: int | None = None) -> None:
         if self._end_time is not None:
             logger.warning("Calling end() on an ended span.")
             return
+        self._attributes.update(attributes)
         self._end_time = end_time if end_time is not None else time_ns()
         self._leaves.finished(self)
+
+    def end(self, end_time: int | None = None) -> None:
+        self.end_with(_NO_ATTRIBUTES, end_time)
 
     def set_attributes(self, attributes: Mapping[str, types.AnyValue]) -> None:
         if self._end_time is not None:

@@ -31,13 +31,14 @@ class WatchesStarts(SpanProcessor):
         self.started.append(span.name)
 
 
-@pytest.fixture
-def telemetry(otlp_receiver):
+@pytest.fixture(params=[False, True], ids=["sdk-encoders", "fast-export"])
+def telemetry(otlp_receiver, request):
     return ti.configure(
         service_name="leaf-spans-test",
         otlp_endpoint=otlp_receiver.grpc_endpoint,
         instrument_redis=False,
         setup_logs=False,
+        fast_export=request.param,
     )
 
 
