@@ -266,7 +266,7 @@ async def issue_17(bench: Bench, rounds: int, iterations: int) -> list[Cleanup]:
         with tracer.start_as_current_span("request") as request, inside(request):
             assert trace.get_current_span().is_recording()
             sampled = await measure(
-                bench_cases_fresh(cases, "(for information: the SDK's span)"), rounds, iterations
+                bench_cases_fresh(cases, "(for information: a leaf span)"), rounds, iterations
             )
         tables.append(
             ("Issue 17: near cache hits vs a Redis GET, configure() active, sampled (a span each)", sampled)
