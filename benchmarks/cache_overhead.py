@@ -10,7 +10,9 @@ their ratio, and the median of the per-round ratios.
 
 Part 1 (issue 4) runs with telemetry off. Part 2 (issue 5) runs with
 ``configure()`` active and no network exporter; the raw side calls the original,
-uninstrumented ``execute_command`` so it stays the floor.
+uninstrumented ``execute_command`` so it stays the floor. With Redis command spans off a
+sampled operation's span is a leaf span (built when it ends, issue 25); with them on it
+is the SDK's live span, parent of the command span.
 
 Part 3 (issue 17, ``--parts 17``): near cache hits against a raw Redis GET in the same
 run, telemetry off and on, and the invalidation latency on loopback: from the start of
@@ -204,7 +206,7 @@ async def issue_5(bench: Bench, rounds: int, iterations: int) -> list[Cleanup]:
     ti.configure(service_name="cache-benchmark", instrument_redis=False, setup_logs=False)
     cache = await bench.manager(name="bench")
     with tracer.start_as_current_span("request") as request, inside(request):
-        spans_off = await measure(bench.get_set_cases(cache, labels, "<= 1.5x"), rounds, iterations)
+        spans_off = await measure(bench.get_set_cases(cache, labels, "<= 1.3x"), rounds, iterations)
 
     ti.configure(service_name="cache-benchmark", instrument_redis=True, setup_logs=False)
     with tracer.start_as_current_span("request") as request, inside(request):
@@ -264,7 +266,7 @@ async def issue_17(bench: Bench, rounds: int, iterations: int) -> list[Cleanup]:
         with tracer.start_as_current_span("request") as request, inside(request):
             assert trace.get_current_span().is_recording()
             sampled = await measure(
-                bench_cases_fresh(cases, "(for information: the SDK's span)"), rounds, iterations
+                bench_cases_fresh(cases, "(for information: a leaf span)"), rounds, iterations
             )
         tables.append(
             ("Issue 17: near cache hits vs a Redis GET, configure() active, sampled (a span each)", sampled)

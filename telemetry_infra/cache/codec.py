@@ -168,6 +168,22 @@ class Codec:
             return pickle.loads, bytes(self._body(self._verified(payload), flags))
         return orjson.loads, bytes(self._body(memoryview(payload)[_HEADER_SIZE:], flags))
 
+    def view_of(self, payload: bytes) -> tuple[Callable[[Any], Any], Any]:
+        """``(loads, body)`` with ``loads(body) == decode(payload)``, holding no copy of the
+        payload (a store bounded by payload bytes stays within its bound): the body is a view
+        past the header, a pickle's signature verified once. A compressed or unreadable
+        payload is read by ``decode`` itself (so ``loads`` raises ``CacheDecodeError`` for
+        the unreadable)."""
+        flags = payload[1] if len(payload) >= _HEADER_SIZE and payload[0] == _MARK else -1
+        if flags == _JSON:
+            return _loads, memoryview(payload)[_HEADER_SIZE:]
+        if flags == _PICKLE:
+            try:
+                return pickle.loads, self._verified(payload)
+            except CacheDecodeError:
+                pass
+        return self.decode, payload
+
     def _verified(self, payload: bytes) -> memoryview:
         view = memoryview(payload)
         mac, body = view[_HEADER_SIZE : _HEADER_SIZE + _MAC_SIZE], view[_HEADER_SIZE + _MAC_SIZE :]

@@ -14,6 +14,10 @@ bisect and a few additions, where the SDK's ``record()`` costs more than a memor
 hit) and exported by our readers; a sampled operation's span becomes the exemplar of
 its bucket. Span attributes learnt during the call are set in one ``set_attributes``
 at the end (each separate ``set_attribute`` takes the span's lock and re-validates).
+
+A cache span with nothing under it (Redis command spans off, or a store that is not
+Redis) is a leaf span (:mod:`telemetry_infra.otel.leaf_spans`): the same span on the
+wire, recorded without the SDK's live span. With Redis command spans on, it is a live one.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from telemetry_infra.cache.stats import CacheStats
+from telemetry_infra.otel.leaf_spans import LeafSpan, LeafSpans
 from telemetry_infra.otel.preaggregated import HistogramSeries, PreaggregatedHistogram
 
 __all__ = ["KEY_ATTRIBUTE_LIMIT", "NO_TELEMETRY", "CacheTelemetry", "NoTelemetry", "Observed", "Operation"]
@@ -46,6 +51,7 @@ BACKENDS = (*sorted(REDIS_BACKENDS), "memory", "closed")
 TIERED = frozenset(("get", "mget"))
 
 _tracer = trace.get_tracer("telemetry_infra.cache")
+_SPAN_NAMES = {operation: f"cache.{operation}" for operation in OPERATIONS}
 _meter = metrics.get_meter("telemetry_infra.cache")
 _perf_counter = time.perf_counter
 
@@ -135,6 +141,58 @@ def _recording_span() -> trace.Span | None:
     return None
 
 
+class _LeafSpansSource:
+    """The leaf spans of the SDK tracer behind ``_tracer`` now (see ``otel.leaf_spans``).
+
+    ``_tracer`` is the API's proxy; once a provider is set it forwards to the provider's
+    tracer for good. With our switchable provider that is a tracer which prepares its
+    leaf spans again whenever ``configure()`` changes the provider: found once, it is then
+    one attribute read per span.
+    """
+
+    def __init__(self) -> None:
+        self._switchable: Any = None
+
+    def __call__(self) -> LeafSpans | None:
+        switchable = self._switchable
+        if switchable is None:
+            real = getattr(_tracer, "_tracer", _tracer)  # what the proxy forwards to now
+            if not hasattr(real, "leaf_spans"):
+                return None  # not ours (another provider was set first), or no provider yet
+            switchable = self._switchable = real
+        leaves: LeafSpans | None = switchable.leaf_spans
+        return leaves
+
+
+_leaf_spans = _LeafSpansSource()
+
+
+class _RedisCommandSpans:
+    """Whether opentelemetry-instrumentation-redis traces Redis commands now (``configure()``
+    switches it; so does ``opentelemetry-instrument``): a cache span has children then."""
+
+    def __init__(self) -> None:
+        self._instrumentor: Any = None
+        self._missing = False
+
+    def __call__(self) -> bool:
+        instrumentor = self._instrumentor
+        if instrumentor is None:
+            if self._missing:
+                return False
+            try:
+                from opentelemetry.instrumentation.redis import RedisInstrumentor
+            except ImportError:
+                self._missing = True
+                return False
+            instrumentor = self._instrumentor = RedisInstrumentor()
+        traced: bool = instrumentor.is_instrumented_by_opentelemetry
+        return traced
+
+
+_redis_command_spans = _RedisCommandSpans()
+
+
 def _suppressed() -> context.Context:
     """The current OTel context with instrumentations (the Redis command spans) switched off."""
     return context.set_value(_SUPPRESS_INSTRUMENTATION_KEY, True)
@@ -154,7 +212,8 @@ class _Operation:
         parent = _recording_span()
         if parent is not None:
             self._key = key
-            self._span = span = telemetry.start_span(name, key)
+            leaf = not _redis_command_spans() or telemetry.backend_name() not in REDIS_BACKENDS
+            self._span = span = telemetry.start_span(name, key, parent=parent, leaf=leaf)
             self._attributes: dict[str, Any] = {}
             self._token = context.attach(trace.set_span_in_context(span))
         elif telemetry.backend_name() in REDIS_BACKENDS:
@@ -198,14 +257,16 @@ class _Operation:
             return
         if exc is not None:
             self.fail(exc)
-        self._attributes["cache.backend"] = backend
-        if self._name in TIERED:
-            self._attributes["cache.tier"] = _tier(backend, self._near)
+        attributes = self._attributes
+        attributes["cache.backend"] = backend
+        if self._name in TIERED:  # which tier answered: near, Redis (any topology) or memory
+            attributes["cache.tier"] = (
+                "near" if self._near else "redis" if backend in REDIS_BACKENDS else backend
+            )
         if backend in REDIS_BACKENDS and telemetry.server_of is not None:
             self._set_server(telemetry.server_of)
-        span.set_attributes(self._attributes)
         series.record(elapsed, span.get_span_context())  # the exemplar points at this operation
-        span.end()
+        _end(span, self._attributes)
         if self._token is not None:  # always set alongside the span
             context.detach(self._token)
 
@@ -224,11 +285,13 @@ class _Operation:
 _KEYLESS = frozenset({"clear", "mget", "mset"})
 
 
-def _tier(backend: str, near: bool) -> str:
-    """``cache.tier``: the near cache, Redis (any topology) or the memory fallback."""
-    if near:
-        return "near"
-    return "redis" if backend in REDIS_BACKENDS else backend
+def _end(span: trace.Span, attributes: dict[str, Any]) -> None:
+    """Set ``attributes`` (ours, valid values) on ``span`` and end it."""
+    if type(span) is LeafSpan:
+        span.end_with(attributes)
+        return
+    span.set_attributes(attributes)
+    span.end()
 
 
 Operation = _Operation | _NoOperation
@@ -287,15 +350,32 @@ class CacheTelemetry:
     def operation(self, name: str, key: str | None = None) -> _Operation:
         return _Operation(self, name, key)
 
-    def start_span(self, name: str, key: str | None, start_time: int | None = None) -> trace.Span:
-        """The ``cache.<name>`` span, child of the current one, with pending breaker events."""
-        attributes = {"cache.name": self.name}
+    def start_span(
+        self,
+        name: str,
+        key: str | None,
+        start_time: int | None = None,
+        *,
+        parent: trace.Span,
+        leaf: bool,
+    ) -> trace.Span:
+        """The ``cache.<name>`` span, child of the recording span ``parent`` (the current one),
+        with pending breaker events; a leaf span if ``leaf`` (nothing starts under it) and
+        the tracer allows one, else a live one."""
+        attributes: dict[str, Any] = {"cache.name": self.name}
         if key is not None:
             attributes["cache.key"] = self.key_attribute(key)
-        span = _tracer.start_span(
-            f"cache.{name}", kind=SpanKind.INTERNAL, attributes=attributes, start_time=start_time
+        name = _SPAN_NAMES[name]
+        leaves = _leaf_spans() if leaf else None
+        span = (
+            None if leaves is None else leaves.start(name, attributes, parent.get_span_context(), start_time)
         )
-        self.drain_events(span)
+        if span is None:
+            span = _tracer.start_span(
+                name, kind=SpanKind.INTERNAL, attributes=attributes, start_time=start_time
+            )
+        if self._pending_events:
+            self.drain_events(span)
         return span
 
     def near_hit(self, key: str, started: float) -> None:
@@ -315,10 +395,11 @@ class CacheTelemetry:
         time: its duration in ``series``; its span (back-dated to ``started``) only inside a
         sampled trace. No per-call object and no context change otherwise."""
         elapsed = _perf_counter() - started
-        if _recording_span() is None:
+        parent = _recording_span()
+        if parent is None:
             series.record(elapsed)
             return
-        span = self.start_span("get", key, time.time_ns() - int(elapsed * 1e9))
+        span = self.start_span("get", key, time.time_ns() - int(elapsed * 1e9), parent=parent, leaf=True)
         backend = self.backend_name()
         attributes = {**attributes, "cache.hit": True, "cache.backend": backend}
         if backend in REDIS_BACKENDS and self.server_of is not None:
@@ -326,9 +407,8 @@ class CacheTelemetry:
                 address = self.server_of(key)
                 if address is not None:
                     attributes["server.address"], attributes["server.port"] = address
-        span.set_attributes(attributes)
         series.record(elapsed, span.get_span_context())
-        span.end()
+        _end(span, attributes)
 
     @contextlib.contextmanager
     def untraced(self) -> Iterator[None]:

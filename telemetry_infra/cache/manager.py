@@ -172,6 +172,7 @@ class CacheManager:
             memory_cache_ttl,
             on_evict=self._stats.count_eviction,
             max_bytes=memory_cache_max_bytes,
+            reader=self._codec.view_of,
         )
         self._failover: FailoverBackend | None = None
         self._backend: Backend = self._memory
@@ -347,16 +348,16 @@ class CacheManager:
             return await self._get_from_redis(key, stored, near, default)
         if self._backend is self._memory:  # no Redis configured: a hit is read in place, no await
             started = _perf_counter() if timed else 0.0
-            payload = self._memory.lookup(stored)
-            if payload is not None:
+            entry = self._memory.entry(stored)
+            if entry is not None:
                 try:
-                    value = self._codec.decode(payload)
-                except CacheDecodeError:
-                    pass  # the general path below reports it
+                    value = entry.loads(entry.body)  # prepared at the write: one call, a fresh copy
+                except Exception:  # the general path below decodes it again and reports it
+                    pass
                 else:
                     self._stats.hits += 1
                     if timed:
-                        self._telemetry.memory_hit(key, started, len(payload))
+                        self._telemetry.memory_hit(key, started, len(entry.payload))
                     return value
         with self._telemetry.operation("get", key) as op:
             payload = None

@@ -79,7 +79,8 @@ class HistogramSeries:
         self.sum = 0.0
         self.min = float("inf")
         self.max = float("-inf")
-        self._exemplars: dict[int, Exemplar] = {}
+        #: bucket -> (value, time, span context) of its last sampled record; made Exemplars at export
+        self._exemplars: dict[int, tuple[float, int, SpanContext]] = {}
         self.start = time.time_ns()
 
     def record(self, value: float, span_context: SpanContext | None = None) -> None:
@@ -94,9 +95,7 @@ class HistogramSeries:
             if value > self.max:
                 self.max = value
             if span_context is not None and span_context.trace_flags.sampled:
-                self._exemplars[index] = Exemplar(
-                    {}, value, time.time_ns(), span_context.span_id, span_context.trace_id
-                )
+                self._exemplars[index] = (value, time.time_ns(), span_context)
 
     def point(self, now: int) -> HistogramDataPoint | None:
         with self._lock:
@@ -112,7 +111,10 @@ class HistogramSeries:
                 explicit_bounds=list(self._bounds),
                 min=self.min,
                 max=self.max,
-                exemplars=list(self._exemplars.values()),
+                exemplars=[
+                    Exemplar({}, value, at, context.span_id, context.trace_id)
+                    for value, at, context in self._exemplars.values()
+                ],
             )
 
 

@@ -18,6 +18,8 @@ from opentelemetry import metrics, trace
 from opentelemetry.metrics import CallbackT
 from opentelemetry.util.types import Attributes
 
+from telemetry_infra.otel.leaf_spans import LeafSpans
+
 try:  # the API's own proxy tracer uses it: a context manager that also decorates coroutines
     from opentelemetry.util._decorator import _agnosticcontextmanager as _span_contextmanager
 except ImportError:  # pragma: no cover - older/newer API without it
@@ -34,14 +36,19 @@ def _attributes_key(attributes: Attributes) -> tuple[tuple[str, Any], ...] | Non
 
 
 class _SwitchableTracer(trace.Tracer):
-    __slots__ = ("_args", "_real")
+    __slots__ = ("_args", "_real", "leaf_spans")
 
     def __init__(self, args: tuple[Any, ...], real: trace.Tracer) -> None:
         self._args = args
+        self._bind(real)
+
+    def _bind(self, real: trace.Tracer) -> None:
         self._real = real
+        #: spans without children made without a live SDK span (None: not an SDK tracer)
+        self.leaf_spans = LeafSpans.of(real)
 
     def _rebind(self, provider: trace.TracerProvider) -> None:
-        self._real = provider.get_tracer(*self._args)
+        self._bind(provider.get_tracer(*self._args))
 
     def start_span(self, *args: Any, **kwargs: Any) -> trace.Span:
         return self._real.start_span(*args, **kwargs)

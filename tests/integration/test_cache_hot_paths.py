@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from opentelemetry import trace
+from opentelemetry.sdk.trace import SpanProcessor
 from prometheus_client.parser import text_string_to_metric_families
 
 import telemetry_infra as ti
@@ -58,7 +59,7 @@ async def test_a_memory_hit_with_telemetry_off_is_a_lookup_and_a_decode():
     await cache.set("k", VALUE)
     value, entered = calls_made(cache.get("k"))
     assert value == VALUE
-    assert len(entered) <= 2, entered  # the store's look-up and the codec's decode
+    assert len(entered) <= 1, entered  # the store's look-up; the decode is one call of orjson
 
 
 async def test_a_memory_hit_outside_a_trace_does_not_enter_opentelemetry():
@@ -138,3 +139,27 @@ async def test_hits_in_a_sampled_trace_keep_their_spans(otlp_receiver, redis_ser
     }
     assert samples[namespace, "near"] == near.get_stats()["near_hits"]
     assert samples[f"{namespace}-memory", ""] == 1.0
+
+
+class _WatchesStarts(SpanProcessor):
+    """Acts when a span starts: the cache's spans are live ones while it is attached."""
+
+    def on_start(self, span: Any, parent_context: Any = None) -> None:
+        return None
+
+
+async def test_a_sampled_operation_with_nothing_under_it_makes_no_live_sdk_span():
+    """Its span is a leaf span (see test_cache_leaf_spans: the same span on the wire)."""
+    telemetry = ti.configure(service_name="hot-paths-test", instrument_redis=False, setup_logs=False)
+    cache = ti.CacheManager(redis_url=None, name=f"hot-leaf-{uuid.uuid4().hex[:6]}")
+    await cache.set("k", VALUE)
+    sdk_start = "opentelemetry/sdk/trace/__init__.py:start_span"
+
+    def started_live(call: Awaitable[Any]) -> bool:
+        with trace.get_tracer("tests.hot").start_as_current_span("request"):
+            _value, entered = calls_made(call)
+        return any(name.endswith(sdk_start) for name in entered)
+
+    assert not started_live(cache.set("k", VALUE)) and not started_live(cache.get("k"))
+    telemetry.tracer_provider.add_span_processor(_WatchesStarts())
+    assert started_live(cache.set("k", VALUE)) and started_live(cache.get("k"))

@@ -47,6 +47,28 @@ def test_pickle_round_trip(value, compress):
     assert codec.decode(codec.encode("k", value)) == value
 
 
+@given(json_values | pickle_values, st.booleans(), st.sampled_from(["json", "pickle"]))
+def test_a_view_reads_like_decode_without_copying_the_payload(value, compress, serialization):
+    codec = Codec(serialization, enable_compression=compress, compression_threshold=16, signing_key="s")
+    try:
+        payload = codec.encode("k", value)
+    except CacheSerializationError:
+        return  # not JSON: pickle_values hold tuples, bytes, ...
+    loads, body = codec.view_of(payload)
+    assert loads(body) == codec.decode(payload)  # (JSON reads a tuple back as a list)
+    assert not isinstance(body, bytes) or body is payload  # a view of it, or the payload itself
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b"", b"plain text", bytes((0xC1, 0x00)) + b"{broken", bytes((0xC1, 0x01)) + pickle.dumps([1])],
+)
+def test_a_view_of_unreadable_bytes_raises_when_read(payload):
+    loads, body = Codec("json").view_of(payload)  # preparing never raises: a store keeps what it is given
+    with pytest.raises((CacheDecodeError, ValueError)):
+        loads(body)
+
+
 def test_header_records_version_serializer_and_compression():
     small, large = "x", "y" * 5000
     codec = Codec("json", compression_threshold=1024)

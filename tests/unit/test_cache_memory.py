@@ -35,6 +35,31 @@ async def test_values_are_copies_not_shared_objects():
         assert await cache.get("k") == {"list": [1]}
 
 
+@pytest.mark.parametrize(
+    ("serialization", "value"),
+    [("json", {"list": [1], "text": "x" * 2000}), ("pickle", {"set": {1, 2}, "text": "x" * 2000}),
+     ("pickle", {"tuple": (1, 2)})],
+)  # fmt: skip
+async def test_every_kind_of_entry_is_read_as_a_fresh_copy(serialization, value):
+    """Plain, compressed (over compression_threshold) and signed pickle entries alike."""
+    async with ti.CacheManager(serialization=serialization, signing_key="s") as cache:
+        await cache.set("k", value)
+        first = await cache.get("k")
+        assert first == value and first is not value
+        first["added"] = True
+        assert await cache.get("k") == value
+        assert cache.get_stats()["hits"] == 2
+
+
+async def test_an_unreadable_entry_is_a_counted_miss(caplog):
+    async with ti.CacheManager(name="unreadable") as cache:
+        await cache._memory.set("cache:k", bytes((0xC1, 0x00)) + b"{broken", None)
+        assert await cache.get("k", MISSING) is MISSING
+        stats = cache.get_stats()
+        assert (stats["hits"], stats["misses"], stats["errors"]) == (0, 1, 1)
+        assert "cannot be read" in caplog.text
+
+
 async def test_lru_eviction_keeps_recently_used_and_counts():
     async with ti.CacheManager(memory_cache_size=3) as cache:
         await cache.mset({"a": 1, "b": 2, "c": 3})

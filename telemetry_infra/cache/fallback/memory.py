@@ -1,7 +1,10 @@
 """In-process LRU store with per-entry TTL, bounded by entries and bytes.
 
-One store serves every event loop and thread using its manager. Reads take no lock:
-each is one ``dict`` look-up, one ``monotonic()`` comparison and a ``move_to_end``,
+Each entry keeps its payload and, prepared when it is written, how to read it
+(``reader``: the codec's loader and the payload's body as a view, no copy), so a hit
+decodes its fresh copy in one call. One store serves every event loop and thread
+using its manager. Reads take no lock: each is one ``dict`` look-up, one
+``monotonic()`` comparison and a ``move_to_end``,
 every one of them atomic under the GIL, so a read racing a write returns the value
 before or after it, never a mix. Writes (and sweeps) hold one lock, never across an
 ``await``. Expired entries are skipped by reads and swept, soonest expiry first, when
@@ -15,13 +18,31 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 from telemetry_infra.cache.fork_safety import hold_across_fork
 from telemetry_infra.cache.keys import glob_matcher
 
-__all__ = ["MemoryBackend"]
+__all__ = ["Entry", "MemoryBackend", "Reader"]
 
 _monotonic = time.monotonic
+
+#: How to read a payload: ``(loads, body)`` with ``loads(body)`` its value, a fresh copy each call.
+Reader = Callable[[bytes], tuple[Callable[[Any], Any], Any]]
+
+
+def _as_stored(payload: bytes) -> tuple[Callable[[Any], Any], Any]:
+    """The default reader: the payload itself (a store used without a codec)."""
+    return bytes, payload
+
+
+class Entry(NamedTuple):
+    """A stored payload, until when it is served, and how to read it (see :data:`Reader`)."""
+
+    payload: bytes
+    expires_at: float
+    loads: Callable[[Any], Any]
+    body: Any
 
 
 class MemoryBackend:
@@ -38,6 +59,7 @@ class MemoryBackend:
         on_evict: Callable[[], None] = lambda: None,
         *,
         max_bytes: int = 64 * 1024 * 1024,
+        reader: Reader = _as_stored,
     ) -> None:
         if maxsize <= 0:
             raise ValueError(f"memory_cache_size must be positive, got {maxsize!r}")
@@ -53,8 +75,9 @@ class MemoryBackend:
         #: payload bytes held now (expired entries count until they are swept)
         self.stored_bytes = 0
         self._on_evict = on_evict
-        #: key -> (payload, monotonic expiry), least recently used first
-        self._entries: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
+        self._reader = reader
+        #: key -> its entry (expiry: ``monotonic()`` time), least recently used first
+        self._entries: OrderedDict[str, Entry] = OrderedDict()
         #: heap of (expiry, key); records of replaced entries stay until popped or rebuilt
         self._expiries: list[tuple[float, str]] = []
         self._lock = hold_across_fork(threading.Lock())
@@ -64,16 +87,21 @@ class MemoryBackend:
 
     # -- reads (no lock) ------------------------------------------------------------
 
-    def lookup(self, key: str) -> bytes | None:
-        """The payload of ``key``, or None; needs no event loop."""
+    def entry(self, key: str) -> Entry | None:
+        """The live entry of ``key``, or None; needs no event loop."""
         entry = self._entries.get(key)
-        if entry is None or entry[1] <= _monotonic():
+        if entry is None or entry.expires_at <= _monotonic():
             return None
         try:  # noqa: SIM105 (suppress() would cost a context manager per hit)
             self._entries.move_to_end(key)
         except KeyError:  # removed by another thread since: this read came first
             pass
-        return entry[0]
+        return entry
+
+    def lookup(self, key: str) -> bytes | None:
+        """The payload of ``key``, or None; needs no event loop."""
+        entry = self.entry(key)
+        return None if entry is None else entry.payload
 
     async def get(self, key: str) -> bytes | None:
         return self.lookup(key)
@@ -83,7 +111,7 @@ class MemoryBackend:
 
     async def exists(self, key: str) -> bool:
         entry = self._entries.get(key)
-        return entry is not None and entry[1] > _monotonic()
+        return entry is not None and entry.expires_at > _monotonic()
 
     # -- writes (under the lock) ----------------------------------------------------
 
@@ -105,14 +133,14 @@ class MemoryBackend:
             return
         if expires_at <= now:
             return
-        self._entries[key] = (payload, expires_at)
+        self._entries[key] = Entry(payload, expires_at, *self._reader(payload))
         self.stored_bytes += len(payload)
         heapq.heappush(self._expiries, (expires_at, key))
         if len(self._entries) > self.maxsize or self.stored_bytes > self.max_bytes:
             self._make_room(now)
         if len(self._expiries) > 2 * len(self._entries) + 64:
             # list() copies in one step: a lock-free lookup() may move_to_end() meanwhile
-            self._expiries = [(expiry, key) for key, (_payload, expiry) in list(self._entries.items())]
+            self._expiries = [(entry.expires_at, key) for key, entry in list(self._entries.items())]
             heapq.heapify(self._expiries)
 
     def _make_room(self, now: float) -> None:
@@ -121,11 +149,11 @@ class MemoryBackend:
         while expiries and expiries[0][0] <= now:
             expiry, key = heapq.heappop(expiries)
             entry = entries.get(key)
-            if entry is not None and entry[1] == expiry:
+            if entry is not None and entry.expires_at == expiry:
                 self._remove(key)
         while len(entries) > self.maxsize or self.stored_bytes > self.max_bytes:
-            _key, (payload, _expiry) = entries.popitem(last=False)
-            self.stored_bytes -= len(payload)
+            _key, evicted = entries.popitem(last=False)
+            self.stored_bytes -= len(evicted.payload)
             self._on_evict()
 
     def _remove(self, key: str) -> bool:
@@ -133,8 +161,8 @@ class MemoryBackend:
         entry = self._entries.pop(key, None)
         if entry is None:
             return False
-        self.stored_bytes -= len(entry[0])
-        return entry[1] > _monotonic()
+        self.stored_bytes -= len(entry.payload)
+        return entry.expires_at > _monotonic()
 
     async def delete(self, key: str) -> bool:
         with self._lock:
