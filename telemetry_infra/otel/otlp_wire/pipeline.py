@@ -1,0 +1,303 @@
+"""One export thread for spans and log records, and the span processor that feeds it.
+
+With ``fast_export`` (the default) ``configure()`` builds one :class:`ExportThread`:
+:class:`QueuedSpanProcessor` queues ended spans and the OTLP log handler queues log
+records, each with a deque append in the calling thread. The thread wakes when a
+queue holds a batch (512 by default) or when the schedule delay has passed (the
+shorter of ``OTEL_BSP_SCHEDULE_DELAY`` and ``OTEL_BLRP_SCHEDULE_DELAY``, 1 s by
+default), never per item; it encodes each batch in one go and sends it with one
+call per signal. Two threads waking and taking turns with the GIL cost the
+application more than the encoding itself (see ``docs/performance.md``).
+
+Guarantees kept from the SDK's batch processors: a bounded queue whose overflow is
+counted, never blocking the caller; :meth:`ExportThread.flush` returns once
+everything queued before it was sent (or its time is up); a forked child gets a
+fresh thread and does not export what its parent had queued. While items wait, the
+thread takes at most ``worker_share`` of one CPU (it rests between slices), so a
+storm of spans or records does not starve the application; flushes do not rest.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Sequence
+from typing import Protocol
+
+from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, Context, attach, detach, set_value
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+__all__ = [
+    "DEFAULT_WORKER_SHARE",
+    "SHARED_WORKER_SHARE",
+    "ExportThread",
+    "QueuedSpanProcessor",
+    "Source",
+    "check_worker_share",
+    "in_export_thread",
+]
+
+_log = logging.getLogger(__name__)
+
+DEFAULT_WORKER_SHARE = 0.25
+#: ``configure()``'s thread exports spans as well as records: at a quarter of a CPU it fell
+#: behind a loop of requests (2 spans, 2 records each) and its queues overflowed.
+SHARED_WORKER_SHARE = 0.5
+_SLICE = 64  # items taken between two looks at the clock (and, while items wait, a rest)
+_FLUSH_POLL_S = 0.002
+
+
+def check_worker_share(worker_share: float) -> None:
+    """Refuse a share of the CPU outside (0, 1]."""
+    if not 0 < worker_share <= 1:
+        raise ValueError(f"worker_share must be in (0, 1], got {worker_share!r}")
+
+
+class Source(Protocol):
+    """A queue the export thread drains: spans, or log records."""
+
+    def waiting(self) -> int:
+        """Items queued and not yet taken."""
+        ...
+
+    def take(self, limit: int) -> None:
+        """Move up to ``limit`` queued items into the batch being built; send it once full. Never raises."""
+        ...
+
+    def send(self) -> None:
+        """Send the batch being built, if it holds anything. Never raises."""
+        ...
+
+    def forget_queued(self) -> None:
+        """In a forked child: drop what the parent queued (the parent exports it)."""
+        ...
+
+
+class ExportThread:
+    """Drains its sources in one daemon thread: on a wake-up (a full batch) or every ``interval_s``."""
+
+    def __init__(self, name: str, interval_s: float, worker_share: float = DEFAULT_WORKER_SHARE) -> None:
+        check_worker_share(worker_share)
+        self._name = name
+        self._interval_s = interval_s
+        self._rest_per_busy = 1 / worker_share - 1
+        self._sources: list[Source] = []
+        self._wakeup = threading.Event()
+        self._hurry = threading.Event()  # set while flushing: no rests
+        self._busy = False
+        self._worker: threading.Thread | None = None
+        #: ``False`` until the thread runs (again, in a forked child): sources start it on their next item.
+        self.running = False
+        _threads.add(self)
+
+    def add(self, source: Source) -> None:
+        self._sources = [*self._sources, source]
+
+    def remove(self, source: Source) -> None:
+        """Stop draining ``source``; the thread ends once it has none."""
+        self._sources = [s for s in self._sources if s is not source]
+        self._wakeup.set()
+
+    def start(self) -> None:
+        """Start the thread unless it runs (a forked child's starts afresh)."""
+        worker = self._worker
+        if worker is not None and worker.is_alive():
+            self.running = True
+            return
+        self._worker = threading.Thread(target=self._run, name=self._name, daemon=True)
+        self.running = True
+        self._worker.start()
+
+    def wake(self) -> None:
+        """A batch is ready: drain now rather than at the next interval."""
+        if not self._wakeup.is_set():
+            self.start()
+            self._wakeup.set()
+
+    def _run(self) -> None:
+        _here.exporting = True
+        while self._sources:
+            self._wakeup.wait(self._interval_s)
+            self._wakeup.clear()
+            try:
+                self._drain()
+            except Exception:  # pragma: no cover - sources never raise; the thread must not die
+                _log.exception("telemetry export thread")
+        self.running = False
+
+    def _waiting(self) -> bool:
+        return any(source.waiting() for source in self._sources)
+
+    def _drain(self) -> None:
+        self._busy = True
+        token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))  # no spans of our own export
+        try:
+            sources = self._sources
+            while self._waiting():
+                started = time.thread_time()
+                for source in sources:
+                    source.take(_SLICE)
+                if self._rest_per_busy and self._waiting():
+                    self._hurry.wait((time.thread_time() - started) * self._rest_per_busy)
+            for source in sources:
+                source.send()
+        finally:
+            detach(token)
+            self._busy = False
+
+    def flush(self, timeout_s: float) -> bool:
+        """Send everything queued now; ``False`` if it was not all sent within ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        self._hurry.set()
+        try:
+            while self._waiting() or self._busy:
+                if time.monotonic() >= deadline:
+                    return False
+                worker = self._worker
+                if worker is None or not worker.is_alive():
+                    self._drain()  # no thread (not started yet, or a forked child's): drain here
+                    continue
+                self._wakeup.set()
+                time.sleep(_FLUSH_POLL_S)
+            return True
+        finally:
+            self._hurry.clear()
+
+    def _after_fork_in_child(self) -> None:
+        """The parent's thread does not exist here; its locks may have been held at the fork."""
+        self._wakeup = threading.Event()
+        self._hurry = threading.Event()
+        self._busy = False
+        self._worker = None
+        self.running = False
+        for source in self._sources:
+            source.forget_queued()
+
+
+_here = threading.local()
+
+
+def in_export_thread() -> bool:
+    """Whether this is an export thread (what is logged here is not exported: it would feed itself)."""
+    return getattr(_here, "exporting", False)
+
+
+_threads: weakref.WeakSet[ExportThread] = weakref.WeakSet()
+
+
+def _reset_threads_after_fork() -> None:
+    for thread in list(_threads):
+        thread._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_threads_after_fork)
+
+
+class QueuedSpanProcessor(SpanProcessor):
+    """Queues ended spans for an :class:`ExportThread` that exports them through ``exporter``.
+
+    ``on_end`` is a deque append (and, once a batch waits, a wake-up). At most
+    ``max_queue_size`` spans wait; more are dropped and counted in :attr:`dropped`
+    (with one warning), as the SDK's BatchSpanProcessor drops them.
+    """
+
+    def __init__(
+        self,
+        exporter: SpanExporter,
+        thread: ExportThread,
+        max_queue_size: int = 2048,
+        max_export_batch_size: int = 512,
+        export_timeout_s: float = 30.0,
+    ) -> None:
+        self._exporter = exporter
+        self._thread = thread
+        self._queue: deque[ReadableSpan] = deque()
+        self._taken: list[ReadableSpan] = []
+        self._max_queue = max_queue_size
+        self._batch_size = max(1, min(max_export_batch_size, max_queue_size))
+        self._export_timeout_s = export_timeout_s
+        self._closed = False
+        self.dropped = 0
+        thread.add(self)
+
+    @property
+    def exporter(self) -> SpanExporter:
+        return self._exporter
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        return None
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if not span.context.trace_flags.sampled:
+            return
+        queue = self._queue
+        if len(queue) >= self._max_queue:  # 0 once shut down
+            self._drop(1)
+            return
+        queue.append(span)
+        if len(queue) >= self._batch_size:
+            self._thread.wake()
+        elif not self._thread.running:
+            self._thread.start()
+
+    def _drop(self, count: int) -> None:
+        if not self.dropped:
+            reason = "shut down" if self._closed else "queue full"
+            _log.warning("span export %s: dropping spans (counted in the processor's dropped)", reason)
+        self.dropped += count
+
+    # ------------------------------------------------------------ the thread's side
+
+    def waiting(self) -> int:
+        return len(self._queue)
+
+    def take(self, limit: int) -> None:
+        queue, taken = self._queue, self._taken
+        for _ in range(min(limit, len(queue))):
+            taken.append(queue.popleft())
+        if len(taken) >= self._batch_size:
+            self.send()
+
+    def send(self) -> None:
+        batch = self._taken
+        if not batch:
+            return
+        self._taken = []
+        self._export(batch)
+
+    def _export(self, batch: Sequence[ReadableSpan]) -> None:
+        try:
+            result = self._exporter.export(batch)
+        except Exception:  # the exporter's own failures are results; this is a surprise
+            _log.exception("Exception while exporting spans")
+            result = SpanExportResult.FAILURE
+        if result is not SpanExportResult.SUCCESS:
+            self.dropped += len(batch)
+
+    def forget_queued(self) -> None:
+        self._queue.clear()
+        self._taken = []
+
+    # ------------------------------------------------------------ flush, shutdown
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return self._thread.flush(timeout_millis / 1000)
+
+    def shutdown(self) -> None:
+        if self._closed:
+            return
+        self._thread.flush(self._export_timeout_s)
+        self._closed = True
+        self._max_queue = 0  # on_end drops from now on, with no check of its own
+        left = len(self._queue) + len(self._taken)
+        self.forget_queued()
+        if left:
+            self._drop(left)
+        self._thread.remove(self)
+        self._exporter.shutdown()
