@@ -26,7 +26,7 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, Context, attach, detach, set_value
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
@@ -199,12 +199,43 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reset_threads_after_fork)
 
 
+class _NoMetrics:
+    def drop_items(self, count: int, error_type: str = "queue_full") -> None:
+        return None
+
+    def finish_items(self, count: int) -> None:
+        return None
+
+
+def _processor_metrics(capacity: int, queued: Any) -> Any:
+    """The SDK's own span processor metrics (``otel.sdk.processor.span.*``), as its
+    BatchSpanProcessor keeps them: on with ``OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED``."""
+    try:
+        from opentelemetry.metrics import get_meter_provider
+        from opentelemetry.sdk._shared_internal._processor_metrics import create_processor_metrics
+        from opentelemetry.sdk.environment_variables import OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED
+        from opentelemetry.sdk.environment_variables._internal import parse_boolean_environment_variable
+        from opentelemetry.semconv._incubating.attributes.otel_attributes import OtelComponentTypeValues
+    except ImportError:  # pragma: no cover - another SDK version: drops stay counted in ``dropped``
+        return _NoMetrics()
+    metrics = create_processor_metrics(
+        "traces",
+        OtelComponentTypeValues.BATCHING_SPAN_PROCESSOR,
+        get_meter_provider(),
+        capacity=capacity,
+        enabled=parse_boolean_environment_variable(OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED),
+    )
+    metrics.register_queue_size(queued)
+    return metrics
+
+
 class QueuedSpanProcessor(SpanProcessor):
     """Queues ended spans for an :class:`ExportThread` that exports them through ``exporter``.
 
     ``on_end`` is a deque append (and, once a batch waits, a wake-up). At most
     ``max_queue_size`` spans wait; more are dropped and counted in :attr:`dropped`
-    (with one warning), as the SDK's BatchSpanProcessor drops them.
+    (with one warning) and, as by the SDK's BatchSpanProcessor, in
+    ``otel.sdk.processor.span.processed`` when the SDK's internal metrics are on.
     """
 
     def __init__(
@@ -224,6 +255,7 @@ class QueuedSpanProcessor(SpanProcessor):
         self._export_timeout_s = export_timeout_s
         self._closed = False
         self.dropped = 0
+        self._metrics = _processor_metrics(max_queue_size, lambda: len(self._queue))
         thread.add(self)
 
     @property
@@ -251,6 +283,7 @@ class QueuedSpanProcessor(SpanProcessor):
             reason = "shut down" if self._closed else "queue full"
             _log.warning("span export %s: dropping spans (counted in the processor's dropped)", reason)
         self.dropped += count
+        self._metrics.drop_items(count, "already_shutdown" if self._closed else "queue_full")
 
     # ------------------------------------------------------------ the thread's side
 
@@ -269,6 +302,7 @@ class QueuedSpanProcessor(SpanProcessor):
         if not batch:
             return
         self._taken = []
+        self._metrics.finish_items(len(batch))
         self._export(batch)
 
     def _export(self, batch: Sequence[ReadableSpan]) -> None:
