@@ -59,6 +59,7 @@ from telemetry_infra.otel.otlp_wire.pipeline import (
     check_worker_share,
     in_export_thread,
 )
+from telemetry_infra.otel.otlp_wire.protobuf import attributes_field
 
 __all__ = ["EXPORTER_LOGGERS", "OTLPLogHandler"]
 
@@ -127,6 +128,15 @@ def _exception_attributes(exc_info: Any) -> dict[str, str]:
         "exception.message": as_text(exc),
         "exception.stacktrace": valid_text("".join(traceback.format_exception(exc_type, exc, tb))),
     }
+
+
+_SITE_KEYS = ("code.file.path", "code.function.name", "code.line.number")
+_MAX_SITES = 4096
+
+
+def _site_attributes(record: logging.LogRecord) -> dict[str, Any]:
+    """Where the record was made: the ``code.*`` attributes."""
+    return dict(zip(_SITE_KEYS, (record.pathname, record.funcName, record.lineno), strict=True))
 
 
 class _DroppedRecords:
@@ -204,6 +214,7 @@ class OTLPLogHandler(logging.Handler):
         self._batch = LogBatch()
         self._batched: list[_Pending] = []  # what the batch holds, for the SDK's path should it fail
         self._scopes: dict[str, InstrumentationScope] = {}
+        self._sites: dict[tuple[str, str, int], bytes] = {}
         limits = LogRecordLimits()
         self._max_attributes = limits.max_log_record_attributes
         self._max_value_length = limits.max_log_record_attribute_length
@@ -320,15 +331,33 @@ class OTLPLogHandler(logging.Handler):
                 self._scopes[name] = scope
         return scope
 
+    def _site_field(self, record: logging.LogRecord) -> bytes | None:
+        """The ``code.*`` attributes as OTLP fields, encoded once per call site (``None``: invalid text)."""
+        site = (record.pathname, record.funcName, record.lineno)
+        field = self._sites.get(site)
+        if field is None:
+            try:
+                field = attributes_field(b"\x32", _site_attributes(record))
+            except UnicodeEncodeError:  # encoded with the others, its text made valid
+                return None
+            if len(self._sites) >= _MAX_SITES:
+                self._sites.clear()
+            self._sites[site] = field
+        return field
+
     def _encode(self, pending: _Pending) -> None:
-        """The fast path: the record as OTLP bytes, into the batch the worker sends next."""
+        """The fast path: the record as OTLP bytes, into the batch the thread sends next."""
         record, body, otel_context, request = pending
-        attributes: Any = self._attributes(record, request)
+        attributes: Any = self._other_attributes({}, record, request)
+        site = self._site_field(record)
         dropped = 0
         max_attributes = self._max_attributes  # None (e.g. the variable set to ""): no limit
-        if self._max_value_length is not None or (
-            max_attributes is not None and len(attributes) > max_attributes
+        if (
+            site is None
+            or self._max_value_length is not None
+            or (max_attributes is not None and len(attributes) + len(_SITE_KEYS) > max_attributes)
         ):
+            site, attributes = b"", {**_site_attributes(record), **attributes}
             attributes = BoundedAttributes(  # the limits the SDK's log records apply
                 max_attributes, attributes, False, self._max_value_length, extended_attributes=True
             )
@@ -346,6 +375,7 @@ class OTLPLogHandler(logging.Handler):
             span_context.trace_flags,
             None,
             dropped,
+            site,
         )
         assert self._fast is not None
         self._batch.add(self._fast.resource, self._scope(record.name), encoded)
@@ -365,11 +395,12 @@ class OTLPLogHandler(logging.Handler):
         )
 
     def _attributes(self, record: logging.LogRecord, request: RequestContext) -> dict[str, Any]:
-        attributes: dict[str, Any] = {
-            "code.file.path": record.pathname,
-            "code.function.name": record.funcName,
-            "code.line.number": record.lineno,
-        }
+        return self._other_attributes(_site_attributes(record), record, request)
+
+    def _other_attributes(
+        self, attributes: dict[str, Any], record: logging.LogRecord, request: RequestContext
+    ) -> dict[str, Any]:
+        """The attributes besides ``code.*``, added to ``attributes``."""
         fields = record.__dict__
         # The caller's own ids: all of them without the filter, else the ones it names.
         from_caller = fields.get(CALLER_IDS_MARKER, ()) if CORRELATION_MARKER in fields else fields
