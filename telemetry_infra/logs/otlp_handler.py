@@ -199,7 +199,7 @@ class OTLPLogHandler(logging.Handler):
         if max_queue < 1:
             raise ValueError(f"max_queue must be at least 1, got {max_queue!r}")
         check_worker_share(worker_share)
-        self._thread = export_thread or ExportThread("telemetry-otlp-logs", _POLL_S, worker_share)
+        self._thread = export_thread or ExportThread("telemetry-otlp-logs", _POLL_S, worker_share, _WAKE_AT)
         self._provider = logger_provider
         self._max_queue = max_queue
         self._pending: deque[_Pending] = deque()
@@ -248,7 +248,7 @@ class OTLPLogHandler(logging.Handler):
             pending = self._pending
             # (record, message, OTel context, request context): what cannot wait for the worker
             pending.append((record, message_of(record), get_current(), get_request_context()))
-            if len(pending) >= _WAKE_AT:
+            if len(pending) >= self._thread.wake_at:
                 self._thread.wake()
             elif not self._thread.running:
                 self._thread.start()  # also in a forked child
@@ -260,6 +260,12 @@ class OTLPLogHandler(logging.Handler):
 
     def waiting(self) -> int:
         return len(self._pending)
+
+    def building(self) -> int:
+        return self._batch.count
+
+    def crowded(self) -> bool:
+        return len(self._pending) * 2 >= self._max_queue
 
     def take(self, limit: int) -> None:
         pending = self._pending
@@ -273,7 +279,7 @@ class OTLPLogHandler(logging.Handler):
             self._hand_off()
 
     def send(self) -> None:
-        if self._batched:  # the queue is empty: what was encoded leaves now
+        if self._batch.count:
             self._send_batch()
 
     def forget_queued(self) -> None:
@@ -285,7 +291,7 @@ class OTLPLogHandler(logging.Handler):
         _dropped.count += count
 
     def _hand_off(self) -> None:
-        if self._batched:
+        if self._batch.count:
             self._send_batch()
         else:
             self._flush_provider()
@@ -296,7 +302,9 @@ class OTLPLogHandler(logging.Handler):
         exporter = self._fast
         assert exporter is not None
 
-        def through_provider() -> bool:
+        def through_provider() -> bool:  # our transport failed on the SDK's internals
+            if len(batched) < batch.count:  # not kept (the transport had proved itself): counted
+                self._count_dropped(batch.count - len(batched))
             for pending in batched:
                 with contextlib.suppress(Exception):  # as in _drain: a bad record must not stop the others
                     self._emit(pending)
@@ -304,7 +312,7 @@ class OTLPLogHandler(logging.Handler):
             return True
 
         if not exporter.send_batch(batch, through_provider):
-            self._count_dropped(len(batched))
+            self._count_dropped(batch.count)
         if not exporter.fast:
             self._export = self._emit
 
@@ -379,7 +387,8 @@ class OTLPLogHandler(logging.Handler):
         )
         assert self._fast is not None
         self._batch.add(self._fast.resource, self._scope(record.name), encoded)
-        self._batched.append(pending)
+        if not self._fast.proven:  # kept for the SDK's path until our transport proved itself
+            self._batched.append(pending)
 
     def _emit(self, pending: _Pending) -> None:
         """The SDK's path: an SDK log record through the logger provider."""

@@ -40,7 +40,12 @@ from telemetry_infra.otel.otlp_wire.exporters import (
     ValidTextLogExporter,
     ValidTextSpanExporter,
 )
-from telemetry_infra.otel.otlp_wire.pipeline import SHARED_WORKER_SHARE, ExportThread, QueuedSpanProcessor
+from telemetry_infra.otel.otlp_wire.pipeline import (
+    SHARED_WAKE_AT,
+    SHARED_WORKER_SHARE,
+    ExportThread,
+    QueuedSpanProcessor,
+)
 from telemetry_infra.otel.preaggregated import SECONDS_BUCKETS, WithPreaggregated, reset_all
 from telemetry_infra.otel.prometheus import PrometheusBridge, serve_metrics, set_current_bridge
 from telemetry_infra.otel.prometheus_multiprocess import multiprocess_dir
@@ -373,7 +378,7 @@ def _export_thread(settings: Settings, fast: Sequence[Any]) -> ExportThread | No
     ]
     if not delays:
         return None
-    return ExportThread("telemetry-otlp-export", min(delays) / 1000, SHARED_WORKER_SHARE)
+    return ExportThread("telemetry-otlp-export", min(delays) / 1000, SHARED_WORKER_SHARE, SHARED_WAKE_AT)
 
 
 def _span_processor(exporter: Any, batch: BatchSettings, thread: ExportThread | None) -> Any:

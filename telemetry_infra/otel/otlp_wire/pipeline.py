@@ -2,19 +2,22 @@
 
 With ``fast_export`` (the default) ``configure()`` builds one :class:`ExportThread`:
 :class:`QueuedSpanProcessor` queues ended spans and the OTLP log handler queues log
-records, each with a deque append in the calling thread. The thread wakes when a
-queue holds a batch (512 by default) or when the schedule delay has passed (the
+records, each with a deque append in the calling thread. The thread wakes once 128
+of either wait, never per item, and encodes them at once: spans and records kept
+alive until a batch of 512 left cost the application more than their encoding (the
+garbage collector moved them through all its generations; see
+``docs/performance.md``). The encoded bytes leave in batches of up to 512, one call
+per batch per signal, and whatever is encoded at least every schedule delay (the
 shorter of ``OTEL_BSP_SCHEDULE_DELAY`` and ``OTEL_BLRP_SCHEDULE_DELAY``, 1 s by
-default), never per item; it encodes each batch in one go and sends it with one
-call per signal. Two threads waking and taking turns with the GIL cost the
-application more than the encoding itself (see ``docs/performance.md``).
+default) and on every flush.
 
 Guarantees kept from the SDK's batch processors: a bounded queue whose overflow is
 counted, never blocking the caller; :meth:`ExportThread.flush` returns once
 everything queued before it was sent (or its time is up); a forked child gets a
-fresh thread and does not export what its parent had queued. While items wait, the
-thread takes at most ``worker_share`` of one CPU (it rests between slices), so a
-storm of spans or records does not starve the application; flushes do not rest.
+fresh thread and does not export what its parent had queued. While items wait and
+its queues are less than half full, the thread takes at most ``worker_share`` of one
+CPU (it rests between slices), so a storm does not starve the application; fuller
+queues and flushes get no rests.
 """
 
 from __future__ import annotations
@@ -32,8 +35,12 @@ from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, Context, attach
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
+from telemetry_infra.otel.otlp_wire.exporters import FastSpanExporter
+from telemetry_infra.otel.otlp_wire.spans import SpanBatch
+
 __all__ = [
     "DEFAULT_WORKER_SHARE",
+    "SHARED_WAKE_AT",
     "SHARED_WORKER_SHARE",
     "ExportThread",
     "QueuedSpanProcessor",
@@ -48,6 +55,9 @@ DEFAULT_WORKER_SHARE = 0.25
 #: ``configure()``'s thread exports spans as well as records: at a quarter of a CPU it fell
 #: behind a loop of requests (2 spans, 2 records each) and its queues overflowed.
 SHARED_WORKER_SHARE = 0.5
+#: ... and wakes once 128 spans or records wait: encoded early, they are not kept alive (and
+#: through the garbage collector's generations) until a batch of 512 leaves.
+SHARED_WAKE_AT = 128
 _SLICE = 64  # items taken between two looks at the clock (and, while items wait, a rest)
 _FLUSH_POLL_S = 0.002
 
@@ -65,6 +75,14 @@ class Source(Protocol):
         """Items queued and not yet taken."""
         ...
 
+    def building(self) -> int:
+        """Items taken (encoded) and not sent yet."""
+        ...
+
+    def crowded(self) -> bool:
+        """Whether its queue is half full or more: the thread then does not rest."""
+        ...
+
     def take(self, limit: int) -> None:
         """Move up to ``limit`` queued items into the batch being built; send it once full. Never raises."""
         ...
@@ -79,12 +97,21 @@ class Source(Protocol):
 
 
 class ExportThread:
-    """Drains its sources in one daemon thread: on a wake-up (a full batch) or every ``interval_s``."""
+    """Drains its sources in one daemon thread: woken once a source holds ``wake_at`` items.
 
-    def __init__(self, name: str, interval_s: float, worker_share: float = DEFAULT_WORKER_SHARE) -> None:
+    A wake-up takes (encodes) what waits; what was taken is sent once a batch is full,
+    and all of it every ``interval_s`` and on :meth:`flush`.
+    """
+
+    def __init__(
+        self, name: str, interval_s: float, worker_share: float = DEFAULT_WORKER_SHARE, wake_at: int = 512
+    ) -> None:
         check_worker_share(worker_share)
         self._name = name
         self._interval_s = interval_s
+        self._sent_at = time.monotonic()
+        #: A source wakes the thread once this many of its items wait.
+        self.wake_at = wake_at
         self._rest_per_busy = 1 / worker_share - 1
         self._sources: list[Source] = []
         self._wakeup = threading.Event()
@@ -122,10 +149,10 @@ class ExportThread:
     def _run(self) -> None:
         _here.exporting = True
         while self._sources:
-            self._wakeup.wait(self._interval_s)
+            woken = self._wakeup.wait(self._interval_s)
             self._wakeup.clear()
             try:
-                self._drain()
+                self._drain(send_all=not woken)
             except Exception:  # pragma: no cover - sources never raise; the thread must not die
                 _log.exception("telemetry export thread")
         self.running = False
@@ -133,7 +160,13 @@ class ExportThread:
     def _waiting(self) -> bool:
         return any(source.waiting() for source in self._sources)
 
-    def _drain(self) -> None:
+    def _crowded(self) -> bool:
+        return any(source.crowded() for source in self._sources)
+
+    def _unsent(self) -> bool:
+        return any(source.waiting() or source.building() for source in self._sources)
+
+    def _drain(self, send_all: bool) -> None:
         self._busy = True
         token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))  # no spans of our own export
         try:
@@ -142,10 +175,12 @@ class ExportThread:
                 started = time.thread_time()
                 for source in sources:
                     source.take(_SLICE)
-                if self._rest_per_busy and self._waiting():
+                if self._rest_per_busy and self._waiting() and not self._crowded():
                     self._hurry.wait((time.thread_time() - started) * self._rest_per_busy)
-            for source in sources:
-                source.send()
+            if send_all or self._hurry.is_set() or time.monotonic() - self._sent_at >= self._interval_s:
+                self._sent_at = time.monotonic()
+                for source in sources:
+                    source.send()
         finally:
             detach(token)
             self._busy = False
@@ -155,12 +190,12 @@ class ExportThread:
         deadline = time.monotonic() + timeout_s
         self._hurry.set()
         try:
-            while self._waiting() or self._busy:
+            while self._unsent() or self._busy:
                 if time.monotonic() >= deadline:
                     return False
                 worker = self._worker
                 if worker is None or not worker.is_alive():
-                    self._drain()  # no thread (not started yet, or a forked child's): drain here
+                    self._drain(send_all=True)  # no thread (not started yet, or a forked child's): drain here
                     continue
                 self._wakeup.set()
                 time.sleep(_FLUSH_POLL_S)
@@ -247,9 +282,11 @@ class QueuedSpanProcessor(SpanProcessor):
         export_timeout_s: float = 30.0,
     ) -> None:
         self._exporter = exporter
+        self._fast = exporter if isinstance(exporter, FastSpanExporter) else None
         self._thread = thread
         self._queue: deque[ReadableSpan] = deque()
-        self._taken: list[ReadableSpan] = []
+        self._batch = SpanBatch()  # our encoder's: spans encoded as they are taken
+        self._taken: list[ReadableSpan] = []  # for the SDK's path (until our transport proved itself)
         self._max_queue = max_queue_size
         self._batch_size = max(1, min(max_export_batch_size, max_queue_size))
         self._export_timeout_s = export_timeout_s
@@ -273,7 +310,7 @@ class QueuedSpanProcessor(SpanProcessor):
             self._drop(1)
             return
         queue.append(span)
-        if len(queue) >= self._batch_size:
+        if len(queue) >= self._thread.wake_at:
             self._thread.wake()
         elif not self._thread.running:
             self._thread.start()
@@ -290,20 +327,50 @@ class QueuedSpanProcessor(SpanProcessor):
     def waiting(self) -> int:
         return len(self._queue)
 
+    def building(self) -> int:
+        return max(self._batch.count, len(self._taken))
+
+    def crowded(self) -> bool:
+        return len(self._queue) * 2 >= self._max_queue
+
     def take(self, limit: int) -> None:
         queue, taken = self._queue, self._taken
+        fast = self._fast if self._fast is not None and self._fast.fast else None
+        keep = fast is None or not fast.proven
         for _ in range(min(limit, len(queue))):
-            taken.append(queue.popleft())
-        if len(taken) >= self._batch_size:
+            span = queue.popleft()
+            if keep:
+                taken.append(span)
+            if fast is not None:
+                self._encode(span)
+        if self.building() >= self._batch_size:
             self.send()
 
+    def _encode(self, span: ReadableSpan) -> None:
+        try:
+            self._batch.add(span)  # the span itself can go now (unless kept for the SDK's path)
+        except Exception:  # what the SDK's encoder refuses too: this span, not the batch
+            _log.exception("Failed to encode a span")
+            self.dropped += 1
+
     def send(self) -> None:
-        batch = self._taken
-        if not batch:
+        batch, taken = self._batch, self._taken
+        if not batch.count and not taken:
             return
-        self._taken = []
-        self._metrics.finish_items(len(batch))
-        self._export(batch)
+        self._batch, self._taken = SpanBatch(), []
+        self._metrics.finish_items(max(batch.count, len(taken)))
+        fast = self._fast
+        if fast is None or not batch.count:
+            self._export(taken)
+            return
+
+        def stock() -> bool:  # our transport failed on the SDK's internals: the SDK's way
+            if len(taken) < batch.count:
+                self._drop(batch.count - len(taken))  # not kept: counted, not silently lost
+            return fast.export_stock(taken) if taken else True
+
+        if not fast.send_batch(batch, stock):
+            self.dropped += batch.count
 
     def _export(self, batch: Sequence[ReadableSpan]) -> None:
         try:
@@ -316,7 +383,7 @@ class QueuedSpanProcessor(SpanProcessor):
 
     def forget_queued(self) -> None:
         self._queue.clear()
-        self._taken = []
+        self._batch, self._taken = SpanBatch(), []
 
     # ------------------------------------------------------------ flush, shutdown
 
@@ -329,7 +396,7 @@ class QueuedSpanProcessor(SpanProcessor):
         self._thread.flush(self._export_timeout_s)
         self._closed = True
         self._max_queue = 0  # on_end drops from now on, with no check of its own
-        left = len(self._queue) + len(self._taken)
+        left = len(self._queue) + self.building()
         self.forget_queued()
         if left:
             self._drop(left)

@@ -26,7 +26,7 @@ from telemetry_infra.otel.otlp_wire.protobuf import (
     varint_field,
 )
 
-__all__ = ["encode_span", "encode_spans", "with_valid_text"]
+__all__ = ["SpanBatch", "encode_span", "encode_spans", "with_valid_text"]
 
 _KIND = {  # Span.kind=6, the proto enum's values
     SpanKind.INTERNAL: b"\x30\x01",
@@ -216,21 +216,38 @@ _READS_OWN_FIELDS = _reads_own_fields()
 encode_span = _encode_span if _READS_OWN_FIELDS else _encode_span_public
 
 
-def encode_spans(spans: Sequence[ReadableSpan]) -> bytes:
-    """An ExportTraceServiceRequest for ``spans``, serialized."""
-    groups = ResourceGroups()
-    add = groups.add
-    for span in spans:
+class SpanBatch:
+    """Spans encoded as they are added, nested by resource and scope: the spans themselves can go."""
+
+    __slots__ = ("_groups", "count")
+
+    def __init__(self) -> None:
+        self._groups = ResourceGroups()
+        self.count = 0
+
+    def add(self, span: ReadableSpan) -> None:
         own_fields = _READS_OWN_FIELDS and isinstance(span, ReadableSpan)
         try:
             encoded = encode_span(span) if own_fields else _encode_span_public(span)
         except UnicodeEncodeError as error:  # one bad string must not cost the batch
             encoded = _encode_sanitized(span, error)
         if own_fields:
-            add(span._resource, span._instrumentation_scope, encoded)
+            self._groups.add(span._resource, span._instrumentation_scope, encoded)
         else:
-            add(span.resource, span.instrumentation_scope, encoded)
-    return encode_request(groups)
+            self._groups.add(span.resource, span.instrumentation_scope, encoded)
+        self.count += 1
+
+    def encode(self) -> bytes:
+        """The ExportTraceServiceRequest, serialized."""
+        return encode_request(self._groups)
+
+
+def encode_spans(spans: Sequence[ReadableSpan]) -> bytes:
+    """An ExportTraceServiceRequest for ``spans``, serialized."""
+    batch = SpanBatch()
+    for span in spans:
+        batch.add(span)
+    return batch.encode()
 
 
 def _encode_sanitized(span: ReadableSpan, error: UnicodeEncodeError) -> bytes:
