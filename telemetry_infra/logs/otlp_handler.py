@@ -213,6 +213,7 @@ class OTLPLogHandler(logging.Handler):
         self._export = self._encode if exporter is not None else self._emit
         self._batch = LogBatch()
         self._batched: list[_Pending] = []  # what the batch holds, for the SDK's path should it fail
+        self._full: list[tuple[LogBatch, list[_Pending]]] = []  # full batches, to be sent
         self._scopes: dict[str, InstrumentationScope] = {}
         self._sites: dict[tuple[str, str, int], bytes] = {}
         limits = LogRecordLimits()
@@ -262,7 +263,7 @@ class OTLPLogHandler(logging.Handler):
         return len(self._pending)
 
     def building(self) -> int:
-        return self._batch.count
+        return self._batch.count + sum(batch.count for batch, _ in self._full)
 
     def crowded(self) -> bool:
         return len(self._pending) * 2 >= self._max_queue
@@ -278,13 +279,19 @@ class OTLPLogHandler(logging.Handler):
         if self._unflushed >= _FLUSH_EVERY:
             self._hand_off()
 
+    def send_full(self) -> None:
+        full, self._full = self._full, []
+        for batch, batched in full:
+            self._send_batch(batch, batched)
+
     def send(self) -> None:
         if self._batch.count:
-            self._send_batch()
+            self._set_aside()
+        self.send_full()
 
     def forget_queued(self) -> None:
         self._pending.clear()
-        self._batch, self._batched, self._unflushed = LogBatch(), [], 0
+        self._batch, self._batched, self._unflushed, self._full = LogBatch(), [], 0, []
 
     def _count_dropped(self, count: int) -> None:
         self.dropped += count
@@ -292,13 +299,16 @@ class OTLPLogHandler(logging.Handler):
 
     def _hand_off(self) -> None:
         if self._batch.count:
-            self._send_batch()
+            self._set_aside()
         else:
             self._flush_provider()
 
-    def _send_batch(self) -> None:
-        batch, batched = self._batch, self._batched
+    def _set_aside(self) -> None:
+        """The batch being built is full (or due): it leaves with the thread's next sends."""
+        self._full.append((self._batch, self._batched))
         self._batch, self._batched, self._unflushed = LogBatch(), [], 0
+
+    def _send_batch(self, batch: LogBatch, batched: list[_Pending]) -> None:
         exporter = self._fast
         assert exporter is not None
 

@@ -84,11 +84,15 @@ class Source(Protocol):
         ...
 
     def take(self, limit: int) -> None:
-        """Move up to ``limit`` queued items into the batch being built; send it once full. Never raises."""
+        """Move up to ``limit`` queued items into the batch being built (full ones set aside)."""
+        ...
+
+    def send_full(self) -> None:
+        """Send the full batches set aside. Never raises."""
         ...
 
     def send(self) -> None:
-        """Send the batch being built, if it holds anything. Never raises."""
+        """Send everything taken: the full batches and the one being built. Never raises."""
         ...
 
     def forget_queued(self) -> None:
@@ -99,8 +103,9 @@ class Source(Protocol):
 class ExportThread:
     """Drains its sources in one daemon thread: woken once a source holds ``wake_at`` items.
 
-    A wake-up takes (encodes) what waits; what was taken is sent once a batch is full,
-    and all of it every ``interval_s`` and on :meth:`flush`.
+    A wake-up takes (encodes) all that waits, then sends the full batches (the queues
+    are empty while it waits for the collector), and all of it every ``interval_s`` and
+    on :meth:`flush`.
     """
 
     def __init__(
@@ -181,6 +186,9 @@ class ExportThread:
                 self._sent_at = time.monotonic()
                 for source in sources:
                     source.send()
+            else:
+                for source in sources:
+                    source.send_full()
         finally:
             detach(token)
             self._busy = False
@@ -287,6 +295,7 @@ class QueuedSpanProcessor(SpanProcessor):
         self._queue: deque[ReadableSpan] = deque()
         self._batch = SpanBatch()  # our encoder's: spans encoded as they are taken
         self._taken: list[ReadableSpan] = []  # for the SDK's path (until our transport proved itself)
+        self._full: list[tuple[SpanBatch, list[ReadableSpan]]] = []  # full batches, to be sent
         self._max_queue = max_queue_size
         self._batch_size = max(1, min(max_export_batch_size, max_queue_size))
         self._export_timeout_s = export_timeout_s
@@ -328,7 +337,7 @@ class QueuedSpanProcessor(SpanProcessor):
         return len(self._queue)
 
     def building(self) -> int:
-        return max(self._batch.count, len(self._taken))
+        return max(self._batch.count, len(self._taken)) + sum(max(b.count, len(t)) for b, t in self._full)
 
     def crowded(self) -> bool:
         return len(self._queue) * 2 >= self._max_queue
@@ -343,8 +352,9 @@ class QueuedSpanProcessor(SpanProcessor):
                 taken.append(span)
             if fast is not None:
                 self._encode(span)
-        if self.building() >= self._batch_size:
-            self.send()
+        if max(self._batch.count, len(taken)) >= self._batch_size:
+            self._full.append((self._batch, taken))
+            self._batch, self._taken = SpanBatch(), []
 
     def _encode(self, span: ReadableSpan) -> None:
         try:
@@ -353,11 +363,18 @@ class QueuedSpanProcessor(SpanProcessor):
             _log.exception("Failed to encode a span")
             self.dropped += 1
 
+    def send_full(self) -> None:
+        full, self._full = self._full, []
+        for batch, taken in full:
+            self._send(batch, taken)
+
     def send(self) -> None:
-        batch, taken = self._batch, self._taken
-        if not batch.count and not taken:
-            return
-        self._batch, self._taken = SpanBatch(), []
+        if self._batch.count or self._taken:
+            self._full.append((self._batch, self._taken))
+            self._batch, self._taken = SpanBatch(), []
+        self.send_full()
+
+    def _send(self, batch: SpanBatch, taken: list[ReadableSpan]) -> None:
         self._metrics.finish_items(max(batch.count, len(taken)))
         fast = self._fast
         if fast is None or not batch.count:
@@ -383,7 +400,7 @@ class QueuedSpanProcessor(SpanProcessor):
 
     def forget_queued(self) -> None:
         self._queue.clear()
-        self._batch, self._taken = SpanBatch(), []
+        self._batch, self._taken, self._full = SpanBatch(), [], []
 
     # ------------------------------------------------------------ flush, shutdown
 
