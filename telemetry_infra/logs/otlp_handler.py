@@ -1,13 +1,16 @@
 """OTLPLogHandler: stdlib records into OpenTelemetry log records.
 
 The calling thread only captures what cannot wait (the message, the active
-OpenTelemetry context, the request context) and queues the record; a worker thread
-translates it and hands it to the LoggerProvider, whose batch processor exports it.
-Given a :class:`~telemetry_infra.otel.otlp_wire.FastLogExporter` (``configure()``'s
-``fast_export``, the default), the worker instead encodes each record straight to
+OpenTelemetry context, the request context) and queues the record; an export thread
+(:class:`~telemetry_infra.otel.otlp_wire.pipeline.ExportThread`) translates it and
+hands it to the LoggerProvider, whose batch processor exports it. Given a
+:class:`~telemetry_infra.otel.otlp_wire.FastLogExporter` (``configure()``'s
+``fast_export``, the default), the thread instead encodes each record straight to
 OTLP bytes (no SDK log record objects) and sends them in batches of up to 512
-through that exporter; a batch the collector refuses is counted as dropped.
-Two rules keep a log storm from hurting the application or vanishing: the worker
+through that exporter; a batch the collector refuses is counted as dropped. Under
+``configure()`` that thread is the one that exports spans too: one thread, one
+wake-up policy (a batch waiting, or the schedule delay) for both signals.
+Two rules keep a log storm from hurting the application or vanishing: the thread
 takes at most ``worker_share`` of the CPU while records wait (it rests between
 slices), and every 512 records it flushes the provider itself, so the SDK's batch
 queue cannot overflow and drop records uncounted; what does not fit our own queue
@@ -15,7 +18,7 @@ is dropped and counted (``telemetry_infra.logs.dropped``).
 
 Trace and span ids travel in the OTLP record's own fields, so they are not repeated
 as attributes. The handler never feeds itself: records of the exporter's own
-loggers are dropped, and so is anything logged from the worker thread or from a
+loggers are dropped, and so is anything logged from an export thread or from a
 thread already inside this handler.
 """
 
@@ -50,6 +53,13 @@ from telemetry_infra.logs.records import (
 )
 from telemetry_infra.otel.otlp_wire.exporters import FastLogExporter
 from telemetry_infra.otel.otlp_wire.logs import LogBatch, encode_log_record
+from telemetry_infra.otel.otlp_wire.pipeline import (
+    DEFAULT_WORKER_SHARE,
+    ExportThread,
+    check_worker_share,
+    in_export_thread,
+)
+from telemetry_infra.otel.otlp_wire.protobuf import attributes_field
 
 __all__ = ["EXPORTER_LOGGERS", "OTLPLogHandler"]
 
@@ -59,15 +69,12 @@ EXPORTER_LOGGERS = ("opentelemetry", "grpc", "urllib3", "requests", "httpx", "ht
 _SEVERITY_TEXT = {"WARNING": "WARN", "CRITICAL": "FATAL"}
 _SEVERITY_BASE = {10: 5, 20: 9, 30: 13, 40: 17, 50: 21}  # DEBUG INFO WARN ERROR FATAL
 _PRIMITIVES = (str, bool, int, float)
-# The worker picks records up every _POLL_S, or sooner once _WAKE_AT are waiting:
-# waking it for every record would cost the logging thread a lock and a switch.
+# A thread of its own picks records up every _POLL_S (the shared one: at its schedule
+# delay), or sooner once _WAKE_AT are waiting: waking it for every record would cost
+# the logging thread a lock and a switch.
 _POLL_S = 0.1
 _WAKE_AT = 512
 _MAX_LOGGERS = 1024
-# Without rests the worker (and the SDK encoding it triggers) takes the GIL from the
-# logging threads whenever they write a line: in a storm each record took ~9x longer.
-_SLICE = 32
-DEFAULT_WORKER_SHARE = 0.25
 _FLUSH_EVERY = 512  # the SDK's default export batch; its queue holds 2,048
 _OWN_ATTRIBUTES = frozenset(
     {"request_id", "user_id", "code.file.path", "code.function.name", "code.line.number"}
@@ -123,6 +130,15 @@ def _exception_attributes(exc_info: Any) -> dict[str, str]:
     }
 
 
+_SITE_KEYS = ("code.file.path", "code.function.name", "code.line.number")
+_MAX_SITES = 4096
+
+
+def _site_attributes(record: logging.LogRecord) -> dict[str, Any]:
+    """Where the record was made: the ``code.*`` attributes."""
+    return dict(zip(_SITE_KEYS, (record.pathname, record.funcName, record.lineno), strict=True))
+
+
 class _DroppedRecords:
     """Records every handler dropped, exported as ``telemetry_infra.logs.dropped``."""
 
@@ -158,13 +174,15 @@ class OTLPLogHandler(logging.Handler):
     redacted, other values coerced to attribute types), exceptions become
     ``exception.type``/``exception.message``/``exception.stacktrace``, ``code.*``
     attributes say where the record was made, and ``request_id``/``user_id`` come
-    from the request context. At most ``max_queue`` records wait for the worker;
-    beyond that new ones are dropped (and counted in ``dropped``). While records
-    wait, the worker uses at most ``worker_share`` of one CPU (0.25: about 12,000
-    records a second here); :meth:`flush` and :meth:`close` do not wait for its rests.
-    With ``exporter`` (a :class:`~telemetry_infra.otel.otlp_wire.FastLogExporter`) records
-    are encoded by the worker and sent through it, not through ``logger_provider``;
-    should the exporter fall back to the SDK's path, so does the handler.
+    from the request context. At most ``max_queue`` records wait for the export
+    thread; beyond that new ones are dropped (and counted in ``dropped``). While
+    records wait, the thread uses at most ``worker_share`` of one CPU (0.25: about
+    12,000 records a second here); :meth:`flush` and :meth:`close` do not wait for its
+    rests. With ``exporter`` (a :class:`~telemetry_infra.otel.otlp_wire.FastLogExporter`)
+    records are encoded by the thread and sent through it, not through
+    ``logger_provider``; should the exporter fall back to the SDK's path, so does the
+    handler. ``export_thread`` (``configure()`` passes the one that exports spans)
+    shares a thread instead of starting one; its own ``worker_share`` then applies.
     Never raises.
     """
 
@@ -175,22 +193,18 @@ class OTLPLogHandler(logging.Handler):
         max_queue: int = 4096,
         worker_share: float = DEFAULT_WORKER_SHARE,
         exporter: FastLogExporter | None = None,
+        export_thread: ExportThread | None = None,
     ) -> None:
         super().__init__(level)
-        if not 0 < worker_share <= 1:
-            raise ValueError(f"worker_share must be in (0, 1], got {worker_share!r}")
         if max_queue < 1:
             raise ValueError(f"max_queue must be at least 1, got {max_queue!r}")
+        check_worker_share(worker_share)
+        self._thread = export_thread or ExportThread("telemetry-otlp-logs", _POLL_S, worker_share, _WAKE_AT)
         self._provider = logger_provider
         self._max_queue = max_queue
-        self._rest_per_busy = 1 / worker_share - 1
         self._pending: deque[_Pending] = deque()
-        self._wakeup = threading.Event()
-        self._hurry = threading.Event()  # set by flush() and close(): no resting
-        self._busy = False
         self._unflushed = 0
         self._closed = False
-        self._worker: threading.Thread | None = None
         self._inside = threading.local()
         self._extras = ExtraFields(reserved=_OWN_ATTRIBUTES)
         self._loggers: dict[str, Logger] = {}  # the provider's get_logger takes a lock each call
@@ -199,16 +213,23 @@ class OTLPLogHandler(logging.Handler):
         self._export = self._encode if exporter is not None else self._emit
         self._batch = LogBatch()
         self._batched: list[_Pending] = []  # what the batch holds, for the SDK's path should it fail
+        self._full: list[tuple[LogBatch, list[_Pending]]] = []  # full batches, to be sent
         self._scopes: dict[str, InstrumentationScope] = {}
+        self._sites: dict[tuple[str, str, int], bytes] = {}
         limits = LogRecordLimits()
         self._max_attributes = limits.max_log_record_attributes
         self._max_value_length = limits.max_log_record_attribute_length
         _dropped.export()
+        self._thread.add(self)
 
     def handle(self, record: logging.LogRecord) -> bool:
         # No handler lock: the queue is thread-safe, and logging threads must not
         # wait for each other here.
-        if record.name.startswith(EXPORTER_LOGGERS) or getattr(self._inside, "active", False):
+        if (
+            record.name.startswith(EXPORTER_LOGGERS)
+            or getattr(self._inside, "active", False)
+            or in_export_thread()
+        ):
             return False
         if self.filters and not self.filter(record):
             return False
@@ -228,66 +249,72 @@ class OTLPLogHandler(logging.Handler):
             pending = self._pending
             # (record, message, OTel context, request context): what cannot wait for the worker
             pending.append((record, message_of(record), get_current(), get_request_context()))
-            if self._worker is None:
-                self._start_worker()
-            elif len(pending) >= _WAKE_AT and not self._wakeup.is_set():
-                self._start_worker()  # also restarts it in a forked child
-                self._wakeup.set()
+            if len(pending) >= self._thread.wake_at:
+                self._thread.wake()
+            elif not self._thread.running:
+                self._thread.start()  # also in a forked child
         except Exception:  # best effort: never into the caller
             self.dropped += 1
             _dropped.count += 1
 
-    def _start_worker(self) -> None:
-        worker = self._worker
-        if worker is not None and worker.is_alive():  # also False in a forked child
-            return
-        self._worker = threading.Thread(target=self._run, name="telemetry-otlp-logs", daemon=True)
-        self._worker.start()
+    # -------------------------------------------------- the export thread's side (a Source)
 
-    def _run(self) -> None:
-        self._inside.active = True  # whatever exporting logs from this thread is dropped
-        while not self._closed or self._pending:
-            self._wakeup.wait(_POLL_S)
-            self._wakeup.clear()
-            self._drain()
+    def waiting(self) -> int:
+        return len(self._pending)
 
-    def _drain(self) -> None:
-        self._busy = True
-        try:
-            while self._pending:
-                started = time.thread_time()
-                for _ in range(min(_SLICE, len(self._pending))):
-                    try:
-                        self._export(self._pending.popleft())
-                    except Exception:  # a bad record must not stop the others; it is counted
-                        self._count_dropped(1)
-                    self._unflushed += 1
-                if self._unflushed >= _FLUSH_EVERY:
-                    self._hand_off()
-                if self._pending and self._rest_per_busy:
-                    self._hurry.wait((time.thread_time() - started) * self._rest_per_busy)
-            if self._batched:  # the queue is empty: what was encoded leaves now
-                self._send_batch()
-        finally:
-            self._busy = False
+    def building(self) -> int:
+        return self._batch.count + sum(batch.count for batch, _ in self._full)
+
+    def crowded(self) -> bool:
+        return len(self._pending) * 2 >= self._max_queue
+
+    def take(self, limit: int) -> None:
+        pending = self._pending
+        for _ in range(min(limit, len(pending))):
+            try:
+                self._export(pending.popleft())
+            except Exception:  # a bad record must not stop the others; it is counted
+                self._count_dropped(1)
+            self._unflushed += 1
+        if self._unflushed >= _FLUSH_EVERY:
+            self._hand_off()
+
+    def send_full(self) -> None:
+        full, self._full = self._full, []
+        for batch, batched in full:
+            self._send_batch(batch, batched)
+
+    def send(self) -> None:
+        if self._batch.count:
+            self._set_aside()
+        self.send_full()
+
+    def forget_queued(self) -> None:
+        self._pending.clear()
+        self._batch, self._batched, self._unflushed, self._full = LogBatch(), [], 0, []
 
     def _count_dropped(self, count: int) -> None:
         self.dropped += count
         _dropped.count += count
 
     def _hand_off(self) -> None:
-        if self._batched:
-            self._send_batch()
+        if self._batch.count:
+            self._set_aside()
         else:
             self._flush_provider()
 
-    def _send_batch(self) -> None:
-        batch, batched = self._batch, self._batched
+    def _set_aside(self) -> None:
+        """The batch being built is full (or due): it leaves with the thread's next sends."""
+        self._full.append((self._batch, self._batched))
         self._batch, self._batched, self._unflushed = LogBatch(), [], 0
+
+    def _send_batch(self, batch: LogBatch, batched: list[_Pending]) -> None:
         exporter = self._fast
         assert exporter is not None
 
-        def through_provider() -> bool:
+        def through_provider() -> bool:  # our transport failed on the SDK's internals
+            if len(batched) < batch.count:  # not kept (the transport had proved itself): counted
+                self._count_dropped(batch.count - len(batched))
             for pending in batched:
                 with contextlib.suppress(Exception):  # as in _drain: a bad record must not stop the others
                     self._emit(pending)
@@ -295,7 +322,7 @@ class OTLPLogHandler(logging.Handler):
             return True
 
         if not exporter.send_batch(batch, through_provider):
-            self._count_dropped(len(batched))
+            self._count_dropped(batch.count)
         if not exporter.fast:
             self._export = self._emit
 
@@ -322,15 +349,33 @@ class OTLPLogHandler(logging.Handler):
                 self._scopes[name] = scope
         return scope
 
+    def _site_field(self, record: logging.LogRecord) -> bytes | None:
+        """The ``code.*`` attributes as OTLP fields, encoded once per call site (``None``: invalid text)."""
+        site = (record.pathname, record.funcName, record.lineno)
+        field = self._sites.get(site)
+        if field is None:
+            try:
+                field = attributes_field(b"\x32", _site_attributes(record))
+            except UnicodeEncodeError:  # encoded with the others, its text made valid
+                return None
+            if len(self._sites) >= _MAX_SITES:
+                self._sites.clear()
+            self._sites[site] = field
+        return field
+
     def _encode(self, pending: _Pending) -> None:
-        """The fast path: the record as OTLP bytes, into the batch the worker sends next."""
+        """The fast path: the record as OTLP bytes, into the batch the thread sends next."""
         record, body, otel_context, request = pending
-        attributes: Any = self._attributes(record, request)
+        attributes: Any = self._other_attributes({}, record, request)
+        site = self._site_field(record)
         dropped = 0
         max_attributes = self._max_attributes  # None (e.g. the variable set to ""): no limit
-        if self._max_value_length is not None or (
-            max_attributes is not None and len(attributes) > max_attributes
+        if (
+            site is None
+            or self._max_value_length is not None
+            or (max_attributes is not None and len(attributes) + len(_SITE_KEYS) > max_attributes)
         ):
+            site, attributes = b"", {**_site_attributes(record), **attributes}
             attributes = BoundedAttributes(  # the limits the SDK's log records apply
                 max_attributes, attributes, False, self._max_value_length, extended_attributes=True
             )
@@ -348,10 +393,12 @@ class OTLPLogHandler(logging.Handler):
             span_context.trace_flags,
             None,
             dropped,
+            site,
         )
         assert self._fast is not None
         self._batch.add(self._fast.resource, self._scope(record.name), encoded)
-        self._batched.append(pending)
+        if not self._fast.proven:  # kept for the SDK's path until our transport proved itself
+            self._batched.append(pending)
 
     def _emit(self, pending: _Pending) -> None:
         """The SDK's path: an SDK log record through the logger provider."""
@@ -367,11 +414,12 @@ class OTLPLogHandler(logging.Handler):
         )
 
     def _attributes(self, record: logging.LogRecord, request: RequestContext) -> dict[str, Any]:
-        attributes: dict[str, Any] = {
-            "code.file.path": record.pathname,
-            "code.function.name": record.funcName,
-            "code.line.number": record.lineno,
-        }
+        return self._other_attributes(_site_attributes(record), record, request)
+
+    def _other_attributes(
+        self, attributes: dict[str, Any], record: logging.LogRecord, request: RequestContext
+    ) -> dict[str, Any]:
+        """The attributes besides ``code.*``, added to ``attributes``."""
         fields = record.__dict__
         # The caller's own ids: all of them without the filter, else the ones it names.
         from_caller = fields.get(CALLER_IDS_MARKER, ()) if CORRELATION_MARKER in fields else fields
@@ -387,37 +435,22 @@ class OTLPLogHandler(logging.Handler):
         return attributes
 
     def flush(self, timeout_s: float = 5.0) -> None:
-        """Wait (up to ``timeout_s``) until queued records are handed to the provider."""
+        """Wait (up to ``timeout_s``) until queued records are sent (or handed to the provider)."""
         if self._closed:  # closing or closed: e.g. logging.shutdown() at exit after shutdown()
             return
-        self._hand_over(timeout_s)
-
-    def _hand_over(self, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        self._hurry.set()
-        try:
-            while (self._pending or self._busy) and time.monotonic() < deadline:
-                if self._worker is None or not self._worker.is_alive():
-                    self._drain()
-                    return
-                self._wakeup.set()
-                time.sleep(0.005)
-        finally:
-            if not self._closed:
-                self._hurry.clear()
+        self._thread.flush(timeout_s)
 
     def close(self, timeout_s: float = 5.0) -> None:
-        """Hand over what is queued (waiting at most ``timeout_s``), then stop the worker."""
+        """Send what is queued (waiting at most ``timeout_s``), then leave the export thread."""
         if self._closed:
             return
-        self._closed = True  # before handing over: nothing new is queued, and the worker stops resting
-        self._hand_over(timeout_s)
+        self._closed = True  # before handing over: nothing new is queued
+        self._thread.flush(timeout_s)
         while True:  # what could not be handed over in time is counted, not silently lost
             try:
                 self._pending.popleft()
             except IndexError:
                 break
-            self.dropped += 1
-            _dropped.count += 1
-        self._wakeup.set()
+            self._count_dropped(1)
+        self._thread.remove(self)
         super().close()

@@ -40,6 +40,12 @@ from telemetry_infra.otel.otlp_wire.exporters import (
     ValidTextLogExporter,
     ValidTextSpanExporter,
 )
+from telemetry_infra.otel.otlp_wire.pipeline import (
+    SHARED_WAKE_AT,
+    SHARED_WORKER_SHARE,
+    ExportThread,
+    QueuedSpanProcessor,
+)
 from telemetry_infra.otel.preaggregated import SECONDS_BUCKETS, WithPreaggregated, reset_all
 from telemetry_infra.otel.prometheus import PrometheusBridge, serve_metrics, set_current_bridge
 from telemetry_infra.otel.prometheus_multiprocess import multiprocess_dir
@@ -103,6 +109,7 @@ class Telemetry:
     _stop_server: Callable[[], None] | None = field(default=None, repr=False)
     _log_handler: Any = field(default=None, repr=False)  # logs.OTLPLogHandler
     _fast_exporters: tuple[Any, ...] = field(default=(), repr=False)  # otlp_wire's, spans then logs
+    _export_thread: ExportThread | None = field(default=None, repr=False)  # theirs, one for both
     _exporters: tuple[Any, ...] = field(default=(), repr=False)
     _closed: bool = field(default=False, repr=False)
 
@@ -366,6 +373,35 @@ def _sampler(settings: Settings) -> Sampler:
     return sampling.ParentBasedTraceIdRatio(ratio)
 
 
+def _export_thread(settings: Settings, fast: Sequence[Any]) -> ExportThread | None:
+    """The one thread exporting spans and log records on the fast path.
+
+    It wakes when a batch waits, else at the shorter schedule delay of the two signals.
+    """
+    delays = [
+        (
+            settings.span_batch if isinstance(exporter, FastSpanExporter) else settings.log_batch
+        ).schedule_delay_ms
+        for exporter in fast
+    ]
+    if not delays:
+        return None
+    return ExportThread("telemetry-otlp-export", min(delays) / 1000, SHARED_WORKER_SHARE, SHARED_WAKE_AT)
+
+
+def _span_processor(exporter: Any, batch: BatchSettings, thread: ExportThread | None) -> Any:
+    """Ours on the export thread for our encoders; the SDK's batch processor otherwise."""
+    if thread is not None and isinstance(exporter, FastSpanExporter):
+        return QueuedSpanProcessor(
+            exporter,
+            thread,
+            max_queue_size=batch.max_queue_size,
+            max_export_batch_size=batch.max_export_batch_size,
+            export_timeout_s=batch.export_timeout_ms / 1000,
+        )
+    return BatchSpanProcessor(exporter, **_batch_options(batch))
+
+
 def _batch_options(batch: BatchSettings) -> dict[str, Any]:
     return {
         "schedule_delay_millis": batch.schedule_delay_ms,
@@ -395,6 +431,7 @@ def _build(settings: Settings) -> Telemetry:
     exporters: list[Any] = []
     span_otlp, metric_otlp, log_otlp = _exporters(settings)
     fast = _fast_exporters(settings, span_otlp, log_otlp, resource)
+    export_thread = _export_thread(settings, fast)
     for fast_exporter in fast:  # our encoders, through the same SDK exporters (see otlp_wire)
         if isinstance(fast_exporter, FastSpanExporter):
             span_otlp = fast_exporter
@@ -410,7 +447,7 @@ def _build(settings: Settings) -> Telemetry:
     ):
         if span_exporter is not None:
             tracer_provider.add_span_processor(
-                BatchSpanProcessor(span_exporter, **_batch_options(settings.span_batch))
+                _span_processor(span_exporter, settings.span_batch, export_thread)
             )
         if log_exporter is not None:
             logger_provider.add_log_record_processor(
@@ -438,6 +475,7 @@ def _build(settings: Settings) -> Telemetry:
         prometheus_bridge=bridge,
         _exporters=tuple(exporters),
         _fast_exporters=fast,
+        _export_thread=export_thread,
     )
 
 
@@ -512,7 +550,11 @@ def _attach_logging(telemetry: Telemetry, console: bool) -> None:
         logs.uninstall_exception_hooks()
     if settings.exports("logs", "otlp") or settings.exports("logs", "console"):
         fast_logs = next((e for e in telemetry._fast_exporters if isinstance(e, FastLogExporter)), None)
-        handler = logs.OTLPLogHandler(telemetry.logger_provider, exporter=fast_logs)
+        handler = logs.OTLPLogHandler(
+            telemetry.logger_provider,
+            exporter=fast_logs,
+            export_thread=telemetry._export_thread if fast_logs is not None else None,
+        )
         logging.getLogger().addHandler(handler)
         telemetry._log_handler = handler
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 
 import pytest
@@ -235,3 +236,33 @@ def test_an_empty_attribute_count_limit_means_no_limit(otlp_receiver, tmp_path, 
     finally:
         teardown_logging()
     assert {key: record.attributes[key] for key in extras} == extras
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_a_forked_child_does_not_export_what_its_parent_had_queued(otlp_receiver, tmp_path):
+    telemetry = ti.configure(
+        service_name="fork-queue",
+        otlp_endpoint=otlp_receiver.grpc_endpoint,
+        log_dir=tmp_path,
+        console_logs=False,
+    )
+    try:
+        ti.get_logger("tests.fork.queue").warning("queued in the parent")  # not flushed before the fork
+        child = os.fork()
+        if child == 0:
+            code = 1
+            try:
+                ti.get_logger("tests.fork.queue").warning("made in the child")
+                code = 0 if telemetry.force_flush(5) else 2
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(child, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert telemetry.force_flush(5)
+        otlp_receiver.wait_for_logs(lambda r: r.body == "made in the child")
+        otlp_receiver.wait_for_logs(lambda r: r.body == "queued in the parent")
+        time.sleep(0.2)  # a duplicate from the child would have arrived with its own record
+        parents = [r for r in otlp_receiver.logs() if r.body == "queued in the parent"]
+        assert len(parents) == 1 and parents[0].resource["process.pid"] == os.getpid()
+    finally:
+        teardown_logging()

@@ -286,3 +286,38 @@ def test_the_handler_follows_its_exporter_back_to_the_sdk_path_without_losing_re
         assert not exporter.fast
         assert len([r for r in caplog.records if "from now on" in r.getMessage()]) == 1
         provider.shutdown()  # and its exporter
+
+
+def test_one_export_thread_carries_spans_and_records(otlp_receiver, tmp_path):
+    telemetry = ti.configure(
+        service_name="one-thread",
+        otlp_endpoint=otlp_receiver.grpc_endpoint,
+        log_dir=tmp_path,
+        console_logs=False,
+    )
+    try:
+        for _ in range(3):
+            workload()
+        assert telemetry.force_flush(10)
+        assert len(otlp_receiver.wait_for_spans(lambda s: s.scope == "tests.fast.workload", count=6)) == 6
+        assert len(otlp_receiver.wait_for_logs(lambda r: r.scope == "tests.fast.workload", count=6)) == 6
+        names = [thread.name for thread in threading.enumerate()]
+        assert names.count("telemetry-otlp-export") == 1
+        assert "OtelBatchSpanRecordProcessor" not in names and "telemetry-otlp-logs" not in names
+    finally:
+        ti.shutdown()
+
+
+def test_a_full_batch_leaves_without_waiting_for_the_schedule_delay(otlp_receiver, tmp_path, monkeypatch):
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "60000")
+    monkeypatch.setenv("OTEL_BLRP_SCHEDULE_DELAY", "60000")
+    ti.configure(service_name="full-batch", otlp_endpoint=otlp_receiver.grpc_endpoint, setup_logs=False)
+    try:
+        tracer = trace.get_tracer("tests.fast.batch")
+        for n in range(512):
+            with tracer.start_as_current_span(f"span {n}"):
+                pass
+        spans = otlp_receiver.wait_for_spans(lambda s: s.scope == "tests.fast.batch", count=512, timeout=10)
+        assert len(spans) == 512  # no flush: the full batch woke the thread
+    finally:
+        ti.shutdown()

@@ -23,7 +23,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from telemetry_infra.otel.otlp_wire.invalid_text import register_sanitized_counter
 from telemetry_infra.otel.otlp_wire.logs import LogBatch, encode_logs, logs_with_valid_text
-from telemetry_infra.otel.otlp_wire.spans import encode_spans, with_valid_text
+from telemetry_infra.otel.otlp_wire.spans import SpanBatch, encode_spans, with_valid_text
 from telemetry_infra.otel.otlp_wire.transport import Transport, transport_for
 
 __all__ = ["FastLogExporter", "FastSpanExporter", "ValidTextLogExporter", "ValidTextSpanExporter"]
@@ -39,6 +39,9 @@ class _Wrapper:
     def __init__(self, exporter: Any, transport: Transport) -> None:
         self._exporter = exporter
         self._transport: Transport | None = transport
+        #: ``True`` once a send went through the SDK's internals without a surprise: from then
+        #: on callers need not keep a batch's SDK objects for the SDK's path.
+        self.proven = False
         register_sanitized_counter()
 
     @property
@@ -61,13 +64,15 @@ class _Wrapper:
             _log.error("Failed to encode %s batch: %s", self._what, error)
             return False
         try:
-            return transport.send(payload, count)
+            sent = transport.send(payload, count)
         except Exception as error:  # the SDK's internals changed under us
             self._transport = None
             _log.warning(
                 "fast OTLP export of %s failed (%r); using the SDK's encoder from now on", self._what, error
             )
             return stock()
+        self.proven = True
+        return sent
 
     def shutdown(self) -> None:
         self._exporter.shutdown()
@@ -88,11 +93,16 @@ class FastSpanExporter(_Wrapper, SpanExporter):
         return exporter if transport is None else cls(exporter, transport)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        def stock() -> bool:
-            return export_spans_with_valid_text(self._exporter, spans) is SpanExportResult.SUCCESS
-
-        sent = self._send(lambda: encode_spans(spans), len(spans), stock)
+        sent = self._send(lambda: encode_spans(spans), len(spans), lambda: self.export_stock(spans))
         return SpanExportResult.SUCCESS if sent else SpanExportResult.FAILURE
+
+    def export_stock(self, spans: Sequence[ReadableSpan]) -> bool:
+        """``spans`` the SDK's way; ``True`` once sent."""
+        return export_spans_with_valid_text(self._exporter, spans) is SpanExportResult.SUCCESS
+
+    def send_batch(self, batch: SpanBatch, stock: Callable[[], bool]) -> bool:
+        """Send spans encoded by the caller; ``stock`` sends them the SDK's way instead."""
+        return self._send(batch.encode, batch.count, stock)
 
 
 class FastLogExporter(_Wrapper, LogRecordExporter):

@@ -46,8 +46,12 @@ def encode_log_record(
     flags: int = 0,
     event_name: str | None = None,
     dropped_attributes: int = 0,
+    attribute_fields: bytes = b"",
 ) -> bytes:
     """One record as a ScopeLogs.log_records field (tag 2, length, LogRecord message).
+
+    ``attribute_fields``: attributes the caller encoded already (valid text), written
+    before ``attributes``.
 
     ``body`` may be of any AnyValue type (``None`` included); raises like the SDK's
     encoder for a body it cannot encode. Attributes it cannot encode are left out.
@@ -57,14 +61,14 @@ def encode_log_record(
     try:
         return _encode_log_record(
             time_unix_nano, observed_time_unix_nano, severity_number, severity_text, body, attributes,
-            trace_id, span_id, flags, event_name, dropped_attributes,
+            trace_id, span_id, flags, event_name, dropped_attributes, attribute_fields,
         )  # fmt: skip
     except UnicodeEncodeError as error:
         count_sanitized("log_record", error)
         return _encode_log_record(
             time_unix_nano, observed_time_unix_nano, severity_number, replace_invalid(severity_text),
             replace_invalid(body), replace_invalid_attributes(attributes), trace_id, span_id, flags,
-            replace_invalid(event_name), dropped_attributes,
+            replace_invalid(event_name), dropped_attributes, attribute_fields,
         )  # fmt: skip
 
 
@@ -80,6 +84,7 @@ def _encode_log_record(
     flags: int,
     event_name: str | None,
     dropped_attributes: int,
+    attribute_fields: bytes = b"",
 ) -> bytes:
     encoded_body = any_value(body)
     parts = (
@@ -87,7 +92,7 @@ def _encode_log_record(
         b"\x10" + varint(int(severity_number)) if severity_number else b"",  # severity_number=2
         string_field(b"\x1a", severity_text),  # severity_text=3
         b"\x2a" + varint(len(encoded_body)) + encoded_body,  # body=5, written even when empty
-        attributes_field(b"\x32", attributes) if attributes else b"",  # attributes=6
+        attribute_fields + attributes_field(b"\x32", attributes),  # attributes=6
         b"\x38" + varint(dropped_attributes) if dropped_attributes else b"",  # dropped_attributes_count=7
         b"\x45" + pack_fixed32(flags) if flags else b"",  # flags=8
         b"\x4a\x10" + trace_id.to_bytes(16, "big") if trace_id else b"",  # trace_id=9

@@ -168,10 +168,13 @@ def key_value(key: str, value: Any) -> bytes:
     return _key(key) + b"\x12" + varint(len(encoded)) + encoded
 
 
-def _items(attributes: Mapping[str, Any]) -> Any:
-    """``attributes.items()``, without BoundedAttributes' Python-level ``__getitem__`` per item."""
-    inner = getattr(attributes, "_dict", None) if attributes.__class__ is BoundedAttributes else None
-    return inner.items() if isinstance(inner, dict) else attributes.items()
+def _plain(attributes: Mapping[str, Any]) -> Mapping[str, Any]:
+    """BoundedAttributes' own dict: without its Python-level ``__len__`` and ``__getitem__``."""
+    if attributes.__class__ is BoundedAttributes:
+        inner = getattr(attributes, "_dict", None)
+        if isinstance(inner, dict):
+            return inner
+    return attributes
 
 
 # field tag -> {(key, value): the whole attribute field}, for str, bool and small int values:
@@ -195,6 +198,9 @@ def attributes_field(field_tag: bytes, attributes: Mapping[str, Any] | None) -> 
     Text that is not valid Unicode raises ``UnicodeEncodeError``: the caller encodes its
     item again with that text replaced (:mod:`.invalid_text`), it is never silently lost.
     """
+    if attributes is None:
+        return b""
+    attributes = _plain(attributes)
     if not attributes:
         return b""
     cached = _cached_fields.get(field_tag)
@@ -202,7 +208,7 @@ def attributes_field(field_tag: bytes, attributes: Mapping[str, Any] | None) -> 
         cached = _cached_fields.setdefault(field_tag, {})
     parts: list[bytes] = []
     append = parts.append
-    for key, value in _items(attributes):
+    for key, value in attributes.items():
         cls = value.__class__
         if cls is str:
             cache_key: Any = (key, value) if len(value) <= _MAX_CACHED_TEXT else None

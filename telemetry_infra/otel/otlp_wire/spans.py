@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import SpanKind
 
 from telemetry_infra.otel.otlp_wire.grouping import ResourceGroups, encode_request
@@ -25,7 +26,7 @@ from telemetry_infra.otel.otlp_wire.protobuf import (
     varint_field,
 )
 
-__all__ = ["encode_span", "encode_spans", "with_valid_text"]
+__all__ = ["SpanBatch", "encode_span", "encode_spans", "with_valid_text"]
 
 _KIND = {  # Span.kind=6, the proto enum's values
     SpanKind.INTERNAL: b"\x30\x01",
@@ -40,7 +41,21 @@ _REMOTE_FLAGS = b"\x85\x01" + pack_fixed32(0x300)
 # Span.Link.flags=6 (fixed32)
 _LINK_LOCAL_FLAGS = b"\x35" + pack_fixed32(0x100)
 _LINK_REMOTE_FLAGS = b"\x35" + pack_fixed32(0x300)
+_KIND_BY_VALUE = {kind._value_: field for kind, field in _KIND.items()}  # no Python-level Enum hash
 _trace_states: dict[int, tuple[Any, bytes]] = {}
+_names: dict[str, bytes] = {}
+
+
+def _name(name: str) -> bytes:
+    """Span.name=5; cached: a service's span names repeat (routes, not paths)."""
+    field = _names.get(name)
+    if field is None:
+        field = string_field(b"\x2a", name)
+        if name.__class__ is str and len(name) <= 256:
+            if len(_names) >= 4096:
+                _names.clear()
+            _names[name] = field
+    return field
 
 
 def _trace_state(trace_state: Any) -> bytes:
@@ -92,7 +107,7 @@ def _status(status: Any) -> bytes:
     # Status: message=2 code=3; Span.status=15, written whenever the span has one
     if status is None:
         return b""
-    key = (status.status_code, status.description)
+    key = (status.status_code._value_, status.description)  # the value: no Python-level Enum hash
     field = _statuses.get(key)
     if field is None:
         body = string_field(b"\x12", status.description) + varint_field(b"\x18", status.status_code.value)
@@ -107,6 +122,13 @@ def _dropped(field_tag: bytes, bounded: Any) -> bytes:
     """A dropped_*_count field from a BoundedAttributes/BoundedList (0, and so nothing, otherwise)."""
     dropped = getattr(bounded, "dropped", 0)
     return field_tag + varint(dropped) if dropped else b""
+
+
+def _has_items(bounded: Any) -> bool:
+    """``bool(bounded)`` without BoundedList's Python-level ``__len__`` (most spans have no events)."""
+    if bounded.__class__ is BoundedList:
+        return bool(getattr(bounded, "_dq", bounded))
+    return bool(bounded)
 
 
 def _encode_span(span: Any) -> bytes:
@@ -126,17 +148,17 @@ def _encode_span(span: Any) -> bytes:
         b"\x12\x08" + context.span_id.to_bytes(8, "big"),  # span_id=2
         _trace_state(trace_state) if trace_state else b"",  # trace_state=3
         b"\x22\x08" + parent.span_id.to_bytes(8, "big") if parent else b"",  # parent_span_id=4
-        string_field(b"\x2a", name),  # name=5
-        _KIND[span._kind],  # kind=6
+        _name(name),  # name=5
+        _KIND_BY_VALUE[span._kind._value_],  # kind=6
         b"\x39" + pack_fixed64(start) if start else b"",  # start_time_unix_nano=7
         b"\x41" + pack_fixed64(end) if end else b"",  # end_time_unix_nano=8
-        attributes_field(b"\x4a", attributes) if attributes else b"",  # attributes=9
+        attributes_field(b"\x4a", attributes),  # attributes=9
         _dropped(b"\x50", attributes),  # dropped_attributes_count=10
     ]
-    if events:
+    if _has_items(events):
         parts.extend([_event(event) for event in events])  # events=11
     parts.append(_dropped(b"\x60", events))  # dropped_events_count=12 (also when all were dropped)
-    if links:
+    if _has_items(links):
         parts.extend([_link(link) for link in links])  # links=13
     parts.append(_dropped(b"\x70", links))  # dropped_links_count=14
     parts.append(_status(span._status))  # status=15
@@ -194,21 +216,38 @@ _READS_OWN_FIELDS = _reads_own_fields()
 encode_span = _encode_span if _READS_OWN_FIELDS else _encode_span_public
 
 
-def encode_spans(spans: Sequence[ReadableSpan]) -> bytes:
-    """An ExportTraceServiceRequest for ``spans``, serialized."""
-    groups = ResourceGroups()
-    add = groups.add
-    for span in spans:
+class SpanBatch:
+    """Spans encoded as they are added, nested by resource and scope: the spans themselves can go."""
+
+    __slots__ = ("_groups", "count")
+
+    def __init__(self) -> None:
+        self._groups = ResourceGroups()
+        self.count = 0
+
+    def add(self, span: ReadableSpan) -> None:
         own_fields = _READS_OWN_FIELDS and isinstance(span, ReadableSpan)
         try:
             encoded = encode_span(span) if own_fields else _encode_span_public(span)
         except UnicodeEncodeError as error:  # one bad string must not cost the batch
             encoded = _encode_sanitized(span, error)
         if own_fields:
-            add(span._resource, span._instrumentation_scope, encoded)
+            self._groups.add(span._resource, span._instrumentation_scope, encoded)
         else:
-            add(span.resource, span.instrumentation_scope, encoded)
-    return encode_request(groups)
+            self._groups.add(span.resource, span.instrumentation_scope, encoded)
+        self.count += 1
+
+    def encode(self) -> bytes:
+        """The ExportTraceServiceRequest, serialized."""
+        return encode_request(self._groups)
+
+
+def encode_spans(spans: Sequence[ReadableSpan]) -> bytes:
+    """An ExportTraceServiceRequest for ``spans``, serialized."""
+    batch = SpanBatch()
+    for span in spans:
+        batch.add(span)
+    return batch.encode()
 
 
 def _encode_sanitized(span: ReadableSpan, error: UnicodeEncodeError) -> bytes:
