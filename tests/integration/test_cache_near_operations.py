@@ -13,18 +13,11 @@ import time
 import uuid
 
 import pytest
+from caches import near_manager as manager
 
 import telemetry_infra as ti
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
-
-
-def manager(url: str, namespace: str, *, near: bool = True, **options) -> ti.CacheManager:
-    options.setdefault("socket_timeout", 0.5)
-    options.setdefault("socket_connect_timeout", 0.5)
-    options.setdefault("probe_interval", 0.1)
-    options.setdefault("name", namespace if near else f"{namespace}-b")
-    return ti.CacheManager(redis_url=url, namespace=namespace, near_cache=near, **options)
 
 
 @pytest.fixture

@@ -7,9 +7,9 @@ import time
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
-import redis
 from redis.crc import key_slot
 from redis.sentinel import Sentinel
+from topologies import planned_failover, sentinel_topology
 
 from telemetry_infra.cache import CacheManager
 from telemetry_infra.testing import RedisCluster, RedisSentinel
@@ -19,7 +19,7 @@ FAST = {"socket_timeout": 0.5, "socket_connect_timeout": 0.5, "probe_interval": 
 
 @pytest.fixture(scope="module")
 def sentinel_set() -> Iterator[RedisSentinel]:
-    with RedisSentinel() as started:
+    with sentinel_topology() as started:
         yield started
 
 
@@ -122,28 +122,12 @@ async def test_sentinel_manual_failover_flushes_and_tracks_the_new_primary(
 ) -> None:
     a, b = await _pair(sentinel_set.url, "nt-s-manual")
     closing += [a, b]
-    old = sentinel_set.master_address()
-
-    def failover() -> None:
-        Sentinel(sentinel_set.sentinel_addresses, socket_timeout=1).sentinels[0].execute_command(
-            "SENTINEL", "FAILOVER", "mymaster"
-        )
-        deadline = time.monotonic() + 20
-        while sentinel_set.master_address() == old or _role_of(old) != "slave":
-            assert time.monotonic() < deadline, "the Sentinels did not move the primary"
-            time.sleep(0.05)
-
     flushes = a._near.flushes
-    await _no_stale_read_across(failover, a, b, [f"k{i}" for i in range(20)])
+    await _no_stale_read_across(lambda: planned_failover(sentinel_set), a, b, [f"k{i}" for i in range(20)])
     assert a._near.flushes > flushes, "the near tier was not flushed on the switch"
     host, port = sentinel_set.master_address()
     near = (await a.health_check())["near"]
     assert near["tracking"] and near["node"] == f"{host}:{port}", near
-
-
-def _role_of(address: tuple[str, int]) -> str:
-    with redis.Redis(*address, socket_timeout=1) as client:
-        return client.info("replication")["role"]
 
 
 @pytest.mark.slow

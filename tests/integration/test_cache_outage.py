@@ -9,6 +9,7 @@ import asyncio
 import time
 
 import pytest
+from caches import cache_manager, wait_until
 
 import telemetry_infra as ti
 from telemetry_infra.testing import free_port
@@ -19,19 +20,8 @@ MISSING = object()
 
 
 def manager(url: str, **options) -> ti.CacheManager:
-    options.setdefault("socket_timeout", SOCKET_TIMEOUT)
-    options.setdefault("socket_connect_timeout", SOCKET_TIMEOUT)
     options.setdefault("probe_interval", PROBE_INTERVAL)
-    return ti.CacheManager(redis_url=url, namespace="outage", **options)
-
-
-async def wait_until(condition, timeout: float) -> float:
-    """Seconds it took for ``condition()`` to hold; fails after ``timeout``."""
-    started = time.monotonic()
-    while not condition():
-        assert time.monotonic() - started < timeout, "condition not met in time"
-        await asyncio.sleep(0.02)
-    return time.monotonic() - started
+    return cache_manager(url, socket_timeout=SOCKET_TIMEOUT, namespace="outage", **options)
 
 
 async def test_unreachable_at_initialize_serves_memory_then_recovers(redis_restartable):

@@ -10,6 +10,7 @@ import pytest
 from check_command import redis_check_lines
 from failover_load import FailoverLoad
 from redis.sentinel import Sentinel
+from topologies import planned_failover, sentinel_topology
 
 import telemetry_infra as ti
 from telemetry_infra.cache import CacheManager
@@ -18,7 +19,7 @@ from telemetry_infra.testing import RedisSentinel, free_port
 
 @pytest.fixture(scope="module")
 def topology() -> Iterator[RedisSentinel]:
-    with RedisSentinel() as started:
+    with sentinel_topology() as started:
         yield started
 
 
@@ -69,26 +70,13 @@ async def test_a_manual_failover_is_followed_without_an_outage(topology: RedisSe
     """SENTINEL FAILOVER demotes the primary the pool is connected to: writes follow the new one."""
     cache = CacheManager(topology.url, namespace="demote")
     assert await cache.set("before", 1)
-    old = topology.master_address()
-    sentinel = Sentinel(topology.sentinel_addresses, socket_timeout=1).sentinels[0]
-    sentinel.execute_command("SENTINEL", "FAILOVER", "mymaster")
-    deadline = time.monotonic() + 20
-    while topology.master_address() == old or _role_of(old) != "slave":
-        assert time.monotonic() < deadline, "the Sentinels did not move the primary"
-        await asyncio.sleep(0.1)
+    await asyncio.to_thread(planned_failover, topology)
 
     assert await cache.set("after", 2)  # the pool was connected to the demoted primary
     assert await cache.delete("before")
     assert await cache.get("after") == 2 and await cache.get("before") is None
     assert cache.get_stats()["errors"] == 0 and not cache.fallback_active
     await cache.close()
-
-
-def _role_of(address: tuple[str, int]) -> str:
-    import redis
-
-    with redis.Redis(*address, socket_timeout=1) as client:
-        return client.info("replication")["role"]
 
 
 @pytest.mark.slow
@@ -149,7 +137,7 @@ async def test_readonly_from_a_demoted_primary_is_followed_not_an_outage() -> No
     """A primary demoted without its clients being disconnected (here by hand, as after a
     partition) answers the pooled connection's write with READONLY: the cache asks the
     Sentinels again and retries once on the primary they name now."""
-    with RedisSentinel() as own:
+    with sentinel_topology() as own:
         cache = CacheManager(own.url, namespace="ro")
         assert await cache.set("before", 1)  # leaves an idle pooled connection to the primary
         old = own.current_primary()

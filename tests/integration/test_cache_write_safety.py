@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from caches import cache_manager, wait_until
 
 import telemetry_infra as ti
 from telemetry_infra.testing import RedisServer
@@ -22,17 +23,7 @@ MISSING = object()
 
 def manager(url: str, **options) -> ti.CacheManager:
     options.setdefault("socket_timeout", SOCKET_TIMEOUT)
-    options.setdefault("socket_connect_timeout", SOCKET_TIMEOUT)
-    options.setdefault("probe_interval", PROBE_INTERVAL)
-    options.setdefault("namespace", "safety")
-    return ti.CacheManager(redis_url=url, **options)
-
-
-async def wait_until(condition, timeout: float) -> None:
-    started = time.monotonic()
-    while not condition():
-        assert time.monotonic() - started < timeout, "condition not met in time"
-        await asyncio.sleep(0.02)
+    return cache_manager(url, probe_interval=PROBE_INTERVAL, namespace="safety", **options)
 
 
 def out_of_memory(server: RedisServer) -> None:
@@ -52,6 +43,8 @@ def replica(redis_restartable: RedisServer) -> Iterator[RedisServer]:
     """A second private redis-server replicating ``redis_restartable``: what a demoted
     primary answers (reads served, writes refused with ``READONLY``)."""
     server = RedisServer().start()
+    with redis_restartable.client() as primary:  # the full sync at once, not after 5 s
+        primary.config_set("repl-diskless-sync-delay", 0)
     with server.client() as raw:
         raw.execute_command("REPLICAOF", redis_restartable.host, redis_restartable.port)
         deadline = time.monotonic() + 10

@@ -8,9 +8,10 @@ import pytest
 from redis.cluster import ClusterNode
 from redis.cluster import RedisCluster as ClusterClient
 from redis.sentinel import Sentinel
+from topologies import sentinel_topology
 
 from telemetry_infra.cache.redis_urls import parse_redis_url
-from telemetry_infra.testing import RedisCluster, RedisSentinel
+from telemetry_infra.testing import RedisCluster
 
 pytestmark = pytest.mark.slow
 
@@ -42,7 +43,7 @@ def test_cluster_of_three_primaries_survives_a_primary_kill() -> None:
 
 
 def test_sentinel_promotes_the_replica_when_the_primary_dies() -> None:
-    with RedisSentinel() as topology:
+    with sentinel_topology() as topology:
         assert parse_redis_url(topology.url).nodes == tuple(topology.sentinel_addresses)
         sentinel = Sentinel(topology.sentinel_addresses, socket_timeout=1)
         first = topology.master_address()

@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from servers import Server, running
+from servers import CLIENT, Server, running
 
 from telemetry_infra.testing import free_port
 
@@ -94,13 +94,10 @@ class Scrapes:
         return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
 
 
-_SCRAPER = httpx.Client(timeout=10, headers={"Connection": "close"})  # a new connection each time
-
-
 def scrape(server: Server, scrapes: Scrapes, headers: dict[str, str] | None = None) -> None:
     began = time.perf_counter()
     try:
-        response = _SCRAPER.get(f"{server.url}/metrics", headers=headers or {})
+        response = CLIENT.get(f"{server.url}/metrics", headers=headers or {})
         response.raise_for_status()
     except httpx.HTTPError as error:
         scrapes.failures.append(repr(error))
@@ -314,7 +311,7 @@ class Prometheus:
 
     def query(self, expression: str, at: float | None = None) -> list[dict[str, object]]:
         params = {"query": expression, **({"time": f"{at:.3f}"} if at else {})}
-        answer = httpx.get(f"{self.url}/api/v1/query", params=params, timeout=10).json()
+        answer = CLIENT.get(f"{self.url}/api/v1/query", params=params).json()
         assert answer["status"] == "success", answer
         return answer["data"]["result"]  # type: ignore[no-any-return]
 
@@ -324,7 +321,7 @@ class Prometheus:
 
     def cumulative_names(self) -> list[str]:
         """Names of the counter and histogram series Prometheus holds."""
-        names = httpx.get(f"{self.url}/api/v1/label/__name__/values", timeout=10).json()["data"]
+        names = CLIENT.get(f"{self.url}/api/v1/label/__name__/values").json()["data"]
         return [name for name in names if CUMULATIVE.match(name)]
 
     def wait_for_count(self, count: int, timeout_s: float = 30) -> float | None:
@@ -383,7 +380,7 @@ def prometheus_scraping(app_port: int, tmp_path: Path) -> Iterator[Prometheus | 
         deadline = time.monotonic() + 30
         while True:
             try:
-                if httpx.get(f"{prometheus.url}/-/ready", timeout=2).status_code == 200:
+                if CLIENT.get(f"{prometheus.url}/-/ready", timeout=2).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
