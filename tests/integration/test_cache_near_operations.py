@@ -74,9 +74,9 @@ async def test_a_loop_blocked_while_another_client_writes_does_not_serve_the_old
             assert await a.get(key) == "old"  # served near from now on
             hits = a.get_stats()["near_hits"]
             assert await a.get(key) == "old" and a.get_stats()["near_hits"] == hits + 1
-            writer = write_from_another_thread(redis_server.url, namespace, key, "new", 0.3)
-            block_the_loop(1.2)  # the write lands meanwhile
-            writer.join()
+            writer = write_from_another_thread(redis_server.url, namespace, key, "new", 0.1)
+            block_the_loop(0.4)  # far beyond the near tier's 50 ms heartbeat window
+            writer.join()  # the loop stays blocked until the write has landed
             first = await a.get(key)
             if first != "new":
                 stale.append((round_, first))

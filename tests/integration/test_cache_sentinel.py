@@ -122,15 +122,13 @@ def _named_primary(topology: RedisSentinel) -> tuple[str, int] | None:
 
 def test_check_asks_every_sentinel_and_the_primary(topology: RedisSentinel) -> None:
     host, port = topology.master_address()
-    [line] = redis_check_lines(topology.url)
-    assert line.split()[1] == "ok" and f"name primary {host}:{port}, which answers" in line
-
     dead = free_port()
-    url = topology.url.replace("redis+sentinel://", f"redis+sentinel://127.0.0.1:{dead},")
-    [line] = redis_check_lines(url)
-    assert line.split()[1] == "FAIL" and f"Sentinel 127.0.0.1:{dead} does not answer" in line
-    [line] = redis_check_lines(topology.url.replace("/mymaster", "/unknown"))
-    assert line.split()[1] == "FAIL" and "knows no service 'unknown'" in line
+    with_dead = topology.url.replace("redis+sentinel://", f"redis+sentinel://127.0.0.1:{dead},")
+    unknown_service = topology.url.replace("/mymaster", "/unknown")
+    [answers], [dead_one], [unknown] = redis_check_lines(topology.url, with_dead, unknown_service)
+    assert answers.split()[1] == "ok" and f"name primary {host}:{port}, which answers" in answers
+    assert dead_one.split()[1] == "FAIL" and f"Sentinel 127.0.0.1:{dead} does not answer" in dead_one
+    assert unknown.split()[1] == "FAIL" and "knows no service 'unknown'" in unknown
 
 
 async def test_readonly_from_a_demoted_primary_is_followed_not_an_outage() -> None:
