@@ -21,11 +21,6 @@ from telemetry_infra.testing import RedisServer, free_port
 MISSING = object()
 
 
-@pytest.fixture
-def namespace() -> str:
-    return f"near-{uuid.uuid4().hex[:8]}"
-
-
 def get_calls(server) -> int:
     """How many GET/MGET commands the server has executed."""
     with server.client() as client:

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 
 import pytest
 from caches import near_manager as manager
@@ -18,11 +17,6 @@ from caches import near_manager as manager
 import telemetry_infra as ti
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
-
-
-@pytest.fixture
-def namespace() -> str:
-    return f"ops-{uuid.uuid4().hex[:8]}"
 
 
 async def caught_up(cache: ti.CacheManager) -> None:

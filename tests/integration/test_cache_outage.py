@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from functools import partial
 
 import pytest
 from caches import cache_manager, wait_until
@@ -18,10 +19,9 @@ SOCKET_TIMEOUT = 0.5
 PROBE_INTERVAL = 0.2
 MISSING = object()
 
-
-def manager(url: str, **options) -> ti.CacheManager:
-    options.setdefault("probe_interval", PROBE_INTERVAL)
-    return cache_manager(url, socket_timeout=SOCKET_TIMEOUT, namespace="outage", **options)
+manager = partial(
+    cache_manager, socket_timeout=SOCKET_TIMEOUT, probe_interval=PROBE_INTERVAL, namespace="outage"
+)
 
 
 async def test_unreachable_at_initialize_serves_memory_then_recovers(redis_restartable):

@@ -9,6 +9,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterator
+from functools import partial
 
 import pytest
 from caches import cache_manager, wait_until
@@ -20,10 +21,13 @@ SOCKET_TIMEOUT = 0.25
 PROBE_INTERVAL = 0.2
 MISSING = object()
 
-
-def manager(url: str, **options) -> ti.CacheManager:
-    options.setdefault("socket_timeout", SOCKET_TIMEOUT)
-    return cache_manager(url, probe_interval=PROBE_INTERVAL, namespace="safety", **options)
+manager = partial(
+    cache_manager,
+    socket_timeout=SOCKET_TIMEOUT,
+    socket_connect_timeout=SOCKET_TIMEOUT,  # also where a test shortens socket_timeout
+    probe_interval=PROBE_INTERVAL,
+    namespace="safety",
+)
 
 
 def out_of_memory(server: RedisServer) -> None:
