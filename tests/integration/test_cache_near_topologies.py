@@ -55,7 +55,7 @@ async def _served_near(a: CacheManager, key: str, expected: object, timeout_s: f
         if a.get_stats()["near_hits"] > before:
             return
         assert time.monotonic() < deadline, f"{key!r} not served from the near tier: {a._channel.last_error}"
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.005)
 
 
 async def _propagation_p99(a: CacheManager, b: CacheManager, keys: list[str]) -> float:
@@ -104,7 +104,7 @@ async def _no_stale_read_across(switch, a: CacheManager, b: CacheManager, keys: 
     for key in keys:
         while not await b.set(key, "after"):
             assert time.monotonic() < deadline, "B cannot write after the failover"
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.02)
     for key in keys:
         assert await a.get(key) == "after", f"A served a value of {key!r} older than the failover"
     for key in keys:
