@@ -330,8 +330,11 @@ class RedisSentinel:
     ) -> None:
         self.service_name = service_name
         self.host = host
-        self.primary = RedisServer(host=host)
-        replica_args = ["--replicaof", host, str(self.primary.port)]
+        # A primary waits repl-diskless-sync-delay (5 s by default) for more replicas before it
+        # sends one its data; every node can be promoted, so none waits.
+        sync_at_once = ["--repl-diskless-sync-delay", "0"]
+        self.primary = RedisServer(host=host, extra_args=sync_at_once)
+        replica_args = [*sync_at_once, "--replicaof", host, str(self.primary.port)]
         self.data_nodes = [
             self.primary,
             *(RedisServer(host=host, extra_args=replica_args) for _ in range(replicas)),

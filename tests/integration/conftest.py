@@ -1,5 +1,6 @@
 """Fixtures for the integration tests: TLS certificates made by the test run, a silent
-collector, and a fresh interpreter configured by its environment alone."""
+collector, a fresh interpreter configured by its environment alone, and a cache of the
+test's own on the session's redis-server."""
 
 from __future__ import annotations
 
@@ -9,13 +10,15 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from telemetry_infra.testing import ServerTLS
+import telemetry_infra as ti
+from telemetry_infra.testing import RedisServer, ServerTLS
 
 
 @dataclass(frozen=True)
@@ -118,3 +121,19 @@ def run_script() -> RunScript:
         )
 
     return run
+
+
+@pytest.fixture
+def namespace() -> str:
+    """A key namespace of this test's own on the shared redis-server."""
+    return f"t-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+async def cache(redis_server: RedisServer, namespace: str) -> AsyncIterator[ti.CacheManager]:
+    """An initialized manager in the test's own namespace; its keys are removed after the test."""
+    manager = ti.CacheManager(redis_url=redis_server.url, namespace=namespace)
+    await manager.initialize()
+    yield manager
+    await manager.clear()
+    await manager.close()

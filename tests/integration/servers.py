@@ -9,7 +9,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +52,11 @@ APP = textwrap.dedent(
 )
 
 
+#: One client for every test (making one costs ~50 ms of TLS set-up); a new connection each
+#: request all the same, so the kernel spreads requests over the workers.
+CLIENT = httpx.Client(timeout=10, headers={"Connection": "close"})
+
+
 @dataclass
 class Server:
     process: subprocess.Popen[str]
@@ -60,9 +65,8 @@ class Server:
     stderr: Path
 
     def get(self, path: str, **kwargs: object) -> httpx.Response:
-        # a new connection each time, so the kernel spreads requests over the workers
-        with httpx.Client(base_url=self.url, timeout=10, headers={"Connection": "close"}) as client:
-            return client.get(path, **kwargs)  # type: ignore[arg-type]
+        """GET ``path`` (or a full URL) on a new connection."""
+        return CLIENT.get(httpx.URL(self.url).join(path), **kwargs)  # type: ignore[arg-type]
 
     def worker_pids(self) -> set[int]:
         children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text().split()
@@ -83,33 +87,17 @@ def command(server: str, port: int, app_dir: Path, workers: int = 2) -> list[str
 
 
 @contextmanager
-def running(
-    argv: list[str], port: int, tmp_path: Path, env: dict[str, str], ready: float = 60
-) -> Iterator[Server]:
-    (tmp_path / "workers_app.py").write_text(APP)
-    stdout, stderr = tmp_path / "stdout.txt", tmp_path / "stderr.txt"
-    with stdout.open("w") as out, stderr.open("w") as err:
+def started(
+    argv: list[str], env: dict[str, str], cwd: Path, stdout: Path, stderr: Path
+) -> Iterator[subprocess.Popen[str]]:
+    """``argv`` run in a session of its own (``stderr`` may be ``stdout``); at the end SIGTERM
+    to its whole group (workers flush their telemetry on it), SIGKILL after 20 s."""
+    with stdout.open("w") as out, stderr.open("w") if stderr != stdout else nullcontext(out) as err:
         process = subprocess.Popen(
-            argv,
-            stdout=out,
-            stderr=err,
-            text=True,
-            env={**os.environ, **env},
-            cwd=tmp_path,
-            start_new_session=True,
+            argv, stdout=out, stderr=err, text=True, env=env, cwd=cwd, start_new_session=True
         )
-    server = Server(process, f"http://127.0.0.1:{port}", stdout, stderr)
     try:
-        deadline = time.monotonic() + ready
-        while True:
-            try:
-                server.get("/ready")
-                break
-            except httpx.TransportError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(f"server did not start:\n{stderr.read_text()}") from None
-                time.sleep(0.2)
-        yield server
+        yield process
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         try:
@@ -117,3 +105,28 @@ def running(
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+
+
+def wait_for_answer(url: str, process: subprocess.Popen[str], stderr: Path, timeout_s: float = 60) -> None:
+    """Until ``url`` answers at all; fails with the server's ``stderr`` if it exits or stays silent."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            CLIENT.get(url, timeout=5)
+            return
+        except httpx.TransportError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"{process.args!r} did not start:\n{stderr.read_text()}") from None
+            time.sleep(0.1)
+
+
+@contextmanager
+def running(
+    argv: list[str], port: int, tmp_path: Path, env: dict[str, str], ready: float = 60
+) -> Iterator[Server]:
+    (tmp_path / "workers_app.py").write_text(APP)
+    stdout, stderr = tmp_path / "stdout.txt", tmp_path / "stderr.txt"
+    with started(argv, {**os.environ, **env}, tmp_path, stdout, stderr) as process:
+        server = Server(process, f"http://127.0.0.1:{port}", stdout, stderr)
+        wait_for_answer(f"{server.url}/ready", process, stderr, ready)
+        yield server

@@ -3,20 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 
 import pytest
 
 import telemetry_infra as ti
-
-
-@pytest.fixture
-async def cache(redis_server):
-    manager = ti.CacheManager(redis_url=redis_server.url, namespace=f"d-{uuid.uuid4().hex[:12]}")
-    await manager.initialize()
-    yield manager
-    await manager.clear()
-    await manager.close()
 
 
 class Calls:

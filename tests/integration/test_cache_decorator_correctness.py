@@ -26,15 +26,6 @@ import telemetry_infra as ti
 
 
 @pytest.fixture
-async def cache(redis_server):
-    manager = ti.CacheManager(redis_url=redis_server.url, namespace=f"k-{uuid.uuid4().hex[:12]}")
-    await manager.initialize()
-    yield manager
-    await manager.clear()
-    await manager.close()
-
-
-@pytest.fixture
 async def pickle_cache(redis_server):
     manager = ti.CacheManager(
         redis_url=redis_server.url,

@@ -20,11 +20,6 @@ MISSING = object()
 
 
 @pytest.fixture
-def namespace() -> str:
-    return f"t-{uuid.uuid4().hex[:12]}"
-
-
-@pytest.fixture
 async def cache(redis_server, namespace):
     manager = ti.CacheManager(redis_url=redis_server.url, namespace=namespace)
     await manager.initialize()

@@ -12,24 +12,13 @@ import time
 import uuid
 
 import pytest
+from caches import near_manager as manager
+from caches import wait_until
 
 import telemetry_infra as ti
 from telemetry_infra.testing import RedisServer, free_port
 
 MISSING = object()
-
-
-def manager(url: str, namespace: str, *, near: bool = True, **options) -> ti.CacheManager:
-    options.setdefault("socket_timeout", 0.5)
-    options.setdefault("socket_connect_timeout", 0.5)
-    options.setdefault("probe_interval", 0.1)
-    options.setdefault("name", namespace if near else f"{namespace}-b")
-    return ti.CacheManager(redis_url=url, namespace=namespace, near_cache=near, **options)
-
-
-@pytest.fixture
-def namespace() -> str:
-    return f"near-{uuid.uuid4().hex[:8]}"
 
 
 def get_calls(server) -> int:
@@ -43,13 +32,6 @@ async def heard(cache: ti.CacheManager) -> None:
     """Wait until ``cache`` has applied every invalidation Redis sent so far (a PING on its
     channel answers after them), so a test knows what its near tier may hold."""
     assert await cache._near.channel.sync()
-
-
-async def wait_until(condition, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not await condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
 
 
 async def test_hot_key_is_served_without_a_round_trip(redis_server, namespace):

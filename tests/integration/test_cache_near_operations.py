@@ -10,26 +10,13 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 
 import pytest
+from caches import near_manager as manager
 
 import telemetry_infra as ti
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
-
-
-def manager(url: str, namespace: str, *, near: bool = True, **options) -> ti.CacheManager:
-    options.setdefault("socket_timeout", 0.5)
-    options.setdefault("socket_connect_timeout", 0.5)
-    options.setdefault("probe_interval", 0.1)
-    options.setdefault("name", namespace if near else f"{namespace}-b")
-    return ti.CacheManager(redis_url=url, namespace=namespace, near_cache=near, **options)
-
-
-@pytest.fixture
-def namespace() -> str:
-    return f"ops-{uuid.uuid4().hex[:8]}"
 
 
 async def caught_up(cache: ti.CacheManager) -> None:
@@ -81,9 +68,9 @@ async def test_a_loop_blocked_while_another_client_writes_does_not_serve_the_old
             assert await a.get(key) == "old"  # served near from now on
             hits = a.get_stats()["near_hits"]
             assert await a.get(key) == "old" and a.get_stats()["near_hits"] == hits + 1
-            writer = write_from_another_thread(redis_server.url, namespace, key, "new", 0.3)
-            block_the_loop(1.2)  # the write lands meanwhile
-            writer.join()
+            writer = write_from_another_thread(redis_server.url, namespace, key, "new", 0.1)
+            block_the_loop(0.4)  # far beyond the near tier's 50 ms heartbeat window
+            writer.join()  # the loop stays blocked until the write has landed
             first = await a.get(key)
             if first != "new":
                 stale.append((round_, first))

@@ -10,6 +10,7 @@ import pytest
 from check_command import redis_check_lines
 from failover_load import FailoverLoad
 from redis.sentinel import Sentinel
+from topologies import planned_failover
 
 import telemetry_infra as ti
 from telemetry_infra.cache import CacheManager
@@ -69,26 +70,13 @@ async def test_a_manual_failover_is_followed_without_an_outage(topology: RedisSe
     """SENTINEL FAILOVER demotes the primary the pool is connected to: writes follow the new one."""
     cache = CacheManager(topology.url, namespace="demote")
     assert await cache.set("before", 1)
-    old = topology.master_address()
-    sentinel = Sentinel(topology.sentinel_addresses, socket_timeout=1).sentinels[0]
-    sentinel.execute_command("SENTINEL", "FAILOVER", "mymaster")
-    deadline = time.monotonic() + 20
-    while topology.master_address() == old or _role_of(old) != "slave":
-        assert time.monotonic() < deadline, "the Sentinels did not move the primary"
-        await asyncio.sleep(0.1)
+    await asyncio.to_thread(planned_failover, topology)
 
     assert await cache.set("after", 2)  # the pool was connected to the demoted primary
     assert await cache.delete("before")
     assert await cache.get("after") == 2 and await cache.get("before") is None
     assert cache.get_stats()["errors"] == 0 and not cache.fallback_active
     await cache.close()
-
-
-def _role_of(address: tuple[str, int]) -> str:
-    import redis
-
-    with redis.Redis(*address, socket_timeout=1) as client:
-        return client.info("replication")["role"]
 
 
 @pytest.mark.slow
@@ -134,15 +122,13 @@ def _named_primary(topology: RedisSentinel) -> tuple[str, int] | None:
 
 def test_check_asks_every_sentinel_and_the_primary(topology: RedisSentinel) -> None:
     host, port = topology.master_address()
-    [line] = redis_check_lines(topology.url)
-    assert line.split()[1] == "ok" and f"name primary {host}:{port}, which answers" in line
-
     dead = free_port()
-    url = topology.url.replace("redis+sentinel://", f"redis+sentinel://127.0.0.1:{dead},")
-    [line] = redis_check_lines(url)
-    assert line.split()[1] == "FAIL" and f"Sentinel 127.0.0.1:{dead} does not answer" in line
-    [line] = redis_check_lines(topology.url.replace("/mymaster", "/unknown"))
-    assert line.split()[1] == "FAIL" and "knows no service 'unknown'" in line
+    with_dead = topology.url.replace("redis+sentinel://", f"redis+sentinel://127.0.0.1:{dead},")
+    unknown_service = topology.url.replace("/mymaster", "/unknown")
+    [answers], [dead_one], [unknown] = redis_check_lines(topology.url, with_dead, unknown_service)
+    assert answers.split()[1] == "ok" and f"name primary {host}:{port}, which answers" in answers
+    assert dead_one.split()[1] == "FAIL" and f"Sentinel 127.0.0.1:{dead} does not answer" in dead_one
+    assert unknown.split()[1] == "FAIL" and "knows no service 'unknown'" in unknown
 
 
 async def test_readonly_from_a_demoted_primary_is_followed_not_an_outage() -> None:

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
 import redis
+from topologies import planned_failover
 
 from telemetry_infra.cache import CacheManager
 from telemetry_infra.testing import RedisSentinel
@@ -103,84 +105,78 @@ def _named_primary(topology: RedisSentinel) -> CacheManager:
     return CacheManager(f"redis://{host}:{port}/0", namespace="fo", telemetry=False)
 
 
-async def _failover_under_load(near_cache: bool) -> None:
-    with RedisSentinel() as topology:
-        old = topology.master_address()
-        cache = CacheManager(topology.url, namespace="fo", near_cache=near_cache, socket_timeout=1.0)
-        await cache.initialize()
-        load = Load(cache)
-        tasks = [asyncio.create_task(load.write(key)) for key in KEYS]
-        tasks += [asyncio.create_task(load.read(i)) for i in range(8)]
-        await asyncio.sleep(1.0)
-        with redis.Redis(*topology.sentinel_addresses[0], socket_timeout=2) as sentinel:
-            await asyncio.to_thread(sentinel.execute_command, "SENTINEL", "FAILOVER", "mymaster")
-        deadline = time.monotonic() + 20
-        while await asyncio.to_thread(topology.master_address) == old:
-            assert time.monotonic() < deadline, "the Sentinels did not move the primary"
-            await asyncio.sleep(0.05)
-        switched_at = time.monotonic()
-        await asyncio.sleep(1.0)
-        late = await cache.set("late", "after", ttl=300)
-        worker = CacheManager(topology.url, namespace="fo", telemetry=False)
-        tasks.append(asyncio.create_task(load.write(OUTSIDE, worker)))
-        await asyncio.sleep(2.0)
-        load.stop = True
-        await asyncio.gather(*tasks)
-        await worker.close()
-
-        stale = load.stale_reads()
-        primary = _named_primary(topology)
-        lost = await load.lost_writes(primary)
-        late_held = await primary.get("late")
-        await primary.close()
-        acked_after = sum(1 for acked in load.acked.values() for _, at in acked if at > switched_at)
-        print(
-            f"near_cache={near_cache}: {len(load.reads)} reads, {len(stale)} stale, "
-            f"{sum(map(len, load.acked.values()))} acknowledged writes ({acked_after} after the switch), "
-            f"{sum(map(len, load.refused.values()))} refused, {len(lost)} lost"
-        )
-        await cache.close()
-        assert stale == [], f"{len(stale)} of {len(load.reads)} reads were stale, e.g. {stale[:5]}"
-        assert lost == [], f"acknowledged writes missing from the named primary: {lost}"
-        assert late and late_held is not None, "a set() 1 s after the failover is not on the new primary"
-        assert acked_after > 0, "no write was acknowledged after the failover"
+@pytest.fixture
+def topology() -> Iterator[RedisSentinel]:
+    """A topology of its own for each test: after a failover the Sentinels take seconds to
+    demote the old primary and resync it, longer than starting a new topology."""
+    with RedisSentinel() as started:
+        yield started
 
 
-async def test_sentinel_failover_under_load_near_cache_off() -> None:
-    await _failover_under_load(near_cache=False)
+async def _failover_under_load(topology: RedisSentinel, near_cache: bool) -> None:
+    cache = CacheManager(topology.url, namespace="fo", near_cache=near_cache, socket_timeout=1.0)
+    await cache.initialize()
+    load = Load(cache)
+    tasks = [asyncio.create_task(load.write(key)) for key in KEYS]
+    tasks += [asyncio.create_task(load.read(i)) for i in range(8)]
+    await asyncio.sleep(1.0)
+    await asyncio.to_thread(planned_failover, topology, until_demoted=False)
+    switched_at = time.monotonic()
+    await asyncio.sleep(1.0)
+    late = await cache.set("late", "after", ttl=300)
+    worker = CacheManager(topology.url, namespace="fo", telemetry=False)
+    tasks.append(asyncio.create_task(load.write(OUTSIDE, worker)))
+    await asyncio.sleep(2.0)
+    load.stop = True
+    await asyncio.gather(*tasks)
+    await worker.close()
+
+    stale = load.stale_reads()
+    primary = _named_primary(topology)
+    lost = await load.lost_writes(primary)
+    late_held = await primary.get("late")
+    await primary.close()
+    acked_after = sum(1 for acked in load.acked.values() for _, at in acked if at > switched_at)
+    print(
+        f"near_cache={near_cache}: {len(load.reads)} reads, {len(stale)} stale, "
+        f"{sum(map(len, load.acked.values()))} acknowledged writes ({acked_after} after the switch), "
+        f"{sum(map(len, load.refused.values()))} refused, {len(lost)} lost"
+    )
+    await cache.close()
+    assert stale == [], f"{len(stale)} of {len(load.reads)} reads were stale, e.g. {stale[:5]}"
+    assert lost == [], f"acknowledged writes missing from the named primary: {lost}"
+    assert late and late_held is not None, "a set() 1 s after the failover is not on the new primary"
+    assert acked_after > 0, "no write was acknowledged after the failover"
 
 
-async def test_sentinel_failover_under_load_near_cache_on() -> None:
-    await _failover_under_load(near_cache=True)
+async def test_sentinel_failover_under_load_near_cache_off(topology: RedisSentinel) -> None:
+    await _failover_under_load(topology, near_cache=False)
 
 
-async def test_sentinels_refusing_subscriptions_are_polled() -> None:
+async def test_sentinel_failover_under_load_near_cache_on(topology: RedisSentinel) -> None:
+    await _failover_under_load(topology, near_cache=True)
+
+
+async def test_sentinels_refusing_subscriptions_are_polled(topology: RedisSentinel) -> None:
     """Where the Sentinels refuse SUBSCRIBE (an ACL without channels), they are asked every
     ``probe_interval`` instead: a write made half a second after a planned failover lands
     on the new primary, not on the old one that still answers as a primary."""
-    with RedisSentinel() as topology:
-        for node in [*topology.sentinels, *topology.data_nodes]:
-            channels = "resetchannels" if node in topology.sentinels else "allchannels"
-            with node.client() as client:
-                client.execute_command("ACL", "SETUSER", "app", "on", ">pw", "~*", "+@all", channels)
-        url = topology.url.replace("redis+sentinel://", "redis+sentinel://app:pw@")
-        cache = CacheManager(url, namespace="fo", probe_interval=0.2)
-        assert await cache.set("before", 1)
-        old = topology.master_address()
-        host, port = topology.sentinel_addresses[0]
-        app = redis.Redis(host, port, username="app", password="pw", socket_timeout=2)
-        with app, app.pubsub() as pubsub, pytest.raises(redis.exceptions.NoPermissionError):
-            pubsub.subscribe("+switch-master")  # what the manager's watch meets too
-            pubsub.get_message(timeout=1)
-        with redis.Redis(*topology.sentinel_addresses[0], socket_timeout=2) as sentinel:
-            await asyncio.to_thread(sentinel.execute_command, "SENTINEL", "FAILOVER", "mymaster")
-        deadline = time.monotonic() + 20
-        while await asyncio.to_thread(topology.master_address) == old:
-            assert time.monotonic() < deadline, "the Sentinels did not move the primary"
-            await asyncio.sleep(0.05)
-        await asyncio.sleep(0.5)
-        assert await cache.set("after", 2)
-        primary = _named_primary(topology)
-        assert await primary.get("after") == 2, "the write went to the demoted primary"
-        await primary.close()
-        await cache.close()
+    for node in [*topology.sentinels, *topology.data_nodes]:
+        channels = "resetchannels" if node in topology.sentinels else "allchannels"
+        with node.client() as client:
+            client.execute_command("ACL", "SETUSER", "app", "on", ">pw", "~*", "+@all", channels)
+    url = topology.url.replace("redis+sentinel://", "redis+sentinel://app:pw@")
+    cache = CacheManager(url, namespace="fo", probe_interval=0.2)
+    assert await cache.set("before", 1)
+    host, port = topology.sentinel_addresses[0]
+    app = redis.Redis(host, port, username="app", password="pw", socket_timeout=2)
+    with app, app.pubsub() as pubsub, pytest.raises(redis.exceptions.NoPermissionError):
+        pubsub.subscribe("+switch-master")  # what the manager's watch meets too
+        pubsub.get_message(timeout=1)
+    await asyncio.to_thread(planned_failover, topology, until_demoted=False)
+    await asyncio.sleep(0.5)
+    assert await cache.set("after", 2)
+    primary = _named_primary(topology)
+    assert await primary.get("after") == 2, "the write went to the demoted primary"
+    await primary.close()
+    await cache.close()

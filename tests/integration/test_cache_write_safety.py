@@ -9,8 +9,10 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterator
+from functools import partial
 
 import pytest
+from caches import cache_manager, wait_until
 
 import telemetry_infra as ti
 from telemetry_infra.testing import RedisServer
@@ -19,20 +21,13 @@ SOCKET_TIMEOUT = 0.25
 PROBE_INTERVAL = 0.2
 MISSING = object()
 
-
-def manager(url: str, **options) -> ti.CacheManager:
-    options.setdefault("socket_timeout", SOCKET_TIMEOUT)
-    options.setdefault("socket_connect_timeout", SOCKET_TIMEOUT)
-    options.setdefault("probe_interval", PROBE_INTERVAL)
-    options.setdefault("namespace", "safety")
-    return ti.CacheManager(redis_url=url, **options)
-
-
-async def wait_until(condition, timeout: float) -> None:
-    started = time.monotonic()
-    while not condition():
-        assert time.monotonic() - started < timeout, "condition not met in time"
-        await asyncio.sleep(0.02)
+manager = partial(
+    cache_manager,
+    socket_timeout=SOCKET_TIMEOUT,
+    socket_connect_timeout=SOCKET_TIMEOUT,  # also where a test shortens socket_timeout
+    probe_interval=PROBE_INTERVAL,
+    namespace="safety",
+)
 
 
 def out_of_memory(server: RedisServer) -> None:
@@ -52,6 +47,8 @@ def replica(redis_restartable: RedisServer) -> Iterator[RedisServer]:
     """A second private redis-server replicating ``redis_restartable``: what a demoted
     primary answers (reads served, writes refused with ``READONLY``)."""
     server = RedisServer().start()
+    with redis_restartable.client() as primary:  # the full sync at once, not after 5 s
+        primary.config_set("repl-diskless-sync-delay", 0)
     with server.client() as raw:
         raw.execute_command("REPLICAOF", redis_restartable.host, redis_restartable.port)
         deadline = time.monotonic() + 10

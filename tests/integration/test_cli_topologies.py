@@ -92,21 +92,17 @@ def test_check_refuses_a_cluster_node_given_as_plain_redis_and_names_the_url_to_
     _assert_short(result)
 
 
-def test_demo_reports_the_sentinel_backend_it_used(sentinel_set: RedisSentinel, tmp_path: Path) -> None:
-    result = _demo(sentinel_set.url, tmp_path)
+@pytest.mark.parametrize(
+    ("topology", "backend"), [("sentinel_set", "redis-sentinel"), ("cluster", "redis-cluster")]
+)
+def test_demo_reports_the_backend_it_used(
+    topology: str, backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    result = _demo(request.getfixturevalue(topology).url, tmp_path)
 
     assert result.returncode == 0, result.stdout + result.stderr
-    backend = _backend_line(result)
-    assert backend.startswith("redis-sentinel (") and "fell back" not in backend, backend
-    _assert_short(result)
-
-
-def test_demo_reports_the_cluster_backend_it_used(cluster: RedisCluster, tmp_path: Path) -> None:
-    result = _demo(cluster.url, tmp_path)
-
-    assert result.returncode == 0, result.stdout + result.stderr
-    backend = _backend_line(result)
-    assert backend.startswith("redis-cluster (") and "fell back" not in backend, backend
+    used = _backend_line(result)
+    assert used.startswith(f"{backend} (") and "fell back" not in used, used
     _assert_short(result)
 
 

@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
 from collections import Counter
 from pathlib import Path
 
-import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from servers import CLIENT, started, wait_for_answer
 
 from telemetry_infra.testing import OTLPReceiver, free_port
 
@@ -70,19 +69,6 @@ def _instrument_command() -> str:
     return found
 
 
-def _wait_until_serving(url: str, process: subprocess.Popen, timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"the app exited: {process.stderr.read() if process.stderr else ''}")
-        try:
-            httpx.get(url, timeout=1)
-            return
-        except httpx.TransportError:
-            time.sleep(0.1)
-    raise AssertionError("the app did not start serving")
-
-
 def test_app_under_opentelemetry_instrument_exports_once_with_our_resource(
     otlp_receiver: OTLPReceiver, tmp_path: Path
 ) -> None:
@@ -104,18 +90,15 @@ def test_app_under_opentelemetry_instrument_exports_once_with_our_resource(
         "--port",
         str(port),
     ]
-    process = subprocess.Popen(
-        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    try:
+    stdout, stderr_file = tmp_path / "stdout.txt", tmp_path / "stderr.txt"
+    # SIGTERM at the end: uvicorn runs the lifespan exit, ti.shutdown() flushes
+    with started(command, env, tmp_path, stdout, stderr_file) as process:
         base = f"http://127.0.0.1:{port}"
-        _wait_until_serving(f"{base}/metrics", process)
+        wait_for_answer(f"{base}/metrics", process, stderr_file, 30)
         for path in PATHS:
-            assert httpx.get(base + path, timeout=10).status_code == 200
-        exposition = httpx.get(f"{base}/metrics", timeout=10).text
-    finally:
-        process.send_signal(signal.SIGTERM)  # uvicorn runs the lifespan exit: ti.shutdown() flushes
-        _, stderr = process.communicate(timeout=30)
+            assert CLIENT.get(base + path).status_code == 200
+        exposition = CLIENT.get(f"{base}/metrics").text
+    stderr = stderr_file.read_text()
 
     families = {family.name: family for family in text_string_to_metric_families(exposition)}
     http_families = sorted(name for name in families if name.startswith("http_server"))

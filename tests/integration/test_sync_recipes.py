@@ -5,16 +5,15 @@ Celery worker (prefork), against a real redis-server, telemetry checked on the w
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
+from servers import CLIENT, started, wait_for_answer
 
 from telemetry_infra.testing import OTLPReceiver, RedisServer, free_port
 
@@ -37,41 +36,16 @@ def environment(redis: RedisServer, receiver: OTLPReceiver, **extra: str) -> dic
 @contextmanager
 def gunicorn(app: str, env: dict[str, str], tmp_path: Path, workers: int = 2) -> Iterator[str]:
     """``gunicorn -w N`` (sync workers) serving ``app``; yields its base URL."""
-    port = free_port()
-    stderr = tmp_path / "gunicorn.err"
-    with stderr.open("w") as err:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", app, "-w", str(workers), "-b", f"127.0.0.1:{port}"],
-            stdout=err,
-            stderr=err,
-            env=env,
-            cwd=EXAMPLES,
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                httpx.get(f"{url}/metrics", timeout=5)
-                break
-            except httpx.TransportError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(f"gunicorn did not start:\n{stderr.read_text()}") from None
-                time.sleep(0.2)
+    port, log = free_port(), tmp_path / "gunicorn.log"
+    argv = [sys.executable, "-m", "gunicorn", app, "-w", str(workers), "-b", f"127.0.0.1:{port}"]
+    with started(argv, env, EXAMPLES, log, log) as process:
+        url = f"http://127.0.0.1:{port}"
+        wait_for_answer(f"{url}/metrics", process, log)
         yield url
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)  # workers flush their telemetry on exit
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
 
 
 def get(url: str, method: str = "GET", headers: dict[str, str] | None = None) -> httpx.Response:
-    # a new connection each time, so the kernel spreads requests over the workers
-    return httpx.request(method, url, headers={"Connection": "close", **(headers or {})}, timeout=10)
+    return CLIENT.request(method, url, headers=headers)  # a new connection each time
 
 
 def route_counts(exposition: str) -> dict[tuple[str, str], float]:
@@ -148,27 +122,9 @@ def test_django_recipe_under_gunicorn(tmp_path, redis_restartable, otlp_receiver
 
 def test_celery_recipe_with_a_prefork_worker(tmp_path, redis_restartable, otlp_receiver):
     env = environment(redis_restartable, otlp_receiver)
-    worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "celery_app",
-            "worker",
-            "--pool=prefork",
-            "-c",
-            "2",
-            "-l",
-            "WARNING",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=(tmp_path / "celery.err").open("w"),
-        env=env,
-        cwd=EXAMPLES,
-        start_new_session=True,
-    )
-    try:
+    argv = [sys.executable, "-m", "celery", "-A", "celery_app", "worker", "--pool=prefork", "-c", "2"]
+    log = tmp_path / "celery.log"
+    with started([*argv, "-l", "WARNING"], env, EXAMPLES, log, log):
         script = (
             "import celery_app\n"
             "first = [celery_app.price.delay(sku) for sku in ['a', 'b']]\n"
@@ -180,16 +136,9 @@ def test_celery_recipe_with_a_prefork_worker(tmp_path, redis_restartable, otlp_r
         done = subprocess.run(
             [sys.executable, "-c", script], env=env, cwd=EXAMPLES, capture_output=True, text=True, timeout=90
         )
-        assert done.returncode == 0, done.stderr + (tmp_path / "celery.err").read_text()
+        assert done.returncode == 0, done.stderr + log.read_text()
         # while the worker runs, as a user watching the collector sees them
         computed = otlp_receiver.wait_for_logs(lambda r: r.body == "computing price", count=2, timeout=20)
-    finally:
-        os.killpg(worker.pid, signal.SIGTERM)
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(worker.pid, signal.SIGKILL)
-            worker.wait()
     assert done.stdout.strip() == "[10.0, 20.0, 10.0, 10.0, 20.0]"
     skus = sorted(r.attributes["sku"] for r in computed)
     assert skus == ["a", "b"], "a price cached by one pool process was computed again"

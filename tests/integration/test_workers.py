@@ -102,7 +102,7 @@ def test_a_killed_workers_counts_stay_and_the_port_is_taken_over(tmp_path: Path)
             except httpx.TransportError:
                 pass
             assert time.monotonic() < deadline, "the dead worker's snapshot was never archived"
-            time.sleep(0.5)
+            time.sleep(0.1)
         assert _lookups_counted(text) == 60
 
 

@@ -59,8 +59,23 @@ def test_site_builds_from_another_working_directory(tmp_path: Path) -> None:
 
 # What the home page's picture names: the telemetry lane, then the cache lane (issue #26).
 MODEL_STAGES = (
-    "request", "SERVER span", "trace_id span_id", "OTLP", "collector", "Jaeger", "Prometheus", "Loki",
-    "Grafana", "caller", "near tier", "Redis", "Cluster", "Sentinel", "breaker", "memory fallback", "journal",
+    "request",
+    "SERVER span",
+    "trace_id span_id",
+    "OTLP",
+    "collector",
+    "Jaeger",
+    "Prometheus",
+    "Loki",
+    "Grafana",
+    "caller",
+    "near tier",
+    "Redis",
+    "Cluster",
+    "Sentinel",
+    "breaker",
+    "memory fallback",
+    "journal",
 )
 
 
