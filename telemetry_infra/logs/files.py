@@ -20,6 +20,8 @@ import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
+from telemetry_infra.logs.json_formatter import JsonFormatter
+
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows: rotation is only coordinated within a process
@@ -44,10 +46,8 @@ def _interprocess_lock(path: str) -> Iterator[None]:
         os.close(fd)  # closing releases the lock
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    written = os.write(fd, data)
-    if written == len(data):  # a log line almost always goes in one call
-        return
+def _write_rest(fd: int, data: bytes, written: int) -> None:
+    """Finish a write that ``os.write`` cut short (a log line almost always goes in one call)."""
     view = memoryview(data)[written:]
     while view:
         view = view[os.write(fd, view) :]
@@ -126,13 +126,31 @@ class SharedRotatingFileHandler(logging.Handler):
             os.close(self._fd)
             self._fd = None
 
+    def handle(self, record: logging.LogRecord) -> bool:
+        """:meth:`logging.Handler.handle` without its per-record method calls: the filters,
+        then :meth:`emit` under the handler's lock."""
+        passed = self.filter(record) if self.filters else True
+        if not passed:
+            return passed
+        if isinstance(passed, logging.LogRecord):  # Python 3.12+: a filter may replace the record
+            record = passed
+        with self.lock:  # type: ignore[union-attr]  # Handler.__init__ always creates it
+            self.emit(record)
+        return passed
+
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            data = (self.format(record) + "\n").encode("utf-8", "backslashreplace")
+            formatter = self.formatter
+            if isinstance(formatter, JsonFormatter):  # the line comes as bytes, no str round trip
+                data = formatter.format_bytes(record)
+            else:
+                data = (self.format(record) + "\n").encode("utf-8", "backslashreplace")
             if record.created >= self._next_rollover:
                 self._rotate(record.created)
             fd = self._fd if self._fd is not None else self._open()
-            _write_all(fd, data)
+            written = os.write(fd, data)
+            if written != len(data):
+                _write_rest(fd, data, written)
         except Exception:
             self.handleError(record)
 

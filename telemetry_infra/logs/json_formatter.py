@@ -54,6 +54,13 @@ OUTPUT_FIELDS = frozenset(
 """Names this formatter writes itself; an ``extra`` key among them gets a prefix."""
 
 
+def _encoded_line(line: str) -> bytes:
+    """``line`` on one line, as UTF-8 with a newline (a lone surrogate as ``\\udcff``)."""
+    if not line.isascii():
+        line = one_line(line)
+    return (line + "\n").encode("utf-8", "backslashreplace")
+
+
 def _message(record: logging.LogRecord) -> str:
     message = record.msg
     if record.args or type(message) is not str:
@@ -88,17 +95,29 @@ class JsonFormatter(_JsonBase):
         """Formatters with equal keys write equal lines; ``None`` (a subclass) shares none."""
 
     def format(self, record: logging.LogRecord) -> str:
-        return formatted_once(record, self.line_key, self.format_line)
+        if self.line_key is None:  # a subclass: its own format_line, nothing shared
+            return self.format_line(record)
+        return formatted_once(record, self.line_key, self.line_bytes)[:-1].decode()
+
+    def format_bytes(self, record: logging.LogRecord) -> bytes:
+        """The line as a file takes it: UTF-8, ending with a newline (shared like :meth:`format`)."""
+        if self.line_key is None:
+            return (self.format(record) + "\n").encode("utf-8", "backslashreplace")
+        return formatted_once(record, self.line_key, self.line_bytes)
 
     def format_line(self, record: logging.LogRecord) -> str:
         """The JSON line for ``record``, made now (:meth:`format` reuses a shared one)."""
+        return self.line_bytes(record)[:-1].decode()
+
+    def line_bytes(self, record: logging.LogRecord) -> bytes:
+        """:meth:`format_line` as UTF-8 with its newline: what a file handler writes."""
         if record.exc_info or record.exc_text or record.stack_info:
-            return self._general_line(record)
+            return _encoded_line(self._general_line(record))
         try:
             line = self._prepared_line(record)
         except (TypeError, ValueError, OverflowError, RecursionError):
-            return self._general_line(record)
-        return line if line.isascii() else one_line(line)
+            return _encoded_line(self._general_line(record))
+        return line if line.isascii() else _encoded_line(line.decode()[:-1])
 
     def _seconds_of(self, created: float) -> int:
         """The whole second of ``created``; its text is formatted once per second."""
@@ -108,8 +127,9 @@ class JsonFormatter(_JsonBase):
             self._second_json = b'{"timestamp":"%s.' % self._second_text.encode()
         return whole
 
-    def _prepared_line(self, record: logging.LogRecord) -> str:
-        """The line from parts prepared once: the second, the call site, the correlation ids.
+    def _prepared_line(self, record: logging.LogRecord) -> bytes:
+        """The line and its newline from parts prepared once: the second, the call site, the
+        correlation ids.
 
         Only the microseconds, the message and the ``extra`` fields are encoded per record;
         the bytes are those the one-dict encoding of :meth:`_general_line` gives.
@@ -142,8 +162,9 @@ class JsonFormatter(_JsonBase):
                 correlation,
                 b"," if extras else b"}",
                 _fast_dumps(extras, self._default)[1:] if extras else b"",
+                b"\n",
             )
-        ).decode()
+        )
 
     def _site(self, site_key: tuple[str, str, str, str | None, int]) -> bytes:
         """``,"level":...,"line_number":N,"message":`` for records of one call site and level."""
@@ -162,7 +183,8 @@ class JsonFormatter(_JsonBase):
         return b"," + _fast_dumps(correlated, None)[1:-1] if correlated else b""
 
     def _general_line(self, record: logging.LogRecord) -> str:
-        """The line made from one dict of every field: tracebacks, values orjson refuses."""
+        """The line made from one dict of every field: tracebacks, values orjson refuses
+        (line breaks not yet escaped: :func:`_encoded_line` does)."""
         fields = record.__dict__
         created = record.created
         whole = self._seconds_of(created)
@@ -192,7 +214,7 @@ class JsonFormatter(_JsonBase):
             line = _fast_dumps(data, self.json_default).decode()
         except (TypeError, ValueError, OverflowError, RecursionError):
             line = self._encoded(data)
-        return line if line.isascii() else one_line(line)
+        return line
 
     def _add_traces(self, data: dict[str, Any], record: logging.LogRecord) -> None:
         if record.exc_info and not record.exc_text:

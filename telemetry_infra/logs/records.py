@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from itertools import islice
-from typing import Any
+from typing import Any, TypeVar
 
 from telemetry_infra.logs.redaction import REDACTED, Redactor, get_redactor
 
@@ -141,15 +141,17 @@ class ExtraFields:
         return shape
 
 
-_LastLine = tuple[logging.LogRecord, Any, Any, str, int, str]
+_Line = TypeVar("_Line", str, bytes)
+
+_LastLine = tuple[logging.LogRecord, Any, Any, str, int, Any]
 """``(record, msg, args, levelname, number of attributes, line)``: the last line of a format."""
 
 _last_lines: dict[object, _LastLine] = {}
 
 
 def formatted_once(
-    record: logging.LogRecord, key: object, make_line: Callable[[logging.LogRecord], str]
-) -> str:
+    record: logging.LogRecord, key: object, make_line: Callable[[logging.LogRecord], _Line]
+) -> _Line:
     """``make_line(record)``, or the line a formatter with the same ``key`` just made for it.
 
     A record goes through every handler of its logger and its ancestors (``app.log``,
@@ -171,7 +173,8 @@ def formatted_once(
         and entry[3] is record.levelname
         and entry[4] == len(record.__dict__)
     ):
-        return entry[5]
+        shared: _Line = entry[5]
+        return shared
     line = make_line(record)
     if key is not None and record.exc_info is None:
         _last_lines[key] = (record, record.msg, record.args, record.levelname, len(record.__dict__), line)

@@ -180,3 +180,42 @@ def test_per_process_files_carry_the_pid(tmp_path):
     ti.get_logger("t").info("mine")
     assert _json_file(tmp_path / f"app.{os.getpid()}.log")[0]["message"] == "mine"
     assert not (tmp_path / "app.log").exists()
+
+
+def test_the_file_handler_applies_its_filters_and_writes_the_formatters_line(tmp_path):
+    """Its own handle() (no per-record lock and filter calls) keeps the stdlib's contract:
+    callable filters and filter objects can drop a record; a JsonFormatter subclass's
+    line is what is written, a plain one's is the shared line, one record a line."""
+    from telemetry_infra.logs import JsonFormatter, SharedRotatingFileHandler
+
+    class Tagged(JsonFormatter):
+        def format_line(self, record: logging.LogRecord) -> str:
+            return super().format_line(record)[:-1] + ',"tag":"t"}'
+
+    plain = SharedRotatingFileHandler(tmp_path / "plain.log")
+    plain.setFormatter(JsonFormatter())
+    plain.addFilter(lambda record: "secret" not in record.getMessage())
+    tagged = SharedRotatingFileHandler(tmp_path / "tagged.log")
+    tagged.setFormatter(Tagged())
+    tagged.addFilter(logging.Filter("orders"))
+    logger = logging.getLogger("orders.files_test")
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    logger.addHandler(plain)
+    logger.addHandler(tagged)
+    try:
+        logger.info("kept \u2028 é")
+        logger.info("a secret line")
+    finally:
+        for handler in (plain, tagged):
+            logger.removeHandler(handler)
+            handler.close()
+
+    (kept,) = _json_file(tmp_path / "plain.log")
+    assert kept["message"] == "kept \u2028 é"
+    assert "\\u2028" in (tmp_path / "plain.log").read_text(encoding="utf-8")
+    assert [line["message"] for line in _json_file(tmp_path / "tagged.log")] == [
+        "kept \u2028 é",
+        "a secret line",
+    ]
+    assert {line["tag"] for line in _json_file(tmp_path / "tagged.log")} == {"t"}
