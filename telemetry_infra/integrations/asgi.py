@@ -17,7 +17,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
-from typing import Any
+from typing import Any, TypedDict
 
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, propagate, trace
@@ -42,7 +42,14 @@ from telemetry_infra.logs import request_context, set_request_context
 from telemetry_infra.logs.context import USER_ID_ATTRIBUTE
 from telemetry_infra.logs.server_loggers import set_middleware_logs_access
 
-__all__ = ["ACCESS_LOGGER", "HTTP_DURATION_BUCKETS", "ExcludedPaths", "TelemetryMiddleware", "user_id_of"]
+__all__ = [
+    "ACCESS_LOGGER",
+    "HTTP_DURATION_BUCKETS",
+    "ExcludedPaths",
+    "MiddlewareOptions",
+    "TelemetryMiddleware",
+    "user_id_of",
+]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -50,6 +57,18 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 UserIdGetter = Callable[[Scope], Any]
+
+
+class MiddlewareOptions(TypedDict, total=False):
+    """:class:`TelemetryMiddleware`'s keywords, typed once for the functions that pass them on."""
+
+    user_id_getter: UserIdGetter | None
+    request_id_header: str
+    excluded_urls: str | None
+    excluded_paths: Iterable[str]
+    log_excluded: bool
+    access_log: bool
+
 
 _EXCEPTION_RECORDED = "telemetry_infra.exception_recorded"
 _tracer = trace.get_tracer("telemetry_infra.asgi")

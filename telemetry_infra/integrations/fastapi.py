@@ -2,29 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+from typing import Any, Unpack
 
-from telemetry_infra.integrations.asgi import ExceptionRecorder, TelemetryMiddleware, UserIdGetter
+from telemetry_infra.integrations.asgi import ExceptionRecorder, MiddlewareOptions, TelemetryMiddleware
 from telemetry_infra.otel.prometheus import metrics_asgi_app
 
 __all__ = ["instrument_app"]
 
 
 def instrument_app(
-    app: Any,
-    *,
-    user_id_getter: UserIdGetter | None = None,
-    request_id_header: str = "X-Request-ID",
-    metrics_path: str | None = "/metrics",
-    excluded_urls: str | None = None,
-    excluded_paths: Iterable[str] = (),
-    log_excluded: bool = False,
-    access_log: bool = True,
+    app: Any, *, metrics_path: str | None = "/metrics", **options: Unpack[MiddlewareOptions]
 ) -> Any:
     """Add :class:`TelemetryMiddleware` to a FastAPI/Starlette ``app`` and mount ``/metrics``.
 
-    ``metrics_path=None`` leaves ``/metrics`` out. The metrics path and
+    ``options`` are :class:`TelemetryMiddleware`'s keywords (``user_id_getter``,
+    ``request_id_header``, ``excluded_urls``, ``excluded_paths``, ``log_excluded``,
+    ``access_log``), checked here: a misspelt one is a ``TypeError`` now, not at the first
+    request. ``metrics_path=None`` leaves ``/metrics`` out. The metrics path and
     ``excluded_paths`` (exact paths, or prefixes ending in ``*``) get no span and no
     metric, and no access record unless ``log_excluded``. An app that
     ``opentelemetry-instrument`` (FastAPIInstrumentor) already wrapped is unwrapped
@@ -36,10 +30,12 @@ def instrument_app(
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
         FastAPIInstrumentor.uninstrument_app(app)
+    if unknown := sorted(options.keys() - MiddlewareOptions.__optional_keys__):
+        raise TypeError(f"instrument_app() got an unexpected keyword argument {unknown[0]!r}")
     _turn_off_native_telemetry(app)
     if metrics_path:
         app.add_route(metrics_path, metrics_asgi_app(), include_in_schema=False)
-        excluded_paths = (*excluded_paths, metrics_path)
+        options["excluded_paths"] = (*options.get("excluded_paths", ()), metrics_path)
     build_inner_stack = app.build_middleware_stack
 
     def build_middleware_stack() -> Any:
@@ -50,15 +46,7 @@ def instrument_app(
             stack.app = ExceptionRecorder(stack.app)
         # outermost, around Starlette's ServerErrorMiddleware, so a 500 it renders still
         # carries the X-Request-ID header and is the status the access record shows
-        return TelemetryMiddleware(
-            stack,
-            user_id_getter=user_id_getter,
-            request_id_header=request_id_header,
-            excluded_urls=excluded_urls,
-            excluded_paths=excluded_paths,
-            log_excluded=log_excluded,
-            access_log=access_log,
-        )
+        return TelemetryMiddleware(stack, **options)
 
     app.build_middleware_stack = build_middleware_stack
     app.middleware_stack = None  # rebuilt on the next request

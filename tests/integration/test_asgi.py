@@ -398,3 +398,20 @@ async def test_server_span_has_the_stable_http_attributes_and_excluded_urls_get_
     }
     assert {key: span.attributes.get(key) for key in expected} == expected
     assert "client.address" in span.attributes
+
+
+def test_instrument_app_refuses_a_misspelt_keyword_when_called_not_at_the_first_request() -> None:
+    app = FastAPI()
+    with pytest.raises(TypeError, match="unexpected keyword argument 'request_id_headr'"):
+        instrument_app(app, request_id_headr="X-Correlation-ID")
+    assert not [route for route in app.routes if getattr(route, "path", None) == "/metrics"]
+
+
+def test_instrument_app_passes_on_every_middleware_keyword() -> None:
+    import inspect
+
+    from telemetry_infra.integrations.asgi import MiddlewareOptions
+
+    parameters = inspect.signature(TelemetryMiddleware).parameters.values()
+    keywords = {parameter.name for parameter in parameters if parameter.kind is parameter.KEYWORD_ONLY}
+    assert keywords == MiddlewareOptions.__optional_keys__
