@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import functools
+import importlib
 import logging
 import os
 import socket
@@ -61,16 +62,7 @@ from telemetry_infra.settings import (
 )
 
 if TYPE_CHECKING:
-    from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as GrpcLogExporter
-    from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
-        OTLPMetricExporter as GrpcMetricExporter,
-    )
-    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpanExporter
-    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter as HttpLogExporter
-    from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
-        OTLPMetricExporter as HttpMetricExporter,
-    )
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpanExporter
+    pass
 
 __all__ = ["SECONDS_BUCKETS", "Telemetry", "configure", "get_telemetry", "shutdown"]
 
@@ -251,24 +243,27 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_refresh_resource_after_fork)
 
 
+#: The SDK's exporter class per protocol and signal: module (imported on first use) and name.
+_EXPORTER_CLASSES = {
+    ("grpc", "traces"): ("opentelemetry.exporter.otlp.proto.grpc.trace_exporter", "OTLPSpanExporter"),
+    ("grpc", "metrics"): ("opentelemetry.exporter.otlp.proto.grpc.metric_exporter", "OTLPMetricExporter"),
+    ("grpc", "logs"): ("opentelemetry.exporter.otlp.proto.grpc._log_exporter", "OTLPLogExporter"),
+    ("http", "traces"): ("opentelemetry.exporter.otlp.proto.http.trace_exporter", "OTLPSpanExporter"),
+    ("http", "metrics"): ("opentelemetry.exporter.otlp.proto.http.metric_exporter", "OTLPMetricExporter"),
+    ("http", "logs"): ("opentelemetry.exporter.otlp.proto.http._log_exporter", "OTLPLogExporter"),
+}
+
+
+def _exporter_class(protocol: str, signal: str) -> Any:
+    module, name = _EXPORTER_CLASSES[(protocol, signal)]
+    return getattr(importlib.import_module(module), name)
+
+
 def _grpc_exporter(export: OTLPExport) -> Any:
     import grpc
 
-    exporter: type[GrpcSpanExporter | GrpcMetricExporter | GrpcLogExporter]
-    if export.signal == "traces":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-
-        exporter = OTLPSpanExporter
-    elif export.signal == "metrics":
-        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
-
-        exporter = OTLPMetricExporter
-    else:
-        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
-
-        exporter = OTLPLogExporter
     compression = {"gzip": grpc.Compression.Gzip, "deflate": grpc.Compression.Deflate}
-    return exporter(
+    return _exporter_class("grpc", export.signal)(
         endpoint=export.endpoint,
         insecure=not export.tls,
         credentials=grpc_credentials(export) if export.tls else None,
@@ -281,21 +276,8 @@ def _grpc_exporter(export: OTLPExport) -> Any:
 def _http_exporter(export: OTLPExport) -> Any:
     from opentelemetry.exporter.otlp.proto.http import Compression
 
-    exporter: type[HttpSpanExporter | HttpMetricExporter | HttpLogExporter]
-    if export.signal == "traces":
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-        exporter = OTLPSpanExporter
-    elif export.signal == "metrics":
-        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
-
-        exporter = OTLPMetricExporter
-    else:
-        from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
-
-        exporter = OTLPLogExporter
     compression = {"gzip": Compression.Gzip, "deflate": Compression.Deflate}
-    return exporter(
+    return _exporter_class("http", export.signal)(
         endpoint=export.endpoint,
         session=requests_session(export) if export.certificate else None,
         certificate_file=export.certificate,
