@@ -155,7 +155,9 @@ async def test_a_sampled_operation_with_nothing_under_it_makes_no_live_sdk_span(
     options: dict[str, Any] = {}
     if export != "no endpoint":
         options = {"otlp_endpoint": otlp_receiver.grpc_endpoint, "fast_export": export == "fast export"}
-    telemetry = ti.configure(service_name="hot-paths-test", instrument_redis=False, setup_logs=False, **options)
+    telemetry = ti.configure(
+        service_name="hot-paths-test", instrument_redis=False, setup_logs=False, **options
+    )
     cache = ti.CacheManager(redis_url=None, name=f"hot-leaf-{uuid.uuid4().hex[:6]}")
     await cache.set("k", VALUE)
     sdk_start = "opentelemetry/sdk/trace/__init__.py:start_span"
