@@ -38,6 +38,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from telemetry_infra.cache.stats import CacheStats
+from telemetry_infra.otel.current_context import current_span
 from telemetry_infra.otel.leaf_spans import LeafSpan, LeafSpans
 from telemetry_infra.otel.preaggregated import HistogramSeries, PreaggregatedHistogram
 
@@ -110,32 +111,9 @@ class NoTelemetry:
 NO_TELEMETRY = NoTelemetry()
 
 
-def _span_lookup() -> Callable[[], trace.Span | None]:
-    """What returns the current span (or None) in one context look-up.
-
-    The SDK's ``trace.get_current_span()`` takes four calls; with the default runtime
-    context (a ``ContextVar`` holding a dict) one ``get`` and one dict look-up do it.
-    Any other runtime context (``OTEL_PYTHON_CONTEXT``) goes through the public API.
-    """
-    variable = getattr(getattr(context, "_RUNTIME_CONTEXT", None), "_current_context", None)
-    span_key = getattr(trace.propagation, "_SPAN_KEY", None)
-    if isinstance(variable, contextvars.ContextVar) and isinstance(span_key, str):
-        current = variable.get
-
-        def current_span() -> trace.Span | None:
-            span: trace.Span | None = current().get(span_key)  # the context maps _SPAN_KEY to a span
-            return span
-
-        return current_span
-    return trace.get_current_span
-
-
-_current_span = _span_lookup()
-
-
 def _recording_span() -> trace.Span | None:
     """The current span if it records (a sampled trace), else None."""
-    span = _current_span()
+    span = current_span()
     if span is not None and span.is_recording():
         return span
     return None

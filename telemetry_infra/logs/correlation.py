@@ -7,18 +7,15 @@ which exports the native ids, never sees them as attributes too.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from contextvars import ContextVar
 from typing import Any
 
-from opentelemetry import context as otel_context_api
-from opentelemetry.context import Context, get_current
-from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
+from opentelemetry.context import Context
 from opentelemetry.trace import get_current_span
 
 from telemetry_infra.logs.context import RequestContext
 from telemetry_infra.logs.context import _current as _request_context_variable
 from telemetry_infra.logs.records import CALLER_IDS_MARKER, CORRELATION_FIELDS, CORRELATION_MARKER
+from telemetry_infra.otel.current_context import current_context
 
 __all__ = ["TraceCorrelationFilter"]
 
@@ -41,17 +38,6 @@ def correlation_fields(otel_context: Context, request: RequestContext) -> dict[s
     return fields
 
 
-def _otel_context_reader() -> Callable[[], Context]:
-    """``opentelemetry.context.get_current``, or the ``ContextVar.get`` it ends in (two
-    Python calls fewer a record) when OpenTelemetry keeps the context in a ContextVar."""
-    runtime = getattr(otel_context_api, "_RUNTIME_CONTEXT", None)
-    variable = getattr(runtime, "_current_context", None)
-    if type(runtime) is ContextVarsRuntimeContext and isinstance(variable, ContextVar):
-        return variable.get
-    return get_current
-
-
-_current_otel_context = _otel_context_reader()
 _current_request_context = _request_context_variable.get
 
 
@@ -74,7 +60,7 @@ class TraceCorrelationFilter(logging.Filter):
         fields = record.__dict__
         if CORRELATION_MARKER in fields:  # already done by another handler's filter
             return True
-        otel_context, request = _current_otel_context(), _current_request_context()
+        otel_context, request = current_context(), _current_request_context()
         last = self._last
         if last[0] is not otel_context or last[1] is not request:
             correlated = correlation_fields(otel_context, request)
