@@ -16,7 +16,7 @@ its bucket. Span attributes learnt during the call are set in one ``set_attribut
 at the end (each separate ``set_attribute`` takes the span's lock and re-validates).
 
 A cache span with nothing under it (Redis command spans off, or a store that is not
-Redis) is a leaf span (:mod:`telemetry_infra.otel.leaf_spans`): the same span on the
+Redis) is a leaf span (:mod:`telemetry_infra.otel.light_spans`): the same span on the
 wire, recorded without the SDK's live span. With Redis command spans on, it is a live one.
 """
 
@@ -39,7 +39,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from telemetry_infra.cache.stats import CacheStats
 from telemetry_infra.otel.current_context import current_span
-from telemetry_infra.otel.leaf_spans import LeafSpan, LeafSpans
+from telemetry_infra.otel.light_spans import LightSpan, LightSpansOf
 from telemetry_infra.otel.preaggregated import HistogramSeries, PreaggregatedHistogram
 
 __all__ = ["KEY_ATTRIBUTE_LIMIT", "NO_TELEMETRY", "CacheTelemetry", "NoTelemetry", "Observed", "Operation"]
@@ -119,30 +119,7 @@ def _recording_span() -> trace.Span | None:
     return None
 
 
-class _LeafSpansSource:
-    """The leaf spans of the SDK tracer behind ``_tracer`` now (see ``otel.leaf_spans``).
-
-    ``_tracer`` is the API's proxy; once a provider is set it forwards to the provider's
-    tracer for good. With our switchable provider that is a tracer which prepares its
-    leaf spans again whenever ``configure()`` changes the provider: found once, it is then
-    one attribute read per span.
-    """
-
-    def __init__(self) -> None:
-        self._switchable: Any = None
-
-    def __call__(self) -> LeafSpans | None:
-        switchable = self._switchable
-        if switchable is None:
-            real = getattr(_tracer, "_tracer", _tracer)  # what the proxy forwards to now
-            if not hasattr(real, "leaf_spans"):
-                return None  # not ours (another provider was set first), or no provider yet
-            switchable = self._switchable = real
-        leaves: LeafSpans | None = switchable.leaf_spans
-        return leaves
-
-
-_leaf_spans = _LeafSpansSource()
+_light_spans = LightSpansOf(_tracer)
 
 
 class _RedisCommandSpans:
@@ -265,7 +242,7 @@ _KEYLESS = frozenset({"clear", "mget", "mset"})
 
 def _end(span: trace.Span, attributes: dict[str, Any]) -> None:
     """Set ``attributes`` (ours, valid values) on ``span`` and end it."""
-    if type(span) is LeafSpan:
+    if type(span) is LightSpan:
         span.end_with(attributes)
         return
     span.set_attributes(attributes)
@@ -344,7 +321,7 @@ class CacheTelemetry:
         if key is not None:
             attributes["cache.key"] = self.key_attribute(key)
         name = _SPAN_NAMES[name]
-        leaves = _leaf_spans() if leaf else None
+        leaves = _light_spans() if leaf else None
         span = (
             None if leaves is None else leaves.start(name, attributes, parent.get_span_context(), start_time)
         )

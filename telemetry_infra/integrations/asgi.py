@@ -41,6 +41,7 @@ from telemetry_infra.integrations.http_server import (
 from telemetry_infra.logs import request_context, set_request_context
 from telemetry_infra.logs.context import USER_ID_ATTRIBUTE
 from telemetry_infra.logs.server_loggers import set_middleware_logs_access
+from telemetry_infra.otel.light_spans import LightSpansOf
 
 __all__ = [
     "ACCESS_LOGGER",
@@ -72,6 +73,8 @@ class MiddlewareOptions(TypedDict, total=False):
 
 _EXCEPTION_RECORDED = "telemetry_infra.exception_recorded"
 _tracer = trace.get_tracer("telemetry_infra.asgi")
+#: the request's SERVER span: a light span where that is exact (``otel.light_spans``)
+_spans = LightSpansOf(_tracer)
 #: FastAPI (0.165 and later) makes its own SERVER span, HTTP metrics and exception records
 #: for a request unless this key is in its scope: under our middleware they would be a
 #: second set of each, so the key is set (to ``None``, what FastAPI itself uses for "off")
@@ -176,12 +179,8 @@ class _RequestContextMiddleware:
     def _start_span(self, scope: Scope, headers: _Headers, method: str) -> trace.Span:
         if not self.measure or (self.excluded_urls and self.excluded_urls.url_disabled(_full_url(scope))):
             return trace.INVALID_SPAN
-        return _tracer.start_span(
-            method,
-            context=propagate.extract(headers, getter=headers),
-            kind=SpanKind.SERVER,
-            attributes=_span_attributes(scope, headers, method),
-        )
+        context = propagate.extract(headers, getter=headers)
+        return _spans.start_in(method, SpanKind.SERVER, _span_attributes(scope, headers, method), context)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

@@ -46,6 +46,7 @@ from telemetry_infra.integrations.http_server import (
 from telemetry_infra.logs import request_context, set_request_context
 from telemetry_infra.logs.context import USER_ID_ATTRIBUTE
 from telemetry_infra.logs.server_loggers import set_middleware_logs_access
+from telemetry_infra.otel.light_spans import LightSpansOf
 from telemetry_infra.otel.prometheus import metrics_asgi_app
 
 __all__ = ["TelemetryWSGIMiddleware", "instrument_wsgi"]
@@ -57,6 +58,8 @@ WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 UserIdGetter = Callable[[Environ], Any]
 
 _tracer = trace.get_tracer("telemetry_infra.wsgi")
+#: the request's SERVER span: a light span where that is exact (``otel.light_spans``)
+_spans = LightSpansOf(_tracer)
 #: the request being served in this context (the framework's exception signals find it here)
 _current: contextvars.ContextVar[_Request | None] = contextvars.ContextVar("wsgi_request", default=None)
 
@@ -118,11 +121,11 @@ class _Request:
         """In the request's own context: the span, the request id, the user id."""
         environ = self.environ
         if self.measure:
-            self.span = _tracer.start_span(
+            self.span = _spans.start_in(
                 self.method,
-                context=propagate.extract(environ, getter=_environ_getter),
-                kind=SpanKind.SERVER,
-                attributes=_span_attributes(environ, self.method, self.scheme),
+                SpanKind.SERVER,
+                _span_attributes(environ, self.method, self.scheme),
+                propagate.extract(environ, getter=_environ_getter),
             )
             context.attach(trace.set_span_in_context(self.span))
             request_started(self.method, self.scheme)

@@ -1,13 +1,16 @@
 """OTLPLogHandler: stdlib records into OpenTelemetry log records.
 
-The calling thread only captures what cannot wait (the message, the active
-OpenTelemetry context, the request context) and queues the record; an export thread
-(:class:`~telemetry_infra.otel.otlp_wire.pipeline.ExportThread`) translates it and
-hands it to the LoggerProvider, whose batch processor exports it. Given a
-:class:`~telemetry_infra.otel.otlp_wire.FastLogExporter` (``configure()``'s
-``fast_export``, the default), the thread instead encodes each record straight to
-OTLP bytes (no SDK log record objects) and sends them in batches of up to 512
-through that exporter; a batch the collector refuses is counted as dropped. Under
+Given a :class:`~telemetry_infra.otel.otlp_wire.FastLogExporter` (``configure()``'s
+``fast_export``, the default), the calling thread encodes each record straight to
+OTLP bytes (no SDK log record objects; a few microseconds) and queues them; an export
+thread (:class:`~telemetry_infra.otel.otlp_wire.pipeline.ExportThread`) sends them in
+batches of up to 512 through that exporter, and a batch the collector refuses is
+counted as dropped. Encoding where the record is made is cheaper in all than handing
+the record over: under the GIL the thread's work is not free, and records kept alive
+until it runs cost the application garbage-collector passes. Without that exporter
+the calling thread only captures what cannot wait (the message, the active
+OpenTelemetry context, the request context), and the thread translates the record
+and hands it to the LoggerProvider, whose batch processor exports it. Under
 ``configure()`` that thread is the one that exports spans too: one thread, one
 wake-up policy (a batch waiting, or the schedule delay) for both signals.
 Two rules keep a log storm from hurting the application or vanishing: the thread
@@ -31,7 +34,7 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from opentelemetry import metrics
 from opentelemetry._logs import Logger, LoggerProvider, SeverityNumber
@@ -164,7 +167,11 @@ class _DroppedRecords:
 _dropped = _DroppedRecords()
 
 
+#: A record as the calling thread captured it: (record, message, OTel context, request context).
 _Pending = tuple[logging.LogRecord, str, Context, RequestContext]
+#: A record encoded where it was logged: (resource, scope, OTLP bytes, the record as captured,
+#: kept for the SDK's path until our transport proved itself, else None).
+_Encoded = tuple[Any, InstrumentationScope, bytes, "_Pending | None"]
 
 
 class OTLPLogHandler(logging.Handler):
@@ -202,7 +209,7 @@ class OTLPLogHandler(logging.Handler):
         self._thread = export_thread or ExportThread("telemetry-otlp-logs", _POLL_S, worker_share, _WAKE_AT)
         self._provider = logger_provider
         self._max_queue = max_queue
-        self._pending: deque[_Pending] = deque()
+        self._pending: deque[_Pending | _Encoded] = deque()
         self._unflushed = 0
         self._closed = False
         self._inside = threading.local()
@@ -210,7 +217,6 @@ class OTLPLogHandler(logging.Handler):
         self._loggers: dict[str, Logger] = {}  # the provider's get_logger takes a lock each call
         self.dropped = 0
         self._fast = exporter
-        self._export = self._encode if exporter is not None else self._emit
         self._batch = LogBatch()
         self._batched: list[_Pending] = []  # what the batch holds, for the SDK's path should it fail
         self._full: list[tuple[LogBatch, list[_Pending]]] = []  # full batches, to be sent
@@ -247,8 +253,10 @@ class OTLPLogHandler(logging.Handler):
             return
         try:
             pending = self._pending
-            # (record, message, OTel context, request context): what cannot wait for the worker
-            pending.append((record, message_of(record), get_current(), get_request_context()))
+            captured = (record, message_of(record), get_current(), get_request_context())
+            fast = self._fast
+            # Encoded here with our encoder: the record is not kept alive for the thread.
+            pending.append(self._encode(captured) if fast is not None and fast.fast else captured)
             if len(pending) >= self._thread.wake_at:
                 self._thread.wake()
             elif not self._thread.running:
@@ -272,7 +280,7 @@ class OTLPLogHandler(logging.Handler):
         pending = self._pending
         for _ in range(min(limit, len(pending))):
             try:
-                self._export(pending.popleft())
+                self._take(pending.popleft())
             except Exception:  # a bad record must not stop the others; it is counted
                 self._count_dropped(1)
             self._unflushed += 1
@@ -323,8 +331,6 @@ class OTLPLogHandler(logging.Handler):
 
         if not exporter.send_batch(batch, through_provider):
             self._count_dropped(batch.count)
-        if not exporter.fast:
-            self._export = self._emit
 
     def _flush_provider(self) -> None:
         self._unflushed = 0
@@ -363,8 +369,23 @@ class OTLPLogHandler(logging.Handler):
             self._sites[site] = field
         return field
 
-    def _encode(self, pending: _Pending) -> None:
-        """The fast path: the record as OTLP bytes, into the batch the thread sends next."""
+    def _take(self, item: _Pending | _Encoded) -> None:
+        """One queued record into the batch the thread sends next, or through the provider."""
+        if item[2].__class__ is not bytes:  # captured for the SDK's path
+            self._emit(cast(_Pending, item))
+            return
+        resource, scope, encoded, kept = item
+        if self._fast is not None and self._fast.fast:
+            self._batch.add(resource, scope, encoded)
+            if kept is not None:
+                self._batched.append(kept)
+        elif kept is not None:  # our transport fell back since it was encoded
+            self._emit(kept)
+        else:
+            self._count_dropped(1)
+
+    def _encode(self, pending: _Pending) -> _Encoded:
+        """The fast path, in the calling thread: the record as OTLP bytes."""
         record, body, otel_context, request = pending
         attributes: Any = self._other_attributes({}, record, request)
         site = self._site_field(record)
@@ -395,10 +416,9 @@ class OTLPLogHandler(logging.Handler):
             dropped,
             site,
         )
-        assert self._fast is not None
-        self._batch.add(self._fast.resource, self._scope(record.name), encoded)
-        if not self._fast.proven:  # kept for the SDK's path until our transport proved itself
-            self._batched.append(pending)
+        fast = self._fast
+        assert fast is not None
+        return fast.resource, self._scope(record.name), encoded, None if fast.proven else pending
 
     def _emit(self, pending: _Pending) -> None:
         """The SDK's path: an SDK log record through the logger provider."""

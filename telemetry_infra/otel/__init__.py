@@ -6,7 +6,7 @@ public API (``telemetry_infra`` re-exports what is):
 - :mod:`.setup`: ``configure()`` / ``shutdown()``: resource, providers, exporters, readers
 - :mod:`.switchable_providers`: the global tracer/meter providers a later ``configure()`` swaps
 - :mod:`.current_context`: the current context and span in one look-up (every record, every cache call)
-- :mod:`.leaf_spans`: spans without children, built when they end
+- :mod:`.light_spans`: spans built when they end, without a live SDK span
 - :mod:`.preaggregated`: histograms aggregated on the hot path, exported as OTel points
 - :mod:`.prometheus`: the Prometheus exposition (scrape text, HTTP server, ASGI app)
 - :mod:`.prometheus_multiprocess`: one ``/metrics`` for several workers

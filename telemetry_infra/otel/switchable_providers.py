@@ -18,7 +18,7 @@ from opentelemetry import metrics, trace
 from opentelemetry.metrics import CallbackT
 from opentelemetry.util.types import Attributes
 
-from telemetry_infra.otel.leaf_spans import LeafSpans
+from telemetry_infra.otel.light_spans import LightSpans
 
 try:  # the API's own proxy tracer uses it: a context manager that also decorates coroutines
     from opentelemetry.util._decorator import _agnosticcontextmanager as _span_contextmanager
@@ -36,7 +36,7 @@ def _attributes_key(attributes: Attributes) -> tuple[tuple[str, Any], ...] | Non
 
 
 class _SwitchableTracer(trace.Tracer):
-    __slots__ = ("_args", "_real", "leaf_spans")
+    __slots__ = ("_args", "_real", "light_spans")
 
     def __init__(self, args: tuple[Any, ...], real: trace.Tracer) -> None:
         self._args = args
@@ -45,7 +45,7 @@ class _SwitchableTracer(trace.Tracer):
     def _bind(self, real: trace.Tracer) -> None:
         self._real = real
         #: spans without children made without a live SDK span (None: not an SDK tracer)
-        self.leaf_spans = LeafSpans.of(real)
+        self.light_spans = LightSpans.of(real)
 
     def _rebind(self, provider: trace.TracerProvider) -> None:
         self._bind(provider.get_tracer(*self._args))

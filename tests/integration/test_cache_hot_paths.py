@@ -150,7 +150,7 @@ class _WatchesStarts(SpanProcessor):
 
 @pytest.mark.parametrize("export", ["no endpoint", "fast export", "sdk export"])
 async def test_a_sampled_operation_with_nothing_under_it_makes_no_live_sdk_span(export, otlp_receiver):
-    """Its span is a leaf span (see test_cache_leaf_spans: the same span on the wire), with
+    """Its span is a leaf span (see test_cache_light_spans: the same span on the wire), with
     or without an endpoint, on either export path."""
     options: dict[str, Any] = {}
     if export != "no endpoint":

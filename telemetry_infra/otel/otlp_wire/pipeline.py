@@ -1,15 +1,15 @@
 """One export thread for spans and log records, and the span processor that feeds it.
 
 With ``fast_export`` (the default) ``configure()`` builds one :class:`ExportThread`:
-:class:`QueuedSpanProcessor` queues ended spans and the OTLP log handler queues log
-records, each with a deque append in the calling thread. The thread wakes once 128
-of either wait, never per item, and encodes them at once: spans and records kept
-alive until a batch of 512 left cost the application more than their encoding (the
-garbage collector moved them through all its generations; see
-``docs/performance.md``). The encoded bytes leave in batches of up to 512, one call
-per batch per signal, and whatever is encoded at least every schedule delay (the
+:class:`QueuedSpanProcessor` and the OTLP log handler encode each ended span and each
+log record where it is made (a few microseconds) and queue the bytes with a deque
+append. The thread only groups and sends: it wakes once a batch (512) of either
+waits, never per item, and sends whatever waits at least every schedule delay (the
 shorter of ``OTEL_BSP_SCHEDULE_DELAY`` and ``OTEL_BLRP_SCHEDULE_DELAY``, 1 s by
-default) and on every flush.
+default) and on every flush. Encoding in the thread cost the application more in
+all: under the GIL its work competes with requests all the same, each wake-up costs
+a switch, and spans and records kept alive until it ran moved through the garbage
+collector's generations (see ``docs/performance.md``).
 
 Guarantees kept from the SDK's batch processors: a bounded queue whose overflow is
 counted, never blocking the caller; :meth:`ExportThread.flush` returns once
@@ -36,7 +36,7 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from telemetry_infra.otel.otlp_wire.exporters import FastSpanExporter
-from telemetry_infra.otel.otlp_wire.spans import SpanBatch
+from telemetry_infra.otel.otlp_wire.spans import SpanBatch, encoded_span
 
 __all__ = [
     "DEFAULT_WORKER_SHARE",
@@ -55,9 +55,8 @@ DEFAULT_WORKER_SHARE = 0.25
 #: ``configure()``'s thread exports spans as well as records: at a quarter of a CPU it fell
 #: behind a loop of requests (2 spans, 2 records each) and its queues overflowed.
 SHARED_WORKER_SHARE = 0.5
-#: ... and wakes once 128 spans or records wait: encoded early, they are not kept alive (and
-#: through the garbage collector's generations) until a batch of 512 leaves.
-SHARED_WAKE_AT = 128
+#: ... and wakes once a batch waits: the items are encoded bytes, cheap to keep meanwhile.
+SHARED_WAKE_AT = 512
 _SLICE = 64  # items taken between two looks at the clock (and, while items wait, a rest)
 _FLUSH_POLL_S = 0.002
 
@@ -272,13 +271,21 @@ def _processor_metrics(capacity: int, queued: Any) -> Any:
     return metrics
 
 
+#: A span as it waits: (resource, scope, encoded, the span itself). ``encoded`` is None when
+#: the span goes the SDK's way; the span is None once our encoding alone is enough.
+_Queued = tuple[Any, Any, "bytes | None", "ReadableSpan | None"]
+
+
 class QueuedSpanProcessor(SpanProcessor):
     """Queues ended spans for an :class:`ExportThread` that exports them through ``exporter``.
 
-    ``on_end`` is a deque append (and, once a batch waits, a wake-up). At most
-    ``max_queue_size`` spans wait; more are dropped and counted in :attr:`dropped`
-    (with one warning) and, as by the SDK's BatchSpanProcessor, in
-    ``otel.sdk.processor.span.processed`` when the SDK's internal metrics are on.
+    With our encoder (a :class:`FastSpanExporter`), ``on_end`` encodes the span where it
+    ends and queues the bytes: the span object is not kept alive for the thread, and
+    the thread only groups and sends. Otherwise it queues the span for the exporter.
+    Either way it never blocks: at most ``max_queue_size`` spans wait; more are dropped
+    and counted in :attr:`dropped` (with one warning) and, as by the SDK's
+    BatchSpanProcessor, in ``otel.sdk.processor.span.processed`` when the SDK's internal
+    metrics are on.
     """
 
     def __init__(
@@ -292,8 +299,8 @@ class QueuedSpanProcessor(SpanProcessor):
         self._exporter = exporter
         self._fast = exporter if isinstance(exporter, FastSpanExporter) else None
         self._thread = thread
-        self._queue: deque[ReadableSpan] = deque()
-        self._batch = SpanBatch()  # our encoder's: spans encoded as they are taken
+        self._queue: deque[_Queued] = deque()
+        self._batch = SpanBatch()  # our encoder's: the encoded spans taken
         self._taken: list[ReadableSpan] = []  # for the SDK's path (until our transport proved itself)
         self._full: list[tuple[SpanBatch, list[ReadableSpan]]] = []  # full batches, to be sent
         self._max_queue = max_queue_size
@@ -308,7 +315,7 @@ class QueuedSpanProcessor(SpanProcessor):
     def exporter(self) -> SpanExporter:
         return self._exporter
 
-    # on_start is the base class's no-op, not an override: leaf spans (otel.leaf_spans) are
+    # on_start is the base class's no-op, not an override: leaf spans (otel.light_spans) are
     # used only under processors that do nothing until a span ends, checked by identity.
 
     def on_end(self, span: ReadableSpan) -> None:
@@ -318,7 +325,18 @@ class QueuedSpanProcessor(SpanProcessor):
         if len(queue) >= self._max_queue:  # 0 once shut down
             self._drop(1)
             return
-        queue.append(span)
+        fast = self._fast
+        if fast is None or not fast.fast:
+            queue.append((None, None, None, span))
+        else:
+            try:
+                resource, scope, encoded = encoded_span(span)
+            except Exception:  # what the SDK's encoder refuses too: this span, not the batch
+                _log.exception("Failed to encode a span")
+                self.dropped += 1
+                return
+            # kept for the SDK's path until our transport proved itself
+            queue.append((resource, scope, encoded, None if fast.proven else span))
         if len(queue) >= self._thread.wake_at:
             self._thread.wake()
         elif not self._thread.running:
@@ -343,25 +361,20 @@ class QueuedSpanProcessor(SpanProcessor):
         return len(self._queue) * 2 >= self._max_queue
 
     def take(self, limit: int) -> None:
-        queue, taken = self._queue, self._taken
-        fast = self._fast if self._fast is not None and self._fast.fast else None
-        keep = fast is None or not fast.proven
+        queue, taken, batch = self._queue, self._taken, self._batch
+        fast = self._fast is not None and self._fast.fast
         for _ in range(min(limit, len(queue))):
-            span = queue.popleft()
-            if keep:
+            resource, scope, encoded, span = queue.popleft()
+            if encoded is not None and fast:
+                batch.add_encoded(resource, scope, encoded)
+            elif span is None:  # encoded for our transport, which fell back since, and not kept
+                self._drop(1)
+                continue
+            if span is not None:
                 taken.append(span)
-            if fast is not None:
-                self._encode(span)
-        if max(self._batch.count, len(taken)) >= self._batch_size:
-            self._full.append((self._batch, taken))
+        if max(batch.count, len(taken)) >= self._batch_size:
+            self._full.append((batch, taken))
             self._batch, self._taken = SpanBatch(), []
-
-    def _encode(self, span: ReadableSpan) -> None:
-        try:
-            self._batch.add(span)  # the span itself can go now (unless kept for the SDK's path)
-        except Exception:  # what the SDK's encoder refuses too: this span, not the batch
-            _log.exception("Failed to encode a span")
-            self.dropped += 1
 
     def send_full(self) -> None:
         full, self._full = self._full, []

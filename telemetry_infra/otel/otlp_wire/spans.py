@@ -26,7 +26,7 @@ from telemetry_infra.otel.otlp_wire.protobuf import (
     varint_field,
 )
 
-__all__ = ["SpanBatch", "encode_span", "encode_spans", "with_valid_text"]
+__all__ = ["SpanBatch", "encode_span", "encode_spans", "encoded_span", "with_valid_text"]
 
 _KIND = {  # Span.kind=6, the proto enum's values
     SpanKind.INTERNAL: b"\x30\x01",
@@ -216,8 +216,24 @@ _READS_OWN_FIELDS = _reads_own_fields()
 encode_span = _encode_span if _READS_OWN_FIELDS else _encode_span_public
 
 
+def encoded_span(span: ReadableSpan) -> tuple[Any, Any, bytes]:
+    """``span`` as a ScopeSpans.spans field, with the resource and scope it is grouped under.
+
+    Text that is not valid Unicode is replaced (and counted): one bad string must not
+    cost the batch.
+    """
+    own_fields = _READS_OWN_FIELDS and isinstance(span, ReadableSpan)
+    try:
+        encoded = encode_span(span) if own_fields else _encode_span_public(span)
+    except UnicodeEncodeError as error:
+        encoded = _encode_sanitized(span, error)
+    if own_fields:
+        return span._resource, span._instrumentation_scope, encoded
+    return span.resource, span.instrumentation_scope, encoded
+
+
 class SpanBatch:
-    """Spans encoded as they are added, nested by resource and scope: the spans themselves can go."""
+    """Encoded spans nested by resource and scope: the spans themselves can go."""
 
     __slots__ = ("_groups", "count")
 
@@ -226,15 +242,12 @@ class SpanBatch:
         self.count = 0
 
     def add(self, span: ReadableSpan) -> None:
-        own_fields = _READS_OWN_FIELDS and isinstance(span, ReadableSpan)
-        try:
-            encoded = encode_span(span) if own_fields else _encode_span_public(span)
-        except UnicodeEncodeError as error:  # one bad string must not cost the batch
-            encoded = _encode_sanitized(span, error)
-        if own_fields:
-            self._groups.add(span._resource, span._instrumentation_scope, encoded)
-        else:
-            self._groups.add(span.resource, span.instrumentation_scope, encoded)
+        self._groups.add(*encoded_span(span))
+        self.count += 1
+
+    def add_encoded(self, resource: Any, scope: Any, encoded: bytes) -> None:
+        """A span :func:`encoded_span` encoded."""
+        self._groups.add(resource, scope, encoded)
         self.count += 1
 
     def encode(self) -> bytes:

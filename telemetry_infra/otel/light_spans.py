@@ -1,19 +1,21 @@
-"""Leaf spans: spans known to have no child, recorded without a live SDK span.
+"""Light spans: spans recorded without a live SDK span, built when they end.
 
-A cache operation with Redis command spans off starts nothing under its span, yet the
-SDK's span start and end (a lock per call, each attribute validated, ``on_start`` of every
-processor, the finished copy) cost more than the operation does around a Redis GET. A
-:class:`LeafSpan` is an API span holding its data in plain fields: it is the current span
-while the operation runs (log records carry its ids, events and exceptions land on it, a
-child started anyway still gets it as parent), and when it ends it hands the span
-processors the same ``ReadableSpan`` the SDK would: same name, kind, ids, parent,
-attributes, events, status, resource and scope, the sampler's decision honoured and the
-span id from the provider's id generator.
+The SDK's span start and end (a lock per call, each attribute validated, ``on_start`` of
+every processor, the finished copy) cost more than a cache operation does around a Redis
+GET, and most of what a web request's telemetry costs. A :class:`LightSpan` is an API
+span holding its data in plain fields: it is the current span while it runs (log records
+carry its ids, events, links and exceptions land on it, spans started under it get it as
+parent), and when it ends it hands the span processors the same ``ReadableSpan`` the SDK
+would: same name, kind, ids, parent, attributes, events, links, status, resource and
+scope, the sampler's decision honoured and the ids from the provider's id generator.
+Two callers use them: the cache, for an operation's span when nothing starts under it
+(:meth:`LightSpans.start`), and the web middleware, for a request's SERVER span
+(:meth:`LightSpans.start_in`: a new trace, or a child of the caller's ``traceparent``).
 
 Only where that is exact: an enabled SDK tracer whose internal metrics are off, whose
 span limits cut nothing (no value length limit, room for every attribute) and whose
 processors do nothing when a span starts or is ending (the SDK's batch and simple
-processors, or none). Anywhere else :meth:`LeafSpans.start` returns None and the caller
+processors, or none). Anywhere else :meth:`LightSpans.start` returns None and the caller
 makes a live span.
 """
 
@@ -27,25 +29,26 @@ from typing import Any, NamedTuple, cast
 
 from opentelemetry import trace
 from opentelemetry.attributes import BoundedAttributes
+from opentelemetry.context import Context
 from opentelemetry.sdk import trace as sdk_trace
 from opentelemetry.sdk.trace import sampling
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 from opentelemetry.sdk.trace.sampling import Decision
 from opentelemetry.sdk.util import BoundedList
-from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 from opentelemetry.util import types
 
-__all__ = ["LeafSpan", "LeafSpans"]
+__all__ = ["LightSpan", "LightSpans", "LightSpansOf"]
 
 logger = logging.getLogger(__name__)
 
-#: Processors whose ``on_start`` and ``_on_ending`` do nothing: a leaf span needs only their ``on_end``.
+#: Processors whose ``on_start`` and ``_on_ending`` do nothing: a light span needs only their ``on_end``.
 _SILENT_UNTIL_END = (sdk_trace.SpanProcessor, BatchSpanProcessor, SimpleSpanProcessor)
 _SILENT_ON_START = frozenset(kind.on_start for kind in _SILENT_UNTIL_END)
 _SILENT_ON_ENDING = frozenset(kind._on_ending for kind in _SILENT_UNTIL_END)
-#: What a leaf span reads of the SDK tracer (the private ones as SDK 1.3x keeps them).
+#: What a light span reads of the SDK tracer (the private ones as SDK 1.3x keeps them).
 _READ = ("_span_limits", "_instrumentation_scope", "_is_enabled", "instrumentation_info", "id_generator")
-#: A leaf span is used only under span limits that leave this many attributes.
+#: A light span is used only under span limits that leave this many attributes.
 _ATTRIBUTES_NEEDED = 64
 _UNSET = Status(StatusCode.UNSET)
 _NO_ATTRIBUTES: Mapping[str, Any] = MappingProxyType({})
@@ -99,8 +102,8 @@ def _samples_under_sampled(sampler: sampling.Sampler) -> bool:
     return all(delegate is sampling.ALWAYS_ON for delegate in delegates)
 
 
-class LeafSpans:
-    """Starts leaf spans for one SDK tracer (see the module docstring); one per tracer."""
+class LightSpans:
+    """Starts light spans for one SDK tracer (see the module docstring); one per tracer."""
 
     __slots__ = (
         "_checked",
@@ -139,10 +142,12 @@ class LeafSpans:
         self._last_parent: _Parent | None = None
 
     @classmethod
-    def of(cls, tracer: trace.Tracer) -> LeafSpans | None:
-        """The leaf spans of ``tracer``; None for anything but an SDK tracer that keeps what
-        a leaf span reads where this SDK version does."""
+    def of(cls, tracer: trace.Tracer) -> LightSpans | None:
+        """The light spans of ``tracer``; None for anything but an SDK tracer that keeps what
+        a light span reads where this SDK version does."""
         if not isinstance(tracer, sdk_trace.Tracer) or not all(hasattr(tracer, name) for name in _READ):
+            return None
+        if not hasattr(tracer.id_generator, "is_trace_id_random"):
             return None
         if not hasattr(tracer.span_processor, "_span_processors"):
             return None
@@ -165,8 +170,9 @@ class LeafSpans:
         parent: SpanContext,
         start_time: int | None = None,
     ) -> trace.Span | None:
-        """A span ``name`` under ``parent`` (valid, local or remote) with ``attributes``
-        (valid values), as ``Tracer.start_span`` makes it; None where a leaf would not be exact."""
+        """An INTERNAL span ``name`` under ``parent`` (valid, local or remote, the current
+        span) with ``attributes`` (valid values), as ``Tracer.start_span`` makes it; None
+        where a light span would not be exact."""
         if not self._usable():
             return None
         under = self._last_parent  # the operations of one request share their parent
@@ -185,7 +191,29 @@ class LeafSpans:
             if decision is Decision.DROP:
                 return trace.NonRecordingSpan(self._context(under.trace_id, flags, trace_state))
         context = self._context(under.trace_id, flags, trace_state)
-        return LeafSpan(self, name, context, parent, attributes, start_time or time_ns())
+        return LightSpan(self, name, SpanKind.INTERNAL, context, parent, attributes, start_time or time_ns())
+
+    def start_in(
+        self, name: str, kind: SpanKind, attributes: dict[str, Any], context: Context | None
+    ) -> trace.Span | None:
+        """A span ``name`` of ``kind`` with ``attributes`` (valid values) in ``context``: a
+        child of its span when that is valid (local or remote), else the root of a new
+        trace, as ``Tracer.start_span(name, context, kind, attributes)`` makes it; None
+        where a light span would not be exact."""
+        if not self._usable():
+            return None
+        parent: SpanContext | None = trace.get_current_span(context).get_span_context()
+        if parent is not None and parent.is_valid:
+            trace_id, random = parent.trace_id, parent.trace_flags.random_trace_id
+        else:
+            parent, trace_id = None, self._ids.generate_trace_id()
+            random = self._ids.is_trace_id_random()
+        sampled = self._sampler.should_sample(context, trace_id, name, kind, attributes, ())
+        flags = _flags(sampled.decision is Decision.RECORD_AND_SAMPLE, random)
+        span_context = self._context(trace_id, flags, sampled.trace_state)
+        if sampled.decision is Decision.DROP:
+            return trace.NonRecordingSpan(span_context)
+        return LightSpan(self, name, kind, span_context, parent, dict(sampled.attributes or ()), time_ns())
 
     def _under(self, parent: SpanContext) -> _Parent:
         """What spans under ``parent`` take from it; their flags and trace state too when the
@@ -201,7 +229,7 @@ class LeafSpans:
         span_id = self._ids.generate_span_id()
         return SpanContext(trace_id, span_id, is_remote=False, trace_flags=flags, trace_state=trace_state)
 
-    def finished(self, span: LeafSpan) -> None:
+    def finished(self, span: LightSpan) -> None:
         """Hand the finished ``span`` to the processors, as the SDK's ``Span.end`` does."""
         self._processor.on_end(
             sdk_trace.ReadableSpan(
@@ -211,7 +239,8 @@ class LeafSpans:
                 resource=self.resource,
                 attributes=span._attributes,
                 events=span._events,
-                kind=SpanKind.INTERNAL,
+                kind=span._kind,
+                links=span._links,
                 instrumentation_info=self.info,
                 status=span._status,
                 start_time=span._start_time,
@@ -229,17 +258,28 @@ class LeafSpans:
             limits.max_event_attributes, attributes, max_value_len=limits.max_attribute_length, immutable=True
         )
 
+    def new_links(self) -> BoundedList[Link]:
+        return BoundedList(self._limits.max_links)
 
-class LeafSpan(trace.Span):
-    """A recording span of kind INTERNAL that ends as a ``ReadableSpan`` handed to the
-    processors (see the module docstring). Made by :meth:`LeafSpans.start`."""
+    def link_attributes(self, attributes: types.Attributes) -> BoundedAttributes:
+        limits = self._limits
+        return BoundedAttributes(
+            limits.max_link_attributes, attributes, max_value_len=limits.max_attribute_length, immutable=True
+        )
+
+
+class LightSpan(trace.Span):
+    """A recording span that ends as a ``ReadableSpan`` handed to the processors (see the
+    module docstring). Made by :meth:`LightSpans.start` and :meth:`LightSpans.start_in`."""
 
     __slots__ = (
         "_attributes",
         "_context",
         "_end_time",
         "_events",
+        "_kind",
         "_leaves",
+        "_links",
         "_name",
         "_parent",
         "_start_time",
@@ -248,21 +288,24 @@ class LeafSpan(trace.Span):
 
     def __init__(
         self,
-        leaves: LeafSpans,
+        leaves: LightSpans,
         name: str,
+        kind: SpanKind,
         context: SpanContext,
-        parent: SpanContext,
+        parent: SpanContext | None,
         attributes: dict[str, Any],
         start_time: int,
     ) -> None:
         self._leaves = leaves
         self._name = name
+        self._kind = kind
         self._context = context
         self._parent = parent
         self._attributes = attributes
         self._start_time = start_time
         self._end_time: int | None = None
         self._events: Sequence[sdk_trace.Event] = ()
+        self._links: Sequence[Link] = ()
         self._status = _UNSET
 
     def get_span_context(self) -> SpanContext:
@@ -303,6 +346,17 @@ class LeafSpan(trace.Span):
             sdk_trace.Event(name, self._leaves.event_attributes(attributes), timestamp)
         )
 
+    def add_link(self, context: SpanContext, attributes: types.Attributes = None) -> None:
+        """As the SDK's: ignored for an invalid context without attributes or trace state."""
+        if not (context and (context.is_valid or attributes or context.trace_state)):
+            return
+        if self._end_time is not None:
+            logger.warning("Tried calling _add_link on an ended span.")
+            return
+        if not self._links:
+            self._links = self._leaves.new_links()
+        cast("BoundedList[Link]", self._links).append(Link(context, self._leaves.link_attributes(attributes)))
+
     def record_exception(
         self,
         exception: BaseException,
@@ -330,4 +384,41 @@ class LeafSpan(trace.Span):
             self._name = name
 
     def __repr__(self) -> str:
-        return f'LeafSpan(name="{self._name}", context={self._context})'
+        return f'LightSpan(name="{self._name}", context={self._context})'
+
+
+class LightSpansOf:
+    """The light spans of the SDK tracer behind ``tracer`` (an API proxy) now.
+
+    ``tracer`` is what ``trace.get_tracer`` returned at import; once a provider is set it
+    forwards to the provider's tracer for good. With our switchable provider that is a
+    tracer which prepares its light spans again whenever ``configure()`` changes the
+    provider: found once, it is then one attribute read per span.
+    """
+
+    __slots__ = ("_switchable", "_tracer")
+
+    def __init__(self, tracer: trace.Tracer) -> None:
+        self._tracer = tracer
+        self._switchable: Any = None
+
+    def __call__(self) -> LightSpans | None:
+        switchable = self._switchable
+        if switchable is None:
+            real = getattr(self._tracer, "_tracer", self._tracer)  # what the proxy forwards to now
+            if not hasattr(real, "light_spans"):
+                return None  # not ours (another provider was set first), or no provider yet
+            switchable = self._switchable = real
+        spans: LightSpans | None = switchable.light_spans
+        return spans
+
+    def start_in(
+        self, name: str, kind: SpanKind, attributes: dict[str, Any], context: Context | None
+    ) -> trace.Span:
+        """A span as ``tracer.start_span(name, context, kind, attributes)`` makes it: a light
+        one where that is exact (see :meth:`LightSpans.start_in`), else a live one."""
+        spans = self()
+        span = None if spans is None else spans.start_in(name, kind, attributes, context)
+        if span is None:
+            span = self._tracer.start_span(name, context=context, kind=kind, attributes=attributes)
+        return span

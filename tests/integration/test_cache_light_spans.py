@@ -123,12 +123,12 @@ def wire_fields(span: Any) -> tuple[Any, ...]:
     )
 
 
-async def test_leaf_spans_equal_live_spans_field_by_field(telemetry, otlp_receiver, redis_server):
+async def test_light_spans_equal_live_spans_field_by_field(telemetry, otlp_receiver, redis_server):
     exported = InMemorySpanExporter()
     telemetry.tracer_provider.add_span_processor(SimpleSpanProcessor(exported))  # silent until on_end
     dead_url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
     leaf_request, operations = await workload(redis_server.url, dead_url, "leaf")
-    leaf_spans = cache_spans(list(exported.get_finished_spans()), leaf_request)
+    light_spans = cache_spans(list(exported.get_finished_spans()), leaf_request)
 
     watcher = WatchesStarts()
     telemetry.tracer_provider.add_span_processor(watcher)  # now every cache span is live
@@ -136,13 +136,13 @@ async def test_leaf_spans_equal_live_spans_field_by_field(telemetry, otlp_receiv
     live_request, _ = await workload(redis_server.url, dead_url, "live")
     live_spans = cache_spans(list(exported.get_finished_spans()), live_request)
 
-    assert [span.name for span in leaf_spans] == [f"cache.{op}" for op in operations]
+    assert [span.name for span in light_spans] == [f"cache.{op}" for op in operations]
     assert watcher.started.count("cache.get") == operations.count("get")  # the second run was live
-    for leaf, live in zip(leaf_spans, live_spans, strict=True):
+    for leaf, live in zip(light_spans, live_spans, strict=True):
         assert comparable(leaf, leaf_request) == comparable(live, live_request)
-    failed = leaf_spans[8]
+    failed = light_spans[8]
     assert failed.status.status_code.name == "ERROR" and failed.events[0].name == "exception"
-    outage_events = {event.name for span in leaf_spans[10:] for event in span.events}
+    outage_events = {event.name for span in light_spans[10:] for event in span.events}
     assert outage_events >= {"exception", "cache.fallback.opened"}
 
     telemetry.force_flush()

@@ -1,4 +1,4 @@
-"""Where a leaf span is used, and what it hands the span processors (``otel.leaf_spans``)."""
+"""Where a leaf span is used, and what it hands the span processors (``otel.light_spans``)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanContext, TraceFlags, TraceState
 
-from telemetry_infra.otel.leaf_spans import LeafSpan, LeafSpans
+from telemetry_infra.otel.light_spans import LightSpan, LightSpans
 
 PARENT = SpanContext(
     0x0123456789ABCDEF0123456789ABCDEF,
@@ -22,11 +22,11 @@ PARENT = SpanContext(
 )
 
 
-def leaf_spans(**provider_options: Any) -> tuple[LeafSpans, InMemorySpanExporter, TracerProvider]:
+def light_spans(**provider_options: Any) -> tuple[LightSpans, InMemorySpanExporter, TracerProvider]:
     provider = TracerProvider(**provider_options)
     exported = InMemorySpanExporter()
     provider.add_span_processor(SimpleSpanProcessor(exported))
-    leaves = LeafSpans.of(provider.get_tracer("tests.leaf"))
+    leaves = LightSpans.of(provider.get_tracer("tests.leaf"))
     assert leaves is not None
     return leaves, exported, provider
 
@@ -55,16 +55,16 @@ def fields(span: ReadableSpan) -> dict[str, Any]:
             for event in span.events
         ],
         "status": (span.status.status_code, span.status.description),
-        "links": list(span.links),
+        "links": [(link.context, dict(link.attributes or {})) for link in span.links],
         "resource": span.resource,
         "scope": span.instrumentation_scope,
     }
 
 
 def test_a_leaf_span_ends_as_the_live_span_would():
-    leaves, exported, provider = leaf_spans()
+    leaves, exported, provider = light_spans()
     leaf = leaves.start("cache.get", {"cache.name": "c"}, PARENT)
-    assert isinstance(leaf, LeafSpan) and leaf.is_recording()
+    assert isinstance(leaf, LightSpan) and leaf.is_recording()
     use(leaf)
     leaf.end()
     assert not leaf.is_recording()
@@ -86,12 +86,12 @@ def test_a_leaf_span_ends_as_the_live_span_would():
     ],
 )
 def test_limits_that_would_cut_leave_the_span_live(options):
-    leaves, _exported, _provider = leaf_spans(**options)
+    leaves, _exported, _provider = light_spans(**options)
     assert leaves.start("cache.get", {"cache.name": "c"}, PARENT) is None
 
 
 def test_a_processor_acting_at_start_leaves_the_span_live():
-    leaves, _exported, provider = leaf_spans()
+    leaves, _exported, provider = light_spans()
     assert leaves.start("cache.get", {}, PARENT) is not None
 
     class AtStart(SpanProcessor):
@@ -113,8 +113,77 @@ def test_the_sampler_decides():
         def get_description(self) -> str:
             return "DropCache"
 
-    leaves, exported, _provider = leaf_spans(sampler=DropCache())
+    leaves, exported, _provider = light_spans(sampler=DropCache())
     span = leaves.start("cache.get", {}, PARENT)
     assert isinstance(span, trace.NonRecordingSpan) and not span.get_span_context().trace_flags.sampled
     span.end()
     assert exported.get_finished_spans() == ()
+
+
+def server_use(span: trace.Span) -> None:
+    use(span)
+    span.add_link(PARENT, {"link.reason": "batch"})
+    span.add_link(trace.INVALID_SPAN_CONTEXT)  # ignored, as by the SDK
+    span.update_name("GET /items/{id}")
+
+
+@pytest.mark.parametrize("parent", [None, PARENT], ids=["new trace", "remote parent"])
+def test_a_server_span_ends_as_the_live_one_would(parent):
+    leaves, exported, provider = light_spans()
+    context = None if parent is None else trace.set_span_in_context(trace.NonRecordingSpan(parent))
+    attributes = {"http.request.method": "GET", "url.path": "/items/7"}
+    light = leaves.start_in("GET", trace.SpanKind.SERVER, dict(attributes), context)
+    assert isinstance(light, LightSpan)
+    server_use(light)
+    light.end()
+    live = provider.get_tracer("tests.leaf").start_span(
+        "GET", context, kind=trace.SpanKind.SERVER, attributes=attributes
+    )
+    server_use(live)
+    live.end()
+    light_done, live_done = (fields(span) for span in exported.get_finished_spans())
+    if parent is None:  # each a trace of its own: the same flags and state, another id
+        assert light_done["trace"][0] != live_done["trace"][0]
+        light_done["trace"], live_done["trace"] = light_done["trace"][1:], live_done["trace"][1:]
+        assert light_done["trace"][0] == TraceFlags(TraceFlags.SAMPLED | TraceFlags.RANDOM_TRACE_ID)
+    assert light_done == live_done
+    assert light_done["kind"] is trace.SpanKind.SERVER and len(light_done["links"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("sampler", "recording", "sampled"),
+    [
+        (sampling.ALWAYS_OFF, False, False),
+        (sampling.TraceIdRatioBased(0.0), False, False),
+        (sampling.ParentBased(sampling.ALWAYS_ON), True, True),
+    ],
+)
+def test_the_sampler_decides_a_new_trace(sampler, recording, sampled):
+    leaves, exported, _provider = light_spans(sampler=sampler)
+    span = leaves.start_in("GET", trace.SpanKind.SERVER, {}, None)
+    assert span is not None and span.is_recording() is recording
+    assert span.get_span_context().trace_flags.sampled is sampled
+    span.end()
+    assert len(exported.get_finished_spans()) == int(sampled)
+
+
+def test_a_record_only_decision_records_and_is_not_sampled():
+    class RecordOnly(sampling.Sampler):
+        def should_sample(self, *args: Any, **kwargs: Any) -> sampling.SamplingResult:
+            return sampling.SamplingResult(sampling.Decision.RECORD_ONLY, {"sampler.said": "record"})
+
+        def get_description(self) -> str:
+            return "RecordOnly"
+
+    leaves, _exported, provider = light_spans(sampler=RecordOnly())
+    seen: list[ReadableSpan] = []
+
+    class Keeps(SpanProcessor):
+        def on_end(self, span: ReadableSpan) -> None:
+            seen.append(span)
+
+    provider.add_span_processor(Keeps())
+    span = leaves.start_in("GET", trace.SpanKind.SERVER, {"http.request.method": "GET"}, None)
+    assert isinstance(span, LightSpan) and not span.get_span_context().trace_flags.sampled
+    span.end()
+    assert [dict(s.attributes or {}) for s in seen] == [{"sampler.said": "record"}]  # the sampler's, as the SDK
