@@ -37,76 +37,13 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from receiver_process import Receiver
+
 PROTOCOLS = {"grpc": "grpc", "http": "http/protobuf"}
 VARIANTS = ("none", "fast-grpc", "fast-http", "ours-sdk-grpc", "ours-sdk-http", "stock-grpc", "stock-http")
 WARMUP = 300
 TARGET_EXPORT_RATIO = 0.25
 TARGET_ENCODER_SPEEDUP = 4.0
-
-
-# ------------------------------------------------------------------- receiver
-
-
-def serve_receiver() -> None:
-    """Child: an OTLP receiver; prints its ports, then answers ``count``/``clear`` on stdin."""
-    from telemetry_infra.testing import OTLPReceiver
-
-    with OTLPReceiver() as receiver:
-        print(json.dumps({"grpc": receiver.grpc_endpoint, "http": receiver.http_endpoint}), flush=True)
-        for line in sys.stdin:
-            command = line.strip()
-            if command == "clear":
-                receiver.clear()
-                print("{}", flush=True)
-            elif command == "count":
-                spans = sum(1 for s in receiver.spans() if s.scope == "bench")
-                records = sum(1 for r in receiver.logs() if r.scope == "bench")
-                print(json.dumps({"spans": spans, "records": records}), flush=True)
-
-
-class Receiver:
-    def __init__(self) -> None:
-        self._process = subprocess.Popen(
-            [sys.executable, __file__, "--serve-receiver"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        self.endpoints: dict[str, str] = json.loads(self._ask(None))
-
-    def _ask(self, command: str | None) -> str:
-        assert self._process.stdin is not None and self._process.stdout is not None
-        if command is not None:
-            self._process.stdin.write(command + "\n")
-            self._process.stdin.flush()
-        return self._process.stdout.readline()
-
-    def clear(self) -> None:
-        self._ask("clear")
-
-    def count(self) -> dict[str, int]:
-        return json.loads(self._ask("count"))
-
-    def settled_count(
-        self, expected_spans: int, expected_records: int, timeout_s: float = 5.0
-    ) -> dict[str, int]:
-        """Counts once they stop changing (a request may still be in the receiver's decoder)."""
-        deadline = time.monotonic() + timeout_s
-        last = self.count()
-        while time.monotonic() < deadline:
-            if last["spans"] >= expected_spans and last["records"] >= expected_records:
-                return last
-            time.sleep(0.1)
-            now = self.count()
-            if now == last:
-                return now
-            last = now
-        return last
-
-    def close(self) -> None:
-        assert self._process.stdin is not None
-        self._process.stdin.close()
-        self._process.wait(10)
 
 
 # ------------------------------------------------------------------ workload
@@ -232,7 +169,7 @@ def measure(rounds: int, requests: int) -> dict[str, list[dict[str, Any]]]:
                     )
                     result = json.loads(child.stdout.strip().splitlines()[-1])
                     if variant != "none":
-                        result.update(receiver.settled_count(expected, expected))
+                        result.update(receiver.settled_count("bench", expected, expected))
                     results[variant].append(result)
                     print(
                         f"  round {round_number + 1} {variant:>14}: {result['cpu_us']:7.1f} µs/request",
@@ -463,12 +400,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--micro-only", action="store_true")
     parser.add_argument("--json", metavar="PATH", help="write the rows for performance_report.py")
-    parser.add_argument("--serve-receiver", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.serve_receiver:
-        serve_receiver()
-        return
     if args.child:
         endpoints = json.loads(os.environ["BENCH_ENDPOINTS"])
         print(json.dumps(run_variant(args.child, endpoints, args.requests, os.environ["BENCH_LOG_DIR"])))

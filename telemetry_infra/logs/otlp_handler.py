@@ -61,6 +61,7 @@ from telemetry_infra.otel.otlp_wire.pipeline import (
     ExportThread,
     check_worker_share,
     in_export_thread,
+    wake_at_for,
 )
 from telemetry_infra.otel.otlp_wire.protobuf import attributes_field
 
@@ -209,6 +210,7 @@ class OTLPLogHandler(logging.Handler):
         self._thread = export_thread or ExportThread("telemetry-otlp-logs", _POLL_S, worker_share, _WAKE_AT)
         self._provider = logger_provider
         self._max_queue = max_queue
+        self._wake_at = wake_at_for(self._thread, max_queue)
         self._pending: deque[_Pending | _Encoded] = deque()
         self._unflushed = 0
         self._closed = False
@@ -257,7 +259,7 @@ class OTLPLogHandler(logging.Handler):
             fast = self._fast
             # Encoded here with our encoder: the record is not kept alive for the thread.
             pending.append(self._encode(captured) if fast is not None and fast.fast else captured)
-            if len(pending) >= self._thread.wake_at:
+            if len(pending) >= self._wake_at:
                 self._thread.wake()
             elif not self._thread.running:
                 self._thread.start()  # also in a forked child
@@ -278,7 +280,7 @@ class OTLPLogHandler(logging.Handler):
 
     def take(self, limit: int) -> None:
         pending = self._pending
-        for _ in range(min(limit, len(pending))):
+        for _ in range(min(limit, len(pending), self._max_queue - self.building())):
             try:
                 self._take(pending.popleft())
             except Exception:  # a bad record must not stop the others; it is counted
@@ -287,15 +289,16 @@ class OTLPLogHandler(logging.Handler):
         if self._unflushed >= _FLUSH_EVERY:
             self._hand_off()
 
-    def send_full(self) -> None:
-        full, self._full = self._full, []
-        for batch, batched in full:
-            self._send_batch(batch, batched)
-
-    def send(self) -> None:
+    def set_aside(self) -> None:
         if self._batch.count:
             self._set_aside()
-        self.send_full()
+
+    def send_one(self) -> bool:
+        if not self._full:
+            return False
+        batch, batched = self._full.pop(0)
+        self._send_batch(batch, batched)
+        return True
 
     def forget_queued(self) -> None:
         self._pending.clear()

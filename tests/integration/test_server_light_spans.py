@@ -5,6 +5,7 @@ span would be, field by field, with the app's own spans, links and records under
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import wsgiref.util
 from collections.abc import Callable
@@ -85,10 +86,8 @@ def call_asgi(app: Any, path: str, headers: dict[str, str]) -> None:
         return None
 
     async def run() -> None:
-        try:
+        with contextlib.suppress(RuntimeError):  # /boom: re-raised by the middleware, as to the server
             await app(scope, receive, send)
-        except RuntimeError:
-            pass  # /boom: re-raised by the middleware, as to the server
 
     asyncio.run(run())
 
@@ -108,12 +107,10 @@ def call_wsgi(app: Any, path: str, headers: dict[str, str]) -> None:
     environ["HTTP_USER_AGENT"] = "tests"
     environ.update({f"HTTP_{k.upper().replace('-', '_')}": v for k, v in headers.items()})
     wsgiref.util.setup_testing_defaults(environ)
-    try:
+    with contextlib.suppress(RuntimeError):  # /boom
         body = app(environ, lambda status, headers, exc_info=None: None)
         list(body)
         getattr(body, "close", lambda: None)()
-    except RuntimeError:
-        pass
 
 
 SERVERS = {"asgi": (asgi_app, call_asgi), "wsgi": (wsgi_app, call_wsgi)}
@@ -202,8 +199,14 @@ def test_the_server_span_is_light_and_equals_the_live_one(server, fast_export, o
     telemetry.force_flush()
     received = otlp_receiver.wait_for_spans(lambda s: s.kind == "SERVER", count=6)
     by_run = sorted(
-        (s.name, sorted((k, "the trace id" if v == s.trace_id else v) for k, v in s.attributes.items()))
-        + (s.status_code, s.status_message, [name for name, _ in s.events], s.scope)
+        (
+            s.name,
+            sorted((k, "the trace id" if v == s.trace_id else v) for k, v in s.attributes.items()),
+            s.status_code,
+            s.status_message,
+            [name for name, _ in s.events],
+            s.scope,
+        )
         for s in received
     )
     assert by_run[0::2] == by_run[1::2]  # each light span arrived as its live twin did

@@ -186,4 +186,5 @@ def test_a_record_only_decision_records_and_is_not_sampled():
     span = leaves.start_in("GET", trace.SpanKind.SERVER, {"http.request.method": "GET"}, None)
     assert isinstance(span, LightSpan) and not span.get_span_context().trace_flags.sampled
     span.end()
-    assert [dict(s.attributes or {}) for s in seen] == [{"sampler.said": "record"}]  # the sampler's, as the SDK
+    # the sampler's attributes, as the SDK's span takes them
+    assert [dict(s.attributes or {}) for s in seen] == [{"sampler.said": "record"}]

@@ -3,8 +3,8 @@
 With ``fast_export`` (the default) ``configure()`` builds one :class:`ExportThread`:
 :class:`QueuedSpanProcessor` and the OTLP log handler encode each ended span and each
 log record where it is made (a few microseconds) and queue the bytes with a deque
-append. The thread only groups and sends: it wakes once a batch (512) of either
-waits, never per item, and sends whatever waits at least every schedule delay (the
+append. The thread only groups and sends: it wakes once 512 of either wait
+(or half a smaller queue), never per item, and sends whatever waits at least every schedule delay (the
 shorter of ``OTEL_BSP_SCHEDULE_DELAY`` and ``OTEL_BLRP_SCHEDULE_DELAY``, 1 s by
 default) and on every flush. Encoding in the thread cost the application more in
 all: under the GIL its work competes with requests all the same, each wake-up costs
@@ -47,6 +47,7 @@ __all__ = [
     "Source",
     "check_worker_share",
     "in_export_thread",
+    "wake_at_for",
 ]
 
 _log = logging.getLogger(__name__)
@@ -55,10 +56,20 @@ DEFAULT_WORKER_SHARE = 0.25
 #: ``configure()``'s thread exports spans as well as records: at a quarter of a CPU it fell
 #: behind a loop of requests (2 spans, 2 records each) and its queues overflowed.
 SHARED_WORKER_SHARE = 0.5
-#: ... and wakes once a batch waits: the items are encoded bytes, cheap to keep meanwhile.
+#: ... and wakes once 512 spans or records wait (a batch; or half of a smaller queue): they
+#: are encoded bytes, cheap to keep meanwhile, and every wake-up costs the application a
+#: switch of the GIL to the thread and back.
 SHARED_WAKE_AT = 512
-_SLICE = 64  # items taken between two looks at the clock (and, while items wait, a rest)
+_SLICE = 64  # items taken between two looks at the clock
+#: The thread rests once it was busy this long: a shorter rest costs the application more (a
+#: switch of the GIL and of the CPU to the thread and back) than the work it spreads out.
+_REST_AFTER_S = 0.002
 _FLUSH_POLL_S = 0.002
+
+
+def wake_at_for(thread: ExportThread, max_queue: int) -> int:
+    """When a source wakes ``thread``: at its ``wake_at``, or once half of a smaller queue waits."""
+    return max(1, min(thread.wake_at, max_queue // 2))
 
 
 def check_worker_share(worker_share: float) -> None:
@@ -75,7 +86,7 @@ class Source(Protocol):
         ...
 
     def building(self) -> int:
-        """Items taken (encoded) and not sent yet."""
+        """Items taken and not sent yet."""
         ...
 
     def crowded(self) -> bool:
@@ -83,15 +94,16 @@ class Source(Protocol):
         ...
 
     def take(self, limit: int) -> None:
-        """Move up to ``limit`` queued items into the batch being built (full ones set aside)."""
+        """Move up to ``limit`` queued items into the batch being built (full ones set
+        aside), as long as fewer than its queue's size are taken and not sent."""
         ...
 
-    def send_full(self) -> None:
-        """Send the full batches set aside. Never raises."""
+    def set_aside(self) -> None:
+        """The batch being built is due: set it aside with the full ones."""
         ...
 
-    def send(self) -> None:
-        """Send everything taken: the full batches and the one being built. Never raises."""
+    def send_one(self) -> bool:
+        """Send the oldest batch set aside; ``False`` if there is none. Never raises."""
         ...
 
     def forget_queued(self) -> None:
@@ -102,9 +114,9 @@ class Source(Protocol):
 class ExportThread:
     """Drains its sources in one daemon thread: woken once a source holds ``wake_at`` items.
 
-    A wake-up takes (encodes) all that waits, then sends the full batches (the queues
-    are empty while it waits for the collector), and all of it every ``interval_s`` and
-    on :meth:`flush`.
+    A wake-up takes what waits, then sends the full batches, taking what came meanwhile
+    after each (a slow collector must not let the queues overflow), and all of it every
+    ``interval_s`` and on :meth:`flush`.
     """
 
     def __init__(
@@ -161,9 +173,6 @@ class ExportThread:
                 _log.exception("telemetry export thread")
         self.running = False
 
-    def _waiting(self) -> bool:
-        return any(source.waiting() for source in self._sources)
-
     def _crowded(self) -> bool:
         return any(source.crowded() for source in self._sources)
 
@@ -174,23 +183,43 @@ class ExportThread:
         self._busy = True
         token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))  # no spans of our own export
         try:
-            sources = self._sources
-            while self._waiting():
-                started = time.thread_time()
-                for source in sources:
-                    source.take(_SLICE)
-                if self._rest_per_busy and self._waiting() and not self._crowded():
-                    self._hurry.wait((time.thread_time() - started) * self._rest_per_busy)
+            self._take_waiting()
             if send_all or self._hurry.is_set() or time.monotonic() - self._sent_at >= self._interval_s:
                 self._sent_at = time.monotonic()
-                for source in sources:
-                    source.send()
-            else:
-                for source in sources:
-                    source.send_full()
+                for source in self._sources:
+                    source.set_aside()
+            self._send_set_aside()
         finally:
             detach(token)
             self._busy = False
+
+    def _take_waiting(self) -> None:
+        """Take what waits now; what comes meanwhile waits for the next wake-up (under a stream
+        that never lets a queue empty, batches must still leave as they fill)."""
+        sources = self._sources
+        left = [source.waiting() for source in sources]
+        busy = 0.0
+        while any(left):
+            started = time.thread_time()
+            for index, source in enumerate(sources):
+                if left[index]:
+                    taking = min(_SLICE, left[index])
+                    source.take(taking)
+                    left[index] -= taking
+            busy += time.thread_time() - started
+            if busy >= _REST_AFTER_S and self._rest_per_busy and any(left) and not self._crowded():
+                self._hurry.wait(busy * self._rest_per_busy)
+                busy = 0.0
+
+    def _send_set_aside(self) -> None:
+        """Send the batches set aside, one at a time, taking what came during each send."""
+        sent = True
+        while sent:
+            sent = False
+            for source in self._sources:
+                if source.send_one():
+                    sent = True
+                    self._take_waiting()
 
     def flush(self, timeout_s: float) -> bool:
         """Send everything queued now; ``False`` if it was not all sent within ``timeout_s``."""
@@ -304,6 +333,7 @@ class QueuedSpanProcessor(SpanProcessor):
         self._taken: list[ReadableSpan] = []  # for the SDK's path (until our transport proved itself)
         self._full: list[tuple[SpanBatch, list[ReadableSpan]]] = []  # full batches, to be sent
         self._max_queue = max_queue_size
+        self._wake_at = wake_at_for(thread, max_queue_size)
         self._batch_size = max(1, min(max_export_batch_size, max_queue_size))
         self._export_timeout_s = export_timeout_s
         self._closed = False
@@ -337,7 +367,7 @@ class QueuedSpanProcessor(SpanProcessor):
                 return
             # kept for the SDK's path until our transport proved itself
             queue.append((resource, scope, encoded, None if fast.proven else span))
-        if len(queue) >= self._thread.wake_at:
+        if len(queue) >= self._wake_at:
             self._thread.wake()
         elif not self._thread.running:
             self._thread.start()
@@ -363,7 +393,7 @@ class QueuedSpanProcessor(SpanProcessor):
     def take(self, limit: int) -> None:
         queue, taken, batch = self._queue, self._taken, self._batch
         fast = self._fast is not None and self._fast.fast
-        for _ in range(min(limit, len(queue))):
+        for _ in range(min(limit, len(queue), self._max_queue - self.building())):
             resource, scope, encoded, span = queue.popleft()
             if encoded is not None and fast:
                 batch.add_encoded(resource, scope, encoded)
@@ -376,16 +406,17 @@ class QueuedSpanProcessor(SpanProcessor):
             self._full.append((batch, taken))
             self._batch, self._taken = SpanBatch(), []
 
-    def send_full(self) -> None:
-        full, self._full = self._full, []
-        for batch, taken in full:
-            self._send(batch, taken)
-
-    def send(self) -> None:
+    def set_aside(self) -> None:
         if self._batch.count or self._taken:
             self._full.append((self._batch, self._taken))
             self._batch, self._taken = SpanBatch(), []
-        self.send_full()
+
+    def send_one(self) -> bool:
+        if not self._full:
+            return False
+        batch, taken = self._full.pop(0)
+        self._send(batch, taken)
+        return True
 
     def _send(self, batch: SpanBatch, taken: list[ReadableSpan]) -> None:
         self._metrics.finish_items(max(batch.count, len(taken)))
