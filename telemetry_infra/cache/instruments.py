@@ -15,9 +15,9 @@ hit) and exported by our readers; a sampled operation's span becomes the exempla
 its bucket. Span attributes learnt during the call are set in one ``set_attributes``
 at the end (each separate ``set_attribute`` takes the span's lock and re-validates).
 
-A cache span with nothing under it (Redis command spans off, or a store that is not
-Redis) is a leaf span (:mod:`telemetry_infra.otel.light_spans`): the same span on the
-wire, recorded without the SDK's live span. With Redis command spans on, it is a live one.
+A cache span is a light span (:mod:`telemetry_infra.otel.light_spans`) wherever that is
+exact: the same span on the wire, recorded without the SDK's live span; the Redis
+command spans nest under it as under a live one.
 """
 
 from __future__ import annotations
@@ -167,8 +167,7 @@ class _Operation:
         parent = _recording_span()
         if parent is not None:
             self._key = key
-            leaf = not _redis_command_spans() or telemetry.backend_name() not in REDIS_BACKENDS
-            self._span = span = telemetry.start_span(name, key, parent=parent, leaf=leaf)
+            self._span = span = telemetry.start_span(name, key, parent=parent)
             self._attributes: dict[str, Any] = {}
             self._token = context.attach(trace.set_span_in_context(span))
         elif telemetry.backend_name() in REDIS_BACKENDS:
@@ -312,19 +311,15 @@ class CacheTelemetry:
         start_time: int | None = None,
         *,
         parent: trace.Span,
-        leaf: bool,
     ) -> trace.Span:
         """The ``cache.<name>`` span, child of the recording span ``parent`` (the current one),
-        with pending breaker events; a leaf span if ``leaf`` (nothing starts under it) and
-        the tracer allows one, else a live one."""
+        with pending breaker events; a light span where the tracer allows one, else a live one."""
         attributes: dict[str, Any] = {"cache.name": self.name}
         if key is not None:
             attributes["cache.key"] = self.key_attribute(key)
         name = _SPAN_NAMES[name]
-        leaves = _light_spans() if leaf else None
-        span = (
-            None if leaves is None else leaves.start(name, attributes, parent.get_span_context(), start_time)
-        )
+        spans = _light_spans()
+        span = None if spans is None else spans.start(name, attributes, parent.get_span_context(), start_time)
         if span is None:
             span = _tracer.start_span(
                 name, kind=SpanKind.INTERNAL, attributes=attributes, start_time=start_time
@@ -354,7 +349,7 @@ class CacheTelemetry:
         if parent is None:
             series.record(elapsed)
             return
-        span = self.start_span("get", key, time.time_ns() - int(elapsed * 1e9), parent=parent, leaf=True)
+        span = self.start_span("get", key, time.time_ns() - int(elapsed * 1e9), parent=parent)
         backend = self.backend_name()
         attributes = {**attributes, "cache.hit": True, "cache.backend": backend}
         if backend in REDIS_BACKENDS and self.server_of is not None:

@@ -170,3 +170,38 @@ async def test_a_sampled_operation_with_nothing_under_it_makes_no_live_sdk_span(
     assert not started_live(cache.set("k", VALUE)) and not started_live(cache.get("k"))
     telemetry.tracer_provider.add_span_processor(_WatchesStarts())
     assert started_live(cache.set("k", VALUE)) and started_live(cache.get("k"))
+
+
+async def test_a_cache_span_with_redis_command_spans_under_it_is_light(
+    otlp_receiver, redis_server, namespace
+):
+    """With Redis command spans on, the cache span is light too: only the command span is a
+    live SDK span, and it nests under the cache span (see test_cache_light_spans)."""
+    ti.configure(
+        service_name="hot-paths-test",
+        instrument_redis=True,
+        setup_logs=False,
+        otlp_endpoint=otlp_receiver.grpc_endpoint,
+    )
+    cache = ti.CacheManager(redis_url=redis_server.url, namespace=namespace, name=namespace)
+    await cache.set("k", VALUE)
+    sdk_start = "opentelemetry/sdk/trace/__init__.py:start_span"
+    entered: list[str] = []
+
+    def profile(frame: Any, event: str, _arg: Any) -> None:
+        if event == "call":
+            entered.append(f"{frame.f_code.co_filename}:{frame.f_code.co_name}")
+
+    with trace.get_tracer("tests.hot").start_as_current_span("request"):
+        sys.setprofile(profile)
+        try:
+            assert await cache.get("k") == VALUE
+        finally:
+            sys.setprofile(None)
+    await cache.close()
+    assert sum(name.endswith(sdk_start) for name in entered) == 1  # the GET's own span
+    (cache_span,) = otlp_receiver.wait_for_spans(
+        lambda s: s.name == "cache.get" and s.attributes.get("cache.name") == namespace
+    )
+    under = otlp_receiver.wait_for_spans(lambda s: s.parent_span_id == cache_span.span_id)
+    assert [span.name for span in under] == ["GET"]

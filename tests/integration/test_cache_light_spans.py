@@ -1,6 +1,6 @@
-"""Cache spans with nothing under them (Redis command spans off) are recorded as leaf spans,
-without the SDK's live span (issue 25): the same span must reach the processors and the
-wire as a live one, field by field."""
+"""Cache spans are recorded as light spans, without the SDK's live span (issue 25): the same
+span must reach the processors and the wire as a live one, field by field, with the Redis
+command spans (when on) nested under it as under a live one."""
 
 from __future__ import annotations
 
@@ -31,14 +31,18 @@ class WatchesStarts(SpanProcessor):
         self.started.append(span.name)
 
 
-@pytest.fixture(params=[False, True], ids=["sdk-encoders", "fast-export"])
+@pytest.fixture(
+    params=[(False, False), (True, False), (True, True)],
+    ids=["sdk-encoders", "fast-export", "fast-export-redis-command-spans"],
+)
 def telemetry(otlp_receiver, request):
+    fast_export, instrument_redis = request.param
     return ti.configure(
         service_name="leaf-spans-test",
         otlp_endpoint=otlp_receiver.grpc_endpoint,
-        instrument_redis=False,
+        instrument_redis=instrument_redis,
         setup_logs=False,
-        fast_export=request.param,
+        fast_export=fast_export,
     )
 
 
@@ -104,6 +108,18 @@ def comparable(span: ReadableSpan, request: trace.Span) -> dict[str, Any]:
     }
 
 
+def commands_under(cache: list[ReadableSpan], finished: list[ReadableSpan]) -> list[list[tuple[Any, ...]]]:
+    """For each cache span, the spans under it: name, kind and attributes."""
+    under = []
+    for span in cache:
+        assert span.context is not None
+        children = [s for s in finished if s.parent is not None and s.parent.span_id == span.context.span_id]
+        for child in children:
+            assert child.context is not None and child.context.trace_id == span.context.trace_id
+        under.append(sorted((c.name, c.kind.name, sorted((c.attributes or {}).items())) for c in children))
+    return under
+
+
 def wire_fields(span: Any) -> tuple[Any, ...]:
     """A received span's fields, less ids, times and stack traces."""
     events = [
@@ -128,18 +144,24 @@ async def test_light_spans_equal_live_spans_field_by_field(telemetry, otlp_recei
     telemetry.tracer_provider.add_span_processor(SimpleSpanProcessor(exported))  # silent until on_end
     dead_url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
     leaf_request, operations = await workload(redis_server.url, dead_url, "leaf")
-    light_spans = cache_spans(list(exported.get_finished_spans()), leaf_request)
+    light_finished = list(exported.get_finished_spans())
+    light_spans = cache_spans(light_finished, leaf_request)
 
     watcher = WatchesStarts()
     telemetry.tracer_provider.add_span_processor(watcher)  # now every cache span is live
     exported.clear()
     live_request, _ = await workload(redis_server.url, dead_url, "live")
-    live_spans = cache_spans(list(exported.get_finished_spans()), live_request)
+    live_finished = list(exported.get_finished_spans())
+    live_spans = cache_spans(live_finished, live_request)
 
     assert [span.name for span in light_spans] == [f"cache.{op}" for op in operations]
     assert watcher.started.count("cache.get") == operations.count("get")  # the second run was live
     for leaf, live in zip(light_spans, live_spans, strict=True):
         assert comparable(leaf, leaf_request) == comparable(live, live_request)
+    # what nests under each cache span (Redis command spans, when on): the same in both runs
+    under = commands_under(light_spans, light_finished)
+    assert under == commands_under(live_spans, live_finished)
+    assert any(under) is telemetry.settings.instrument_redis  # command spans nested, when on
     failed = light_spans[8]
     assert failed.status.status_code.name == "ERROR" and failed.events[0].name == "exception"
     outage_events = {event.name for span in light_spans[10:] for event in span.events}
