@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 from opentelemetry import trace
-from opentelemetry.sdk.trace import SpanProcessor
 from prometheus_client.parser import text_string_to_metric_families
+from span_processors import WatchesStarts
 
 import telemetry_infra as ti
 
@@ -141,13 +141,6 @@ async def test_hits_in_a_sampled_trace_keep_their_spans(otlp_receiver, redis_ser
     assert samples[f"{namespace}-memory", ""] == 1.0
 
 
-class _WatchesStarts(SpanProcessor):
-    """Acts when a span starts: the cache's spans are live ones while it is attached."""
-
-    def on_start(self, span: Any, parent_context: Any = None) -> None:
-        return None
-
-
 @pytest.mark.parametrize("export", ["no endpoint", "fast export", "sdk export"])
 async def test_a_sampled_operation_with_nothing_under_it_makes_no_live_sdk_span(export, otlp_receiver):
     """Its span is a leaf span (see test_cache_light_spans: the same span on the wire), with
@@ -168,7 +161,7 @@ async def test_a_sampled_operation_with_nothing_under_it_makes_no_live_sdk_span(
         return any(name.endswith(sdk_start) for name in entered)
 
     assert not started_live(cache.set("k", VALUE)) and not started_live(cache.get("k"))
-    telemetry.tracer_provider.add_span_processor(_WatchesStarts())
+    telemetry.tracer_provider.add_span_processor(WatchesStarts())
     assert started_live(cache.set("k", VALUE)) and started_live(cache.get("k"))
 
 

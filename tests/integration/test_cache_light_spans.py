@@ -13,22 +13,13 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from span_processors import WatchesStarts
 
 import telemetry_infra as ti
 from telemetry_infra.cache.errors import CacheSerializationError
 from telemetry_infra.testing import free_port
 
 tracer = trace.get_tracer("tests.leaf")
-
-
-class WatchesStarts(SpanProcessor):
-    """A processor that acts when a span starts: spans are live (started) while it is attached."""
-
-    def __init__(self) -> None:
-        self.started: list[str] = []
-
-    def on_start(self, span: Any, parent_context: Any = None) -> None:
-        self.started.append(span.name)
 
 
 @pytest.fixture(

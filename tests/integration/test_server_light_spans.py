@@ -13,10 +13,11 @@ from typing import Any
 
 import pytest
 from opentelemetry import trace
-from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanContext, TraceFlags
+from span_processors import WatchesStarts
 
 import telemetry_infra as ti
 from telemetry_infra.integrations.asgi import TelemetryMiddleware
@@ -26,16 +27,6 @@ from telemetry_infra.otel.light_spans import LightSpan
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 LINKED = SpanContext(0x1234, 0x5678, is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED))
 tracer = trace.get_tracer("tests.server")
-
-
-class WatchesStarts(SpanProcessor):
-    """Acts when a span starts: while it is attached, every span is a live SDK span."""
-
-    def __init__(self) -> None:
-        self.started: list[str] = []
-
-    def on_start(self, span: Any, parent_context: Any = None) -> None:
-        self.started.append(span.name)
 
 
 def handle(path: str) -> tuple[int, type[trace.Span]]:
