@@ -51,6 +51,8 @@ _READ = ("_span_limits", "_instrumentation_scope", "_is_enabled", "instrumentati
 #: A light span is used only under span limits that leave this many attributes.
 _ATTRIBUTES_NEEDED = 64
 _UNSET = Status(StatusCode.UNSET)
+#: Attribute values the SDK keeps as they are (no value length limit under a light span).
+_KEPT_AS_IS = frozenset({str, bool, int, float})
 _NO_ATTRIBUTES: Mapping[str, Any] = MappingProxyType({})
 _PARENT_BASED = sampling.ParentBased.should_sample
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
@@ -116,6 +118,7 @@ class LightSpans:
         "_samples_under_sampled",
         "_tracer",
         "info",
+        "max_attributes",
         "resource",
         "scope",
     )
@@ -131,6 +134,8 @@ class LightSpans:
         self.info = tracer.instrumentation_info
         limits = self._limits
         room = limits.max_span_attributes
+        #: the span limit on attributes (None: none); a light span keeps to it as the SDK's does
+        self.max_attributes: int | None = room
         self._exact = (
             isinstance(self._processor, sdk_trace.SynchronousMultiSpanProcessor)
             and _internal_metrics_off(tracer)
@@ -301,7 +306,7 @@ class LightSpan(trace.Span):
         self._kind = kind
         self._context = context
         self._parent = parent
-        self._attributes = attributes
+        self._attributes: dict[str, Any] | BoundedAttributes = attributes
         self._start_time = start_time
         self._end_time: int | None = None
         self._events: Sequence[sdk_trace.Event] = ()
@@ -319,7 +324,7 @@ class LightSpan(trace.Span):
         if self._end_time is not None:
             logger.warning("Calling end() on an ended span.")
             return
-        self._attributes.update(attributes)
+        self._add(attributes)
         self._end_time = end_time if end_time is not None else time_ns()
         self._leaves.finished(self)
 
@@ -330,8 +335,26 @@ class LightSpan(trace.Span):
         if self._end_time is not None:
             logger.warning("Setting attribute on ended span.")
             return
-        # validated as the SDK does (invalid values dropped with its warning)
-        self._attributes.update(BoundedAttributes(None, attributes, immutable=True))
+        if all(
+            key.__class__ is str and key and value.__class__ in _KEPT_AS_IS
+            for key, value in attributes.items()
+        ):
+            self._add(attributes)
+            return
+        # cleaned as the SDK's span cleans them: invalid keys dropped, odd values made valid, its warnings
+        self._add(BoundedAttributes(None, attributes, immutable=True))
+
+    def _add(self, attributes: Mapping[str, Any]) -> None:
+        """Valid ``attributes`` in; past the span limit the oldest go, counted, as from the SDK's span."""
+        own = self._attributes
+        room = self._leaves.max_attributes
+        if own.__class__ is dict and (room is None or len(own) + len(attributes) <= room):
+            own.update(attributes)
+            return
+        if not isinstance(own, BoundedAttributes):
+            own = self._attributes = BoundedAttributes(room, own, immutable=False)
+        for key, value in attributes.items():
+            own[key] = value
 
     def set_attribute(self, key: str, value: types.AnyValue) -> None:
         self.set_attributes({key: value})

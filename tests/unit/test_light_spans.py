@@ -188,3 +188,21 @@ def test_a_record_only_decision_records_and_is_not_sampled():
     span.end()
     # the sampler's attributes, as the SDK's span takes them
     assert [dict(s.attributes or {}) for s in seen] == [{"sampler.said": "record"}]
+
+
+def test_past_the_attribute_limit_the_oldest_go_as_from_the_sdks_span():
+    leaves, exported, provider = light_spans(span_limits=SpanLimits(max_span_attributes=64))
+    many = {f"app.attribute.{n}": n for n in range(70)}
+    light = leaves.start_in("GET", trace.SpanKind.SERVER, {"http.request.method": "GET"}, None)
+    live = provider.get_tracer("tests.leaf").start_span(
+        "GET", kind=trace.SpanKind.SERVER, attributes={"http.request.method": "GET"}
+    )
+    assert isinstance(light, LightSpan)
+    for span in (light, live):
+        span.set_attributes(dict(list(many.items())[:40]))
+        for key, value in list(many.items())[40:]:
+            span.set_attribute(key, value)
+        span.end()
+    light_done, live_done = (fields(span) for span in exported.get_finished_spans())
+    assert light_done["dropped"] == live_done["dropped"] == (7, 0, 0)
+    assert light_done["attributes"] == live_done["attributes"] and len(light_done["attributes"]) == 64
