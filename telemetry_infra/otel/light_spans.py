@@ -8,15 +8,15 @@ carry its ids, events, links and exceptions land on it, spans started under it g
 parent), and when it ends it hands the span processors the same ``ReadableSpan`` the SDK
 would: same name, kind, ids, parent, attributes, events, links, status, resource and
 scope, the sampler's decision honoured and the ids from the provider's id generator.
-Two callers use them: the cache, for an operation's span when nothing starts under it
-(:meth:`LightSpans.start`), and the web middleware, for a request's SERVER span
+Two callers use them: the cache, for an operation's span (:meth:`LightSpans.start`; the
+Redis command spans nest under it), and the web middleware, for a request's SERVER span
 (:meth:`LightSpans.start_in`: a new trace, or a child of the caller's ``traceparent``).
 
 Only where that is exact: an enabled SDK tracer whose internal metrics are off, whose
 span limits cut nothing (no value length limit, room for every attribute) and whose
 processors do nothing when a span starts or is ending (the SDK's batch and simple
-processors, or none). Anywhere else :meth:`LightSpans.start` returns None and the caller
-makes a live span.
+processors, or none). Anywhere else :meth:`LightSpans.start` and :meth:`LightSpans.start_in`
+return None and the caller makes a live span.
 """
 
 from __future__ import annotations

@@ -345,7 +345,7 @@ class QueuedSpanProcessor(SpanProcessor):
     def exporter(self) -> SpanExporter:
         return self._exporter
 
-    # on_start is the base class's no-op, not an override: leaf spans (otel.light_spans) are
+    # on_start is the base class's no-op, not an override: light spans (otel.light_spans) are
     # used only under processors that do nothing until a span ends, checked by identity.
 
     def on_end(self, span: ReadableSpan) -> None:
@@ -379,6 +379,12 @@ class QueuedSpanProcessor(SpanProcessor):
         self.dropped += count
         self._metrics.drop_items(count, "already_shutdown" if self._closed else "queue_full")
 
+    def _lost(self, count: int) -> None:
+        """Spans encoded for our transport, which fell back to the SDK's path before they left,
+        and not kept for it (its one warning said so): counted, not silently lost."""
+        self.dropped += count
+        self._metrics.drop_items(count, "_OTHER")
+
     # ------------------------------------------------------------ the thread's side
 
     def waiting(self) -> int:
@@ -398,7 +404,7 @@ class QueuedSpanProcessor(SpanProcessor):
             if encoded is not None and fast:
                 batch.add_encoded(resource, scope, encoded)
             elif span is None:  # encoded for our transport, which fell back since, and not kept
-                self._drop(1)
+                self._lost(1)
                 continue
             if span is not None:
                 taken.append(span)
@@ -427,7 +433,7 @@ class QueuedSpanProcessor(SpanProcessor):
 
         def stock() -> bool:  # our transport failed on the SDK's internals: the SDK's way
             if len(taken) < batch.count:
-                self._drop(batch.count - len(taken))  # not kept: counted, not silently lost
+                self._lost(batch.count - len(taken))
             return fast.export_stock(taken) if taken else True
 
         if not fast.send_batch(batch, stock):

@@ -242,8 +242,7 @@ class SpanBatch:
         self.count = 0
 
     def add(self, span: ReadableSpan) -> None:
-        self._groups.add(*encoded_span(span))
-        self.count += 1
+        self.add_encoded(*encoded_span(span))
 
     def add_encoded(self, resource: Any, scope: Any, encoded: bytes) -> None:
         """A span :func:`encoded_span` encoded."""
