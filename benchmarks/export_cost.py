@@ -21,6 +21,12 @@ Export cost = variant - ``none`` (same round). Targets: ``fast`` <= 0.25x ``stoc
 on both protocols with every span and record arriving; our encoder alone >= 4x the
 SDK's (``encode_*(...).SerializeToString()``), per span and per log record (the
 micro-benchmark at the end, in this process).
+
+``--why`` shows where the rest of ``fast``'s cost comes from: the same workload with the
+sends answered at once (``+nosend``: the transport returns success without a network
+call), with the log files formatted but not written (``+nowrite``: no ``write()``, so the
+request loop never lets go of the GIL), and with both; for each, the export thread's
+voluntary context switches per request (each one a wait for the GIL or for work).
 """
 
 from __future__ import annotations
@@ -56,6 +62,8 @@ def run_variant(variant: str, endpoints: dict[str, str], requests: int, log_dir:
 
     import telemetry_infra as ti
 
+    variant, *changes = variant.split("+")
+    _apply(changes)
     kind, _, protocol = variant.rpartition("-")
     if variant == "none":
         kind, protocol = "none", "grpc"
@@ -102,16 +110,62 @@ def run_variant(variant: str, endpoints: dict[str, str], requests: int, log_dir:
     for n in range(WARMUP):
         request(n)
     flush()
+    switches_before = _export_thread_switches()
     started = time.process_time()
     for n in range(requests):
         request(n)
     flush()
     cpu = time.process_time() - started
+    switches = _export_thread_switches() - switches_before
     handler = telemetry._log_handler
     dropped = getattr(handler, "dropped", 0)
     fast_in_use = telemetry.fast_export
     ti.shutdown(30)
-    return {"cpu_us": cpu / requests * 1e6, "handler_dropped": dropped, "fast_export": fast_in_use}
+    return {
+        "cpu_us": cpu / requests * 1e6,
+        "handler_dropped": dropped,
+        "fast_export": fast_in_use,
+        "export_thread_switches": switches / requests,
+    }
+
+
+def _apply(changes: Sequence[str]) -> None:
+    """``--why``'s changes, in the child, before ``configure()``."""
+    from telemetry_infra.logs import JsonFormatter, SharedRotatingFileHandler
+    from telemetry_infra.otel.otlp_wire.transport import GrpcTransport, HttpTransport
+
+    for change in changes:
+        if change == "nosend":
+            for transport in (GrpcTransport, HttpTransport):
+                transport.send = lambda self, payload, count: True  # type: ignore[method-assign]
+        elif change == "nowrite":
+
+            def format_only(self: SharedRotatingFileHandler, record: logging.LogRecord) -> None:
+                formatter = self.formatter
+                if isinstance(formatter, JsonFormatter):
+                    formatter.format_bytes(record)
+                else:
+                    self.format(record)
+
+            SharedRotatingFileHandler.emit = format_only  # type: ignore[method-assign]
+        else:
+            raise SystemExit(f"unknown change {change!r}")
+
+
+def _export_thread_switches() -> int:
+    """The voluntary context switches of our export thread so far (0 without one, or off Linux)."""
+    import threading
+
+    for thread in threading.enumerate():
+        if thread.name == "telemetry-otlp-export" and thread.native_id is not None:
+            try:
+                with open(f"/proc/self/task/{thread.native_id}/status", encoding="ascii") as status:
+                    for line in status:
+                        if line.startswith("voluntary_ctxt_switches:"):
+                            return int(line.split()[1])
+            except OSError:
+                return 0
+    return 0
 
 
 def attach_stock_stack(telemetry: Any, protocol: str, endpoint: str) -> logging.Handler:
@@ -146,14 +200,16 @@ def attach_stock_stack(telemetry: Any, protocol: str, endpoint: str) -> logging.
 # ------------------------------------------------------------------ measuring
 
 
-def measure(rounds: int, requests: int) -> dict[str, list[dict[str, Any]]]:
+def measure(
+    rounds: int, requests: int, variants: Sequence[str] = VARIANTS
+) -> dict[str, list[dict[str, Any]]]:
     receiver = Receiver()
-    results: dict[str, list[dict[str, Any]]] = {variant: [] for variant in VARIANTS}
+    results: dict[str, list[dict[str, Any]]] = {variant: [] for variant in variants}
     expected = (WARMUP + requests) * 2  # spans, and records
     try:
         with tempfile.TemporaryDirectory() as log_dir:
             for round_number in range(rounds):
-                order = VARIANTS if round_number % 2 == 0 else tuple(reversed(VARIANTS))
+                order = variants if round_number % 2 == 0 else tuple(reversed(variants))
                 for variant in order:
                     receiver.clear()
                     child = subprocess.run(
@@ -168,11 +224,11 @@ def measure(rounds: int, requests: int) -> dict[str, list[dict[str, Any]]]:
                         check=True,
                     )
                     result = json.loads(child.stdout.strip().splitlines()[-1])
-                    if variant != "none":
+                    if variant != "none" and "nosend" not in variant:
                         result.update(receiver.settled_count("bench", expected, expected))
                     results[variant].append(result)
                     print(
-                        f"  round {round_number + 1} {variant:>14}: {result['cpu_us']:7.1f} µs/request",
+                        f"  round {round_number + 1} {variant:>24}: {result['cpu_us']:7.1f} µs/request",
                         flush=True,
                     )
     finally:
@@ -276,6 +332,34 @@ def result_rows(results: dict[str, list[dict[str, Any]]], requests: int) -> list
             }
         )
     return rows
+
+
+WHY_CHANGES = ("", "+nosend", "+nowrite", "+nosend+nowrite")
+WHY_VARIANTS = (
+    "none",
+    "none+nowrite",
+    *(f"fast-{protocol}{changes}" for protocol in PROTOCOLS for changes in WHY_CHANGES),
+)
+
+
+def report_why(results: dict[str, list[dict[str, Any]]]) -> None:
+    rounds = len(results["none"])
+    print(
+        f"\nWhere fast export's cost comes from, median of {rounds} rounds (variant - none, per round; "
+        "+nowrite variants - none+nowrite)"
+    )
+    print(f"{'variant':>24} {'export µs':>10} {'export thread switches/request':>31}")
+    for variant, rows in results.items():
+        if variant.startswith("none"):
+            continue
+        floor = results["none+nowrite" if "nowrite" in variant else "none"]
+        cost = statistics.median(r["cpu_us"] - f["cpu_us"] for r, f in zip(rows, floor, strict=True))
+        switches = statistics.median(r["export_thread_switches"] for r in rows)
+        print(f"{variant:>24} {cost:10.1f} {switches:31.2f}")
+    print(
+        "(+nosend: sends answered at once; +nowrite: log lines formatted, not written, so the "
+        "loop never releases the GIL)"
+    )
 
 
 # ------------------------------------------------------------- micro-benchmark
@@ -399,12 +483,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--micro-only", action="store_true")
+    parser.add_argument("--why", action="store_true", help="where fast export's cost comes from")
     parser.add_argument("--json", metavar="PATH", help="write the rows for performance_report.py")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         endpoints = json.loads(os.environ["BENCH_ENDPOINTS"])
         print(json.dumps(run_variant(args.child, endpoints, args.requests, os.environ["BENCH_LOG_DIR"])))
+        return
+    if args.why:
+        report_why(measure(args.rounds, args.requests, WHY_VARIANTS))
         return
     if not args.micro_only:
         results = measure(args.rounds, args.requests)
