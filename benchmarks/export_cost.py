@@ -1,6 +1,6 @@
 """What exporting telemetry over OTLP costs: our encoders, our stack on the SDK path, a stock SDK stack.
 
-    python benchmarks/export_cost.py [--requests 3000] [--rounds 5] [--micro-only] [--json PATH]
+    python benchmarks/export_cost.py [--requests 3000] [--rounds 5] [--load 1.0] [--micro-only] [--json PATH]
 
 Workload per request: a SERVER span, a child ``cache.get`` span, two JSON log
 records (file handler, production JSON) made inside the request span. An OTLP
@@ -16,6 +16,11 @@ Variants (``<variant>-<protocol>``):
 - ``ours-sdk``: ``configure(endpoint, fast_export=False)``, our stack on the SDK's encoders;
 - ``stock``: ``configure()`` without an endpoint plus a stock SDK export stack:
   BatchSpanProcessor + BatchLogRecordProcessor + OTLP exporters + the SDK's LoggingHandler.
+
+By default the requests run back to back: the process is busy all the time, the worst
+case for a thread that must take the GIL back to send. ``--load 0.5`` is a process busy
+half the time, as a service below its capacity is: after every 4 requests it waits as
+long as they took (the same rule for every variant).
 
 Export cost = variant - ``none`` (same round). Targets: ``fast`` <= 0.25x ``stock``
 on both protocols with every span and record arriving; our encoder alone >= 4x the
@@ -43,6 +48,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from peer_rounds import PACED_GROUP, add_load_argument, idle_after, load_label
 from receiver_process import Receiver
 
 PROTOCOLS = {"grpc": "grpc", "http": "http/protobuf"}
@@ -55,7 +61,9 @@ TARGET_ENCODER_SPEEDUP = 4.0
 # ------------------------------------------------------------------ workload
 
 
-def run_variant(variant: str, endpoints: dict[str, str], requests: int, log_dir: str) -> dict[str, Any]:
+def run_variant(
+    variant: str, endpoints: dict[str, str], requests: int, log_dir: str, load: float = 1.0
+) -> dict[str, Any]:
     """Child: configure for ``variant``, run the workload, print CPU per request."""
     from opentelemetry import trace
     from opentelemetry.trace import SpanKind
@@ -112,8 +120,15 @@ def run_variant(variant: str, endpoints: dict[str, str], requests: int, log_dir:
     flush()
     switches_before = _export_thread_switches()
     started = time.process_time()
-    for n in range(requests):
-        request(n)
+    if load >= 1:
+        for n in range(requests):
+            request(n)
+    else:
+        for first in range(0, requests, PACED_GROUP):
+            busy_since = time.perf_counter()
+            for n in range(first, min(first + PACED_GROUP, requests)):
+                request(n)
+            time.sleep(idle_after(time.perf_counter() - busy_since, load))
     flush()
     cpu = time.process_time() - started
     switches = _export_thread_switches() - switches_before
@@ -201,7 +216,7 @@ def attach_stock_stack(telemetry: Any, protocol: str, endpoint: str) -> logging.
 
 
 def measure(
-    rounds: int, requests: int, variants: Sequence[str] = VARIANTS
+    rounds: int, requests: int, variants: Sequence[str] = VARIANTS, load: float = 1.0
 ) -> dict[str, list[dict[str, Any]]]:
     receiver = Receiver()
     results: dict[str, list[dict[str, Any]]] = {variant: [] for variant in variants}
@@ -213,7 +228,10 @@ def measure(
                 for variant in order:
                     receiver.clear()
                     child = subprocess.run(
-                        [sys.executable, __file__, "--child", variant, "--requests", str(requests)],
+                        [
+                            *(sys.executable, __file__, "--child", variant),
+                            *("--requests", str(requests), "--load", str(load)),
+                        ],
                         env={
                             **os.environ,
                             "BENCH_ENDPOINTS": json.dumps(receiver.endpoints),
@@ -236,12 +254,13 @@ def measure(
     return results
 
 
-def report(results: dict[str, list[dict[str, Any]]], requests: int) -> None:
+def report(results: dict[str, list[dict[str, Any]]], requests: int, load: float = 1.0) -> None:
     expected = (WARMUP + requests) * 2
     rounds = len(results["none"])
     floor = [r["cpu_us"] for r in results["none"]]
     print(
-        f"\nCPU per request (all threads), median of {rounds} rounds; export cost = variant - none, per round"
+        f"\nCPU per request (all threads){load_label(load)}, median of {rounds} rounds; "
+        "export cost = variant - none, per round"
     )
     print(f"{'variant':>14} {'µs/request':>11} {'export µs':>10} {'spans':>9} {'records':>9} {'counted':>8}")
     export: dict[str, float] = {}
@@ -282,7 +301,9 @@ def report(results: dict[str, list[dict[str, Any]]], requests: int) -> None:
         )
 
 
-def result_rows(results: dict[str, list[dict[str, Any]]], requests: int) -> list[dict[str, Any]]:
+def result_rows(
+    results: dict[str, list[dict[str, Any]]], requests: int, load: float = 1.0
+) -> list[dict[str, Any]]:
     """The rows ``performance_report.py`` reads (the format of ``peer_rounds.Row.result``)."""
     expected = (WARMUP + requests) * 2
     rows = []
@@ -315,7 +336,7 @@ def result_rows(results: dict[str, list[dict[str, Any]]], requests: int) -> list
         ratio = ours["median_us"] / stock["median_us"]
         rows.append(
             {
-                "row": f"export CPU per request (2 spans + 2 records), {protocol}",
+                "row": f"export CPU per request (2 spans + 2 records), {protocol}{load_label(load)}",
                 "note": "CPU of the whole process, all threads, minus configure() without an endpoint",
                 "rounds": len(results["none"]),
                 "floor": "configure() without an endpoint (subtracted)",
@@ -482,6 +503,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=5)
+    add_load_argument(parser)
     parser.add_argument("--micro-only", action="store_true")
     parser.add_argument("--why", action="store_true", help="where fast export's cost comes from")
     parser.add_argument("--json", metavar="PATH", help="write the rows for performance_report.py")
@@ -489,18 +511,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.child:
         endpoints = json.loads(os.environ["BENCH_ENDPOINTS"])
-        print(json.dumps(run_variant(args.child, endpoints, args.requests, os.environ["BENCH_LOG_DIR"])))
+        log_dir = os.environ["BENCH_LOG_DIR"]
+        print(json.dumps(run_variant(args.child, endpoints, args.requests, log_dir, args.load)))
         return
     if args.why:
-        report_why(measure(args.rounds, args.requests, WHY_VARIANTS))
+        report_why(measure(args.rounds, args.requests, WHY_VARIANTS, args.load))
         return
     if not args.micro_only:
-        results = measure(args.rounds, args.requests)
-        report(results, args.requests)
+        results = measure(args.rounds, args.requests, load=args.load)
+        report(results, args.requests, args.load)
         if args.json:
             with open(args.json, "w", encoding="utf-8") as out:
                 json.dump(
-                    {"script": "export_cost", "rows": result_rows(results, args.requests)}, out, indent=1
+                    {"script": "export_cost", "rows": result_rows(results, args.requests, args.load)},
+                    out,
+                    indent=1,
                 )
     micro()
 

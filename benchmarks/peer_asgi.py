@@ -1,6 +1,6 @@
 """CPU per request that the web instrumentation adds to a FastAPI app, ours against the peer stack.
 
-    python benchmarks/peer_asgi.py [--rounds 7] [--per-round 1000] [--json PATH] [--markdown]
+    python benchmarks/peer_asgi.py [--rounds 7] [--per-round 1000] [--load 1.0] [--json PATH] [--markdown]
 
 Four copies of one FastAPI app (``GET /items/{item_id}`` returning a small dict) are
 called in-process through the ASGI interface (no server, no sockets), all under one
@@ -14,6 +14,11 @@ global providers. The time is the CPU time of the whole process per request, fro
 first request of a round to the end of a flush after its last: under the GIL what an
 export thread does is taken from the requests as surely as what the handler does, so it
 is counted. The overhead of a stack is its time minus the plain app's in the same round.
+
+By default requests run back to back (the process always busy, the worst case for an
+export thread that must take the GIL back to send); ``--load 0.5`` runs them 4 at a
+time and then lets the loop idle as long as they took, as a server below its capacity
+does.
 """
 
 from __future__ import annotations
@@ -24,7 +29,18 @@ import tempfile
 import time
 from typing import Any
 
-from peer_rounds import Case, Measure, Row, arguments, report, run_rows
+from peer_rounds import (
+    PACED_GROUP,
+    Case,
+    Measure,
+    Row,
+    add_load_argument,
+    arguments,
+    idle_after,
+    load_label,
+    report,
+    run_rows,
+)
 from receiver_process import Receiver
 
 import telemetry_infra as ti
@@ -61,7 +77,7 @@ def make_app(native_telemetry: bool = True) -> Any:
     return app
 
 
-def called(loop: asyncio.AbstractEventLoop, app: Any, telemetry: Any) -> Measure:
+def called(loop: asyncio.AbstractEventLoop, app: Any, telemetry: Any, load: float = 1.0) -> Measure:
     statuses: list[int] = []
 
     async def receive() -> dict[str, Any]:
@@ -71,10 +87,20 @@ def called(loop: asyncio.AbstractEventLoop, app: Any, telemetry: Any) -> Measure
         if message["type"] == "http.response.start":
             statuses.append(message["status"])
 
+    async def requests(count: int) -> None:
+        for _ in range(count):
+            await app(dict(SCOPE), receive, send)
+
     async def run(n: int) -> float:
         started = time.process_time()
-        for _ in range(n):
-            await app(dict(SCOPE), receive, send)
+        if load >= 1:
+            await requests(n)
+        else:
+            for first in range(0, n, PACED_GROUP):
+                busy_since = time.perf_counter()
+                await requests(min(PACED_GROUP, n - first))
+                # the loop idles in its selector meanwhile, as a server's does between requests
+                await asyncio.sleep(idle_after(time.perf_counter() - busy_since, load))
         telemetry.force_flush()  # what the round made is exported within the round
         elapsed = time.process_time() - started
         if statuses.count(200) != len(statuses):
@@ -109,7 +135,10 @@ def overheads(row: Row) -> dict[str, Any]:
 def main() -> None:
     import statistics
 
-    args = arguments(__doc__.splitlines()[0], rounds=7, per_round=1000).parse_args()
+    parser = arguments(__doc__.splitlines()[0], rounds=7, per_round=1000)
+    add_load_argument(parser)
+    args = parser.parse_args()
+    load = args.load
     loop = asyncio.new_event_loop()
     with Receiver() as receiver, tempfile.TemporaryDirectory() as log_dir:
         telemetry = ti.configure(
@@ -123,25 +152,27 @@ def main() -> None:
         )
         ours = instrument_app(make_app())
         row = Row(
-            "ASGI: CPU per request, FastAPI",
+            f"ASGI: CPU per request, FastAPI{load_label(load)}",
             [
                 Case(
-                    "plain FastAPI (its own telemetry off)", "floor", called(loop, make_app(False), telemetry)
+                    "plain FastAPI (its own telemetry off)",
+                    "floor",
+                    called(loop, make_app(False), telemetry, load),
                 ),
                 Case(
                     "ours: instrument_app (span, metrics, access record)",
                     "ours",
-                    called(loop, ours, telemetry),
+                    called(loop, ours, telemetry, load),
                 ),
                 Case(
                     "FastAPIInstrumentor + prometheus-fastapi-instrumentator",
                     "peer",
-                    called(loop, peer_app(), telemetry),
+                    called(loop, peer_app(), telemetry, load),
                 ),
                 Case(
                     "FastAPI's own telemetry (on the same providers)",
                     "peer",
-                    called(loop, make_app(), telemetry),
+                    called(loop, make_app(), telemetry, load),
                 ),
             ],
             note="target applies to the overhead over the plain app",

@@ -128,6 +128,38 @@ def arguments(description: str, rounds: int, per_round: int) -> argparse.Argumen
     return parser
 
 
+PACED_GROUP = 4
+"""Below full load, the requests run this many at a time, then the process waits."""
+
+
+def add_load_argument(parser: argparse.ArgumentParser) -> None:
+    """``--load``: the share of the time the process is busy (1, the default: back to back)."""
+    parser.add_argument(
+        "--load",
+        type=_load,
+        default=1.0,
+        help="share of the time the process is busy, in (0, 1]; below 1, after every "
+        f"{PACED_GROUP} requests it waits (default 1: requests back to back)",
+    )
+
+
+def _load(text: str) -> float:
+    load = float(text)
+    if not 0 < load <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return load
+
+
+def idle_after(busy_s: float, load: float) -> float:
+    """How long to wait after ``busy_s`` of work so the process is busy ``load`` of the time."""
+    return busy_s * (1 / load - 1)
+
+
+def load_label(load: float) -> str:
+    """What a row's name adds below full load."""
+    return "" if load >= 1 else f", the process busy {load:.0%} of the time"
+
+
 def markdown(results: list[dict[str, Any]]) -> str:
     lines = ["| hot path | case | µs (median / best) | x floor | target |", "|---|---|---|---|---|"]
     for result in results:
