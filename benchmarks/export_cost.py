@@ -27,6 +27,12 @@ on both protocols with every span and record arriving; our encoder alone >= 4x t
 SDK's (``encode_*(...).SerializeToString()``), per span and per log record (the
 micro-benchmark at the end, in this process).
 
+``--instructions`` counts what each variant executes per request, all threads, under
+valgrind's callgrind (each variant run with ``--requests`` and with none, the difference
+divided): unlike CPU time it does not move with the machine's load, and it leaves out
+what the GIL's hand-overs cost (waiting is not executing). Needs ``valgrind``; a minute
+or two per run.
+
 ``--why`` shows where the rest of ``fast``'s cost comes from: the same workload with the
 sends answered at once (``+nosend``: the transport returns success without a network
 call), with the log files formatted but not written (``+nowrite``: no ``write()``, so the
@@ -40,6 +46,8 @@ import argparse
 import json
 import logging
 import os
+import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -131,16 +139,16 @@ def run_variant(
             time.sleep(idle_after(time.perf_counter() - busy_since, load))
     flush()
     cpu = time.process_time() - started
-    switches = _export_thread_switches() - switches_before
+    switches = (_export_thread_switches() - switches_before) / max(requests, 1)
     handler = telemetry._log_handler
     dropped = getattr(handler, "dropped", 0)
     fast_in_use = telemetry.fast_export
     ti.shutdown(30)
     return {
-        "cpu_us": cpu / requests * 1e6,
+        "cpu_us": cpu / max(requests, 1) * 1e6,
         "handler_dropped": dropped,
         "fast_export": fast_in_use,
-        "export_thread_switches": switches / requests,
+        "export_thread_switches": switches,
     }
 
 
@@ -252,6 +260,55 @@ def measure(
     finally:
         receiver.close()
     return results
+
+
+INSTRUCTION_VARIANTS = ("none", "fast-grpc", "fast-http", "stock-grpc", "stock-http")
+
+
+def count_instructions(requests: int, variants: Sequence[str] = VARIANTS) -> dict[str, float]:
+    """Instructions per request of each variant (all threads), from two runs under callgrind."""
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        raise SystemExit("--instructions needs valgrind (Debian: apt-get install valgrind)")
+    receiver = Receiver()
+    per_request: dict[str, float] = {}
+    try:
+        with tempfile.TemporaryDirectory() as log_dir:
+            env = {**os.environ, "BENCH_ENDPOINTS": json.dumps(receiver.endpoints), "BENCH_LOG_DIR": log_dir}
+            for variant in variants:
+                with_requests, without = (
+                    _instructions(valgrind, variant, count, env) for count in (requests, 0)
+                )
+                per_request[variant] = (with_requests - without) / requests
+                print(f"  {variant:>14}: {per_request[variant]:12,.0f} instructions/request", flush=True)
+    finally:
+        receiver.close()
+    return per_request
+
+
+def _instructions(valgrind: str, variant: str, requests: int, env: dict[str, str]) -> int:
+    child = subprocess.run(
+        [
+            *(valgrind, "--tool=callgrind", "--callgrind-out-file=/dev/null"),
+            *(sys.executable, __file__, "--child", variant, "--requests", str(requests)),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    collected = re.search(r"Collected\s*:\s*(\d+)", child.stderr)
+    if collected is None:
+        raise RuntimeError(f"no instruction count from callgrind: {child.stderr[-500:]}")
+    return int(collected.group(1))
+
+
+def report_instructions(per_request: dict[str, float]) -> None:
+    floor = per_request["none"]
+    print("\nInstructions per request (all threads), export cost = variant - none")
+    for protocol in PROTOCOLS:
+        ours, stock = per_request[f"fast-{protocol}"] - floor, per_request[f"stock-{protocol}"] - floor
+        print(f"{protocol}: ours {ours:,.0f}, stock {stock:,.0f}: {ours / stock:.2f}x")
 
 
 def report(results: dict[str, list[dict[str, Any]]], requests: int, load: float = 1.0) -> None:
@@ -506,6 +563,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     add_load_argument(parser)
     parser.add_argument("--micro-only", action="store_true")
     parser.add_argument("--why", action="store_true", help="where fast export's cost comes from")
+    parser.add_argument("--instructions", action="store_true", help="instructions per request (valgrind)")
     parser.add_argument("--json", metavar="PATH", help="write the rows for performance_report.py")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -513,6 +571,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         endpoints = json.loads(os.environ["BENCH_ENDPOINTS"])
         log_dir = os.environ["BENCH_LOG_DIR"]
         print(json.dumps(run_variant(args.child, endpoints, args.requests, log_dir, args.load)))
+        return
+    if args.instructions:
+        report_instructions(count_instructions(args.requests, INSTRUCTION_VARIANTS))
         return
     if args.why:
         report_why(measure(args.rounds, args.requests, WHY_VARIANTS, args.load))

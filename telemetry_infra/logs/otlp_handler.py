@@ -55,7 +55,13 @@ from telemetry_infra.logs.records import (
     valid_text,
 )
 from telemetry_infra.otel.otlp_wire.exporters import FastLogExporter
-from telemetry_infra.otel.otlp_wire.logs import LogBatch, encode_log_record
+from telemetry_infra.otel.otlp_wire.logs import (
+    LogBatch,
+    encode_log_record,
+    encode_record_fields,
+    severity_fields,
+    trace_fields,
+)
 from telemetry_infra.otel.otlp_wire.pipeline import (
     DEFAULT_WORKER_SHARE,
     ExportThread,
@@ -63,7 +69,7 @@ from telemetry_infra.otel.otlp_wire.pipeline import (
     in_export_thread,
     wake_at_for,
 )
-from telemetry_infra.otel.otlp_wire.protobuf import attributes_field
+from telemetry_infra.otel.otlp_wire.protobuf import any_value, attributes_field
 
 __all__ = ["EXPORTER_LOGGERS", "OTLPLogHandler"]
 
@@ -104,6 +110,24 @@ def _severity_value(levelno: int) -> int:
     if value is None:
         value = _severity_values[levelno] = severity_number(levelno).value
     return value
+
+
+def _severity_text(levelname: str) -> str:
+    return _SEVERITY_TEXT.get(levelname, levelname)
+
+
+_severities: dict[tuple[int, str], bytes] = {}
+
+
+def _severity(levelno: int, levelname: str) -> bytes:
+    """A level's severity fields, encoded once."""
+    key = (levelno, levelname)
+    fields = _severities.get(key)
+    if fields is None:
+        fields = severity_fields(_severity_value(levelno), _severity_text(levelname))
+        if len(_severities) < 256:
+            _severities[key] = fields
+    return fields
 
 
 def attribute_value(value: Any) -> Any:
@@ -224,6 +248,7 @@ class OTLPLogHandler(logging.Handler):
         self._full: list[tuple[LogBatch, list[_Pending]]] = []  # full batches, to be sent
         self._scopes: dict[str, InstrumentationScope] = {}
         self._sites: dict[tuple[str, str, int], bytes] = {}
+        self._last_trace: tuple[Context | None, bytes] = (None, b"")
         limits = LogRecordLimits()
         self._max_attributes = limits.max_log_record_attributes
         self._max_value_length = limits.max_log_record_attribute_length
@@ -404,24 +429,39 @@ class OTLPLogHandler(logging.Handler):
                 max_attributes, attributes, False, self._max_value_length, extended_attributes=True
             )
             dropped = attributes.dropped
-        span_context = get_current_span(otel_context).get_span_context()
-        encoded = encode_log_record(
-            int(record.created * 1e9),
-            time.time_ns(),
-            _severity_value(record.levelno),
-            _SEVERITY_TEXT.get(record.levelname, record.levelname),
-            valid_text(body),
-            attributes,
-            span_context.trace_id,
-            span_context.span_id,
-            span_context.trace_flags,
-            None,
-            dropped,
-            site,
-        )
+        created, observed = int(record.created * 1e9), time.time_ns()
+        body = valid_text(body)
+        try:
+            encoded = encode_record_fields(
+                created,
+                observed,
+                _severity(record.levelno, record.levelname),
+                any_value(body),
+                site,
+                attributes,
+                dropped,
+                self._trace_fields(otel_context),
+            )
+        except UnicodeEncodeError:  # an attribute's text: encoded again, replaced and counted
+            span_context = get_current_span(otel_context).get_span_context()
+            encoded = encode_log_record(
+                created, observed, _severity_value(record.levelno), _severity_text(record.levelname),
+                body, attributes, span_context.trace_id, span_context.span_id, span_context.trace_flags,
+                None, dropped, site,
+            )  # fmt: skip
         fast = self._fast
         assert fast is not None
         return fast.resource, self._scope(record.name), encoded, None if fast.proven else pending
+
+    def _trace_fields(self, otel_context: Context) -> bytes:
+        """The span's ids as OTLP fields; a request's records share its context: kept for the next."""
+        last = self._last_trace
+        if last[0] is otel_context:
+            return last[1]
+        span_context = get_current_span(otel_context).get_span_context()
+        fields = trace_fields(span_context.trace_id, span_context.span_id, span_context.trace_flags)
+        self._last_trace = (otel_context, fields)  # one tuple: other threads see the pair or the last one
+        return fields
 
     def _emit(self, pending: _Pending) -> None:
         """The SDK's path: an SDK log record through the logger provider."""
@@ -431,7 +471,7 @@ class OTLPLogHandler(logging.Handler):
             observed_timestamp=time.time_ns(),
             context=otel_context,
             severity_number=severity_number(record.levelno),
-            severity_text=_SEVERITY_TEXT.get(record.levelname, record.levelname),
+            severity_text=_severity_text(record.levelname),
             body=valid_text(body),
             attributes=self._attributes(record, request),
         )

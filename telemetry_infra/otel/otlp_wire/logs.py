@@ -31,7 +31,15 @@ from telemetry_infra.otel.otlp_wire.protobuf import (
     varint,
 )
 
-__all__ = ["LogBatch", "encode_log_record", "encode_logs", "logs_with_valid_text"]
+__all__ = [
+    "LogBatch",
+    "encode_log_record",
+    "encode_logs",
+    "encode_record_fields",
+    "logs_with_valid_text",
+    "severity_fields",
+    "trace_fields",
+]
 
 
 def encode_log_record(
@@ -86,22 +94,72 @@ def _encode_log_record(
     dropped_attributes: int,
     attribute_fields: bytes = b"",
 ) -> bytes:
-    encoded_body = any_value(body)
-    parts = (
-        b"\x09" + pack_fixed64(time_unix_nano) if time_unix_nano else b"",  # time_unix_nano=1
-        b"\x10" + varint(int(severity_number)) if severity_number else b"",  # severity_number=2
-        string_field(b"\x1a", severity_text),  # severity_text=3
-        b"\x2a" + varint(len(encoded_body)) + encoded_body,  # body=5, written even when empty
-        attribute_fields + attributes_field(b"\x32", attributes),  # attributes=6
-        b"\x38" + varint(dropped_attributes) if dropped_attributes else b"",  # dropped_attributes_count=7
-        b"\x45" + pack_fixed32(flags) if flags else b"",  # flags=8
-        b"\x4a\x10" + trace_id.to_bytes(16, "big") if trace_id else b"",  # trace_id=9
-        b"\x52\x08" + span_id.to_bytes(8, "big") if span_id else b"",  # span_id=10
-        b"\x59" + pack_fixed64(observed_time_unix_nano) if observed_time_unix_nano else b"",  # observed=11
-        string_field(b"\x62", event_name),  # event_name=12
+    return encode_record_fields(
+        time_unix_nano,
+        observed_time_unix_nano,
+        severity_fields(severity_number, severity_text),
+        any_value(body),
+        attribute_fields,
+        attributes,
+        dropped_attributes,
+        trace_fields(trace_id, span_id, flags),
+        event_name,
     )
-    record = b"".join(parts)
+
+
+def encode_record_fields(
+    time_unix_nano: int | None,
+    observed_time_unix_nano: int | None,
+    severity: bytes,
+    encoded_body: bytes,
+    attribute_fields: bytes,
+    attributes: Mapping[str, Any] | None,
+    dropped_attributes: int,
+    trace: bytes,
+    event_name: str | None = None,
+) -> bytes:
+    """A ScopeLogs.log_records field from parts encoded already: ``severity`` from
+    :func:`severity_fields`, ``encoded_body`` an AnyValue message, ``trace`` from
+    :func:`trace_fields` (records of one level, or of one span, share theirs)."""
+    record = b"".join(
+        (
+            b"\x09" + pack_fixed64(time_unix_nano) if time_unix_nano else b"",  # time_unix_nano=1
+            severity,  # severity_number=2, severity_text=3
+            b"\x2a" + varint(len(encoded_body)) + encoded_body,  # body=5, written even when empty
+            attribute_fields + attributes_field(b"\x32", attributes),  # attributes=6
+            b"\x38" + varint(dropped_attributes) if dropped_attributes else b"",  # dropped_attributes_count=7
+            trace,  # flags=8, trace_id=9, span_id=10
+            # observed_time_unix_nano=11
+            b"\x59" + pack_fixed64(observed_time_unix_nano) if observed_time_unix_nano else b"",
+            string_field(b"\x62", event_name),  # event_name=12
+        )
+    )
     return b"\x12" + varint(len(record)) + record
+
+
+_severities: dict[tuple[Any, Any], bytes] = {}
+
+
+def severity_fields(number: int | None, text: str | None) -> bytes:
+    """LogRecord.severity_number=2 and severity_text=3 (cached: a service logs at a few levels)."""
+    key = (number, text)
+    fields = _severities.get(key)
+    if fields is None:
+        fields = (b"\x10" + varint(int(number)) if number else b"") + string_field(b"\x1a", text)
+        if text.__class__ is str and len(_severities) < 256:
+            _severities[key] = fields
+    return fields
+
+
+def trace_fields(trace_id: int, span_id: int, flags: int) -> bytes:
+    """LogRecord.flags=8, trace_id=9 and span_id=10 (the ones that are set)."""
+    return b"".join(
+        (
+            b"\x45" + pack_fixed32(flags) if flags else b"",
+            b"\x4a\x10" + trace_id.to_bytes(16, "big") if trace_id else b"",
+            b"\x52\x08" + span_id.to_bytes(8, "big") if span_id else b"",
+        )
+    )
 
 
 class LogBatch:
