@@ -14,6 +14,12 @@ from typing import Any
 
 import telemetry_infra as ti
 
+#: How soon another client's write must reach a near tier, at p99. Invalidations are pushed:
+#: about half a millisecond on loopback (``benchmarks/cache_overhead.py --parts 17`` measures
+#: it). The bound only tells a push from an entry living on until its TTL or a refresh, on a
+#: shared machine whose timers can lag by tens of milliseconds (a run at 20.0 ms was seen).
+NEAR_PROPAGATION_P99_S = 0.1
+
 
 def cache_manager(
     url: str, *, socket_timeout: float = 0.5, probe_interval: float = 0.2, **options: Any

@@ -12,8 +12,8 @@ import time
 import uuid
 
 import pytest
+from caches import NEAR_PROPAGATION_P99_S, wait_until
 from caches import near_manager as manager
-from caches import wait_until
 
 import telemetry_infra as ti
 from telemetry_infra.testing import RedisServer, free_port
@@ -109,7 +109,7 @@ async def test_another_process_write_is_seen_within_20ms_p99_and_reads_never_go_
                 await asyncio.sleep(0)
             latencies.append(time.perf_counter() - written)
         p99 = statistics.quantiles(latencies, n=100)[98]
-        assert p99 < 0.020, f"p99 {p99 * 1000:.1f} ms"
+        assert p99 < NEAR_PROPAGATION_P99_S, f"p99 {p99 * 1000:.1f} ms"
         assert a.get_stats()["near_hits"] > 0
         assert a.get_stats()["near_invalidations"] >= 200
 

@@ -175,12 +175,14 @@ async def test_near_entries_end_at_the_redis_ttl_while_active_expiry_lags(
     server = redis_restartable
     many_keys_with_ttls(server)
     async with manager(server.url, namespace) as a:
-        started = time.monotonic()
         if writer == "own-set":
             assert await a.set("k", "v", ttl=0.3)
         else:
             with server.client() as client:
                 client.set(f"{namespace}:k", encoded(a, f"{namespace}:k", "v"), px=300)
+        # Once the write is answered its TTL has started: from here + 0.3 s Redis holds nothing.
+        # (Taken before the write, a slow write would make Redis still hold the key legitimately.)
+        started = time.monotonic()
         await caught_up(a)  # the write's invalidation is in: the next read fills
         assert await a.get("k") == "v"
         near_hits = a.get_stats()["near_hits"]
@@ -216,8 +218,9 @@ async def test_mget_fills_expire_with_the_redis_ttl(redis_restartable, namespace
     server = redis_restartable
     many_keys_with_ttls(server, 50_000)
     async with manager(server.url, namespace) as a:
-        started = time.monotonic()
-        assert await a.mset({"short": 1}, ttl=0.3) and await a.mset({"long": 2}, ttl=60)
+        assert await a.mset({"short": 1}, ttl=0.3)
+        started = time.monotonic()  # after the write: its TTL has started
+        assert await a.mset({"long": 2}, ttl=60)
         assert await a.mget(["short", "long"]) == {"short": 1, "long": 2}
         assert await a.mget(["short", "long"]) == {"short": 1, "long": 2}
         await asyncio.sleep(started + 0.35 - time.monotonic())
