@@ -285,7 +285,7 @@ def replace_section(page: str, section: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=2, help="runs of each script (default %(default)s)")
-    parser.add_argument("--from", dest="source", type=Path, help="read <script>-<run>.json from here")
+    parser.add_argument("--from", dest="source", type=Path, help="read <name>-<run>.json from here")
     parser.add_argument("--keep", type=Path, help="keep the scripts' JSON results in this directory")
     args = parser.parse_args()
     if args.source is not None:
