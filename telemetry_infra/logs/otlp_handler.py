@@ -116,20 +116,6 @@ def _severity_text(levelname: str) -> str:
     return _SEVERITY_TEXT.get(levelname, levelname)
 
 
-_severities: dict[tuple[int, str], bytes] = {}
-
-
-def _severity(levelno: int, levelname: str) -> bytes:
-    """A level's severity fields, encoded once."""
-    key = (levelno, levelname)
-    fields = _severities.get(key)
-    if fields is None:
-        fields = severity_fields(_severity_value(levelno), _severity_text(levelname))
-        if len(_severities) < 256:
-            _severities[key] = fields
-    return fields
-
-
 def attribute_value(value: Any) -> Any:
     """``value`` as a valid OTel attribute: a primitive or a homogeneous primitive sequence."""
     if isinstance(value, str):
@@ -435,7 +421,7 @@ class OTLPLogHandler(logging.Handler):
             encoded = encode_record_fields(
                 created,
                 observed,
-                _severity(record.levelno, record.levelname),
+                severity_fields(_severity_value(record.levelno), _severity_text(record.levelname)),
                 any_value(body),
                 site,
                 attributes,
